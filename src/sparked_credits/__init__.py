@@ -1,0 +1,52 @@
+"""sparked-credits: one shared, prepaid credit balance per account, kept in Redis.
+
+Every mutation is one atomic Lua script call that changes the balance and appends its
+ledger entry together, exactly once per idempotency key.
+"""
+
+from __future__ import annotations
+
+from .async_client import AsyncCreditsClient
+from .client import CreditsClient
+from .errors import (
+    BackendError,
+    ConfigurationError,
+    CreditsError,
+    EntryNotFoundError,
+    HoldExpiredError,
+    HoldNotFoundError,
+    IdempotencyConflictError,
+    InsufficientCreditsError,
+    RefundError,
+    TokenVerificationError,
+    ValidationError,
+    WebhookVerificationError,
+)
+from .models import EntryType, HistoryPage, InitResult, LedgerEntry, MutationResult
+from .validation import MAX_CREDITS
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_CREDITS",
+    "AsyncCreditsClient",
+    "BackendError",
+    "ConfigurationError",
+    "CreditsClient",
+    "CreditsError",
+    "EntryNotFoundError",
+    "EntryType",
+    "HistoryPage",
+    "HoldExpiredError",
+    "HoldNotFoundError",
+    "IdempotencyConflictError",
+    "InitResult",
+    "InsufficientCreditsError",
+    "LedgerEntry",
+    "MutationResult",
+    "RefundError",
+    "TokenVerificationError",
+    "ValidationError",
+    "WebhookVerificationError",
+    "__version__",
+]

@@ -1,0 +1,69 @@
+"""What the sync and async clients share: construction, options, the operation builders."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from .backends import scheme_of
+from .config import StorageConfig, storage_from_env
+from .errors import ConfigurationError
+from .operations import Operations
+from .options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, make_options
+
+__all__ = ["ClientBase"]
+
+C = TypeVar("C", bound="ClientBase")
+
+
+class ClientBase(ABC):
+    """Validates configuration once and holds the pure operation builders."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        default_credits: int = 100,
+        app: str | None = None,
+        auto_initialize: bool = False,
+        key_prefix: str = "",
+        hash_tags: bool | None = None,
+        idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
+    ) -> None:
+        scheme = scheme_of(url)
+        if token is not None:
+            raise ConfigurationError(f"token= is only used by Upstash URLs, not {scheme}://")
+        self.storage = StorageConfig(url=url, token=token)
+        self.options: ClientOptions = make_options(
+            default_credits=default_credits,
+            app=app,
+            auto_initialize=auto_initialize,
+            key_prefix=key_prefix,
+            hash_tags=bool(hash_tags),
+            idempotency_ttl=idempotency_ttl,
+        )
+        self._ops = Operations(self.options)
+        self._backend = self._open_backend(url)
+
+    @abstractmethod
+    def _open_backend(self, url: str) -> Any:
+        """The sync or async backend for ``url``."""
+
+    @classmethod
+    def from_url(cls: type[C], url: str, **options: Any) -> C:
+        """Same as calling the class with ``url``; options as keywords."""
+        return cls(url, **options)
+
+    @classmethod
+    def from_env(cls: type[C], **options: Any) -> C:
+        """Storage from ``UPSTASH_REDIS_URL``/``_TOKEN``, Upstash's ``_REST_`` names, or
+        ``REDIS_URL``; raises ConfigurationError when none is set (an in-process store in
+        production would give every worker its own balances)."""
+        storage = storage_from_env()
+        return cls(storage.url, token=storage.token, **options)
+
+    def __repr__(self) -> str:
+        scheme = self.storage.url.split("://", 1)[0]
+        return f"{type(self).__name__}({scheme}://..., app={self.options.app!r})"

@@ -1,0 +1,78 @@
+"""redis-py backends (``redis://``, ``rediss://``, ``unix://``), also used by ``memory://``.
+
+redis-py retries a command after a connection error; that is safe here because every
+mutation carries its idempotency key inside the script arguments, so a re-sent EVALSHA
+replays the first outcome instead of applying twice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..requests import CommandCall, ScriptCall
+from .base import AsyncBackend, SyncBackend
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+
+__all__ = ["AsyncRedisBackend", "RedisBackend", "is_noscript"]
+
+
+def is_noscript(exc: Exception) -> bool:
+    """True for Redis's NOSCRIPT reply, whatever class the client parsed it into."""
+    return str(exc).startswith("NOSCRIPT") or type(exc).__name__ == "NoScriptError"
+
+
+def _eval_args(call: ScriptCall) -> tuple[str | int, ...]:
+    return (len(call.keys), *call.keys, *call.args)
+
+
+class RedisBackend(SyncBackend):
+    """A blocking redis-py client (or a fakeredis one, which is the same class underneath)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        from redis.exceptions import ResponseError
+
+        self.client = client
+        self._response_error = ResponseError
+
+    def run_script(self, call: ScriptCall) -> Any:
+        args = _eval_args(call)
+        try:
+            return self.client.execute_command("EVALSHA", call.script.sha, *args)
+        except self._response_error as exc:
+            if not is_noscript(exc):
+                raise
+            return self.client.execute_command("EVAL", call.script.source, *args)
+
+    def run_command(self, call: CommandCall) -> Any:
+        return self.client.execute_command(*call.args)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncRedisBackend(AsyncBackend):
+    """An asyncio redis-py client (or fakeredis's async one)."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        from redis.exceptions import ResponseError
+
+        self.client = client
+        self._response_error = ResponseError
+
+    async def run_script(self, call: ScriptCall) -> Any:
+        args = _eval_args(call)
+        try:
+            return await self.client.execute_command("EVALSHA", call.script.sha, *args)
+        except self._response_error as exc:
+            if not is_noscript(exc):
+                raise
+            return await self.client.execute_command("EVAL", call.script.source, *args)
+
+    async def run_command(self, call: CommandCall) -> Any:
+        return await self.client.execute_command(*call.args)
+
+    async def close(self) -> None:
+        await self.client.aclose()

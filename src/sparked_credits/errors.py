@@ -1,0 +1,203 @@
+"""The error tree.
+
+Every exception the SDK raises is a :class:`CreditsError`, so one ``except`` catches them all,
+and each subclass carries the fields a route handler needs to answer (``to_dict()`` gives a JSON
+body, ``http_status`` the status code). Backend exceptions are translated in exactly one place
+(:mod:`sparked_credits.backends.errors`), never ad hoc.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "BackendError",
+    "ConfigurationError",
+    "CreditsError",
+    "EntryNotFoundError",
+    "HoldExpiredError",
+    "HoldNotFoundError",
+    "IdempotencyConflictError",
+    "InsufficientCreditsError",
+    "RefundError",
+    "TokenVerificationError",
+    "ValidationError",
+    "WebhookVerificationError",
+]
+
+
+class CreditsError(Exception):
+    """Root of every error the SDK raises."""
+
+    http_status: int = 500
+    code: str = "credits_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready body for an HTTP error response."""
+        return {"error": self.code, "message": self.message}
+
+
+class ConfigurationError(CreditsError):
+    """The client was configured wrongly: bad URL, missing optional dependency, missing env."""
+
+    code = "configuration_error"
+
+
+class ValidationError(CreditsError, ValueError):
+    """An argument was rejected before anything was sent; nothing was written.
+
+    ``field`` names the offending argument so a handler can answer 422 precisely.
+    """
+
+    http_status = 422
+    code = "validation_error"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "field": self.field}
+
+
+class InsufficientCreditsError(CreditsError):
+    """The balance does not cover the amount; nothing was written (HTTP 402)."""
+
+    http_status = 402
+    code = "insufficient_credits"
+
+    def __init__(self, account: str, balance: int, required: int, action: str | None) -> None:
+        what = f" for {action}" if action else ""
+        super().__init__(
+            f"account {account} has {balance} credits, {required} required{what}"
+        )
+        self.account = account
+        self.balance = balance
+        self.required = required
+        self.action = action
+
+    @property
+    def shortfall(self) -> int:
+        """How many credits the account lacks."""
+        return max(self.required - self.balance, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "account": self.account,
+            "balance": self.balance,
+            "required": self.required,
+            "shortfall": self.shortfall,
+            "action": self.action,
+        }
+
+
+class IdempotencyConflictError(CreditsError):
+    """The idempotency key was already used with different parameters (HTTP 409)."""
+
+    http_status = 409
+    code = "idempotency_conflict"
+
+    def __init__(self, account: str, idempotency_key: str) -> None:
+        super().__init__(
+            f"idempotency key {idempotency_key!r} on account {account} was already used "
+            "with different parameters"
+        )
+        self.account = account
+        self.idempotency_key = idempotency_key
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "idempotency_key": self.idempotency_key}
+
+
+class EntryNotFoundError(CreditsError):
+    """A ledger entry named by id does not exist on this account (HTTP 404)."""
+
+    http_status = 404
+    code = "entry_not_found"
+
+    def __init__(self, account: str, entry_id: str) -> None:
+        super().__init__(f"no ledger entry {entry_id} on account {account}")
+        self.account = account
+        self.entry_id = entry_id
+
+
+class RefundError(CreditsError):
+    """A refund was refused: wrong entry type, already refunded, or more than was taken."""
+
+    http_status = 409
+    code = "refund_refused"
+
+    def __init__(self, account: str, entry_id: str, message: str, refundable: int = 0) -> None:
+        super().__init__(f"cannot refund {entry_id} on account {account}: {message}")
+        self.account = account
+        self.entry_id = entry_id
+        self.refundable = refundable
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "entry_id": self.entry_id, "refundable": self.refundable}
+
+
+class HoldNotFoundError(CreditsError):
+    """No hold with this id exists (HTTP 404)."""
+
+    http_status = 404
+    code = "hold_not_found"
+
+
+class HoldExpiredError(CreditsError):
+    """The hold passed its ttl and its credits went back to the balance (HTTP 409)."""
+
+    http_status = 409
+    code = "hold_expired"
+
+
+class BackendError(CreditsError):
+    """The storage backend failed.
+
+    ``may_have_applied`` is True when the request may have reached the server before the
+    failure (a dropped connection or a timeout after sending). ``retry_safe`` says whether
+    repeating the call is safe: it is, for mutations, exactly when the retry reuses
+    ``idempotency_key``: the server then applies the call at most once.
+    """
+
+    http_status = 503
+    code = "backend_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        may_have_applied: bool,
+        retry_safe: bool,
+        idempotency_key: str | None = None,
+    ) -> None:
+        hint = ""
+        if retry_safe and idempotency_key is not None:
+            hint = f" (safe to retry with idempotency_key={idempotency_key!r})"
+        elif retry_safe:
+            hint = " (safe to retry)"
+        super().__init__(f"{operation} failed: {message}{hint}")
+        self.operation = operation
+        self.may_have_applied = may_have_applied
+        self.retry_safe = retry_safe
+        self.idempotency_key = idempotency_key
+
+
+class WebhookVerificationError(CreditsError):
+    """A webhook's signature, timestamp or headers did not verify (HTTP 400)."""
+
+    http_status = 400
+    code = "webhook_verification_failed"
+
+
+class TokenVerificationError(CreditsError):
+    """A session token did not verify (HTTP 401)."""
+
+    http_status = 401
+    code = "token_verification_failed"

@@ -1,0 +1,60 @@
+"""Redis key names.
+
+The balance and ledger keys mirror the TypeScript SDK (``balance:<acct>``, ``txs:<acct>``)
+so both SDKs can share one database. With ``hash_tags=True`` (always on a cluster) the
+account part is wrapped in braces, ``balance:{<acct>}``, so that every key one script
+touches hashes to the same slot. Keys only this SDK uses always brace the account: account
+ids cannot contain braces, so ``idem:{a:b}:k`` and ``idem:{a}:b:k`` never collide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["AccountKeys", "KeySpace"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeys:
+    """Every key of one account, in the order the mutation scripts take them as KEYS[]."""
+
+    balance: str
+    ledger: str
+    meta: str
+    idempotency: str
+    idempotency_previous: str
+    refunds: str
+
+    def for_script(self) -> tuple[str, str, str, str, str]:
+        """KEYS[1..5] shared by every mutation script."""
+        return (self.balance, self.ledger, self.meta, self.idempotency, self.idempotency_previous)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Builds key names for one client configuration (tenant prefix, hash tags)."""
+
+    prefix: str = ""
+    hash_tags: bool = False
+
+    def account(self, account: str) -> AccountKeys:
+        p = self.prefix
+        tagged = "{" + account + "}"
+        return AccountKeys(
+            balance=self.balance(account),
+            ledger=self.ledger(account),
+            meta=f"{p}account:{tagged}",
+            idempotency=f"{p}idem:{tagged}:current",
+            idempotency_previous=f"{p}idem:{tagged}:previous",
+            refunds=f"{p}refunds:{tagged}",
+        )
+
+    def _shared(self, account: str) -> str:
+        """The account part of keys the TypeScript SDK shares: braced only in hash-tag mode."""
+        return "{" + account + "}" if self.hash_tags else account
+
+    def balance(self, account: str) -> str:
+        return f"{self.prefix}balance:{self._shared(account)}"
+
+    def ledger(self, account: str) -> str:
+        return f"{self.prefix}txs:{self._shared(account)}"

@@ -1,0 +1,109 @@
+-- Shared prelude, prepended to every mutation script (see scripts.py).
+--
+-- KEYS: 1 balance, 2 ledger stream, 3 account meta hash, 4 idempotency hash (current),
+--       5 idempotency hash (previous generation); scripts may add their own after these.
+-- ARGV: 1 idempotency key, 2 parameter fingerprint, 3 idempotency retention (ms),
+--       4 auto-initialize ('1'/'0'), 5 default credits, 6 app; scripts add their own after.
+--
+-- Only locals (a global poisons fakeredis for every later script), keys only via KEYS[],
+-- numbers leave the script as strings formatted with %d (tostring(1e15) gives '1e+15').
+if redis.replicate_commands then redis.replicate_commands() end
+
+local K_BAL, K_TXS, K_META, K_IDEM, K_IDEM_PREV = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local IDEM_KEY, FINGERPRINT, IDEM_TTL = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local AUTO_INIT, DEFAULT_CREDITS, APP = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6]
+local MAX_CREDITS = 9007199254740991
+local BORN = ''  -- hash field holding a generation's birth time; idempotency keys are never ''
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+local function reply_entry(id, fields, replayed)
+  local out = {'ok', replayed, id}
+  for i = 1, #fields do out[#out + 1] = fields[i] end
+  return out
+end
+
+-- Append one entry. The field order is fixed so listpacks store the names once per node.
+local function append(typ, delta, after, action, app, reason, ref, idem, meta)
+  local fields = {'type', typ, 'delta', fmt(delta), 'balance', fmt(after), 'action', action,
+                  'app', app, 'reason', reason, 'ref', ref, 'idem', idem, 'meta', meta}
+  local id = redis.call('XADD', K_TXS, '*', unpack(fields))
+  return id, fields
+end
+
+-- A replay returns the first call's entry; the same key with other parameters is a conflict.
+local function idem_lookup()
+  local rec = redis.call('HGET', K_IDEM, IDEM_KEY)
+  if not rec then rec = redis.call('HGET', K_IDEM_PREV, IDEM_KEY) end
+  if not rec then return nil end
+  local sep = string.find(rec, '|', 1, true)
+  if string.sub(rec, 1, sep - 1) ~= FINGERPRINT then return {'conflict'} end
+  local id = string.sub(rec, sep + 1)
+  local found = redis.call('XRANGE', K_TXS, id, id)
+  if #found == 0 then return {'replay_gone', id} end
+  return reply_entry(found[1][1], found[1][2], '1')
+end
+
+-- Record the key with its outcome. Two generations of one hash per account: the current
+-- one is renamed to previous once it is IDEM_TTL old, and lookups read both, so a key lives
+-- at least IDEM_TTL and at most twice that, without one Redis key (and expiry) per call.
+local function idem_record(id)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local born = redis.call('HGET', K_IDEM, BORN)
+  if born and now - tonumber(born) >= IDEM_TTL then
+    redis.call('UNLINK', K_IDEM_PREV)
+    redis.call('RENAME', K_IDEM, K_IDEM_PREV)
+    redis.call('PEXPIRE', K_IDEM_PREV, IDEM_TTL)
+    born = nil
+  end
+  if not born then
+    redis.call('HSET', K_IDEM, BORN, fmt(now))
+    redis.call('PEXPIRE', K_IDEM, 2 * IDEM_TTL)
+  end
+  redis.call('HSET', K_IDEM, IDEM_KEY, FINGERPRINT .. '|' .. id)
+end
+
+-- An account is initialized when its meta hash says so, or when it has a balance written
+-- by the TypeScript SDK (a balance key and no meta hash). A credit that reaches an account
+-- before its init marks the meta hash, so the later init still grants the starting credits.
+local function is_initialized(raw_balance)
+  if redis.call('HEXISTS', K_META, 'init') == 1 then return true end
+  return raw_balance ~= false and redis.call('EXISTS', K_META) == 0
+end
+
+local function mark_opened(raw_balance)
+  if raw_balance == false then redis.call('HSET', K_META, 'opened', '1') end
+end
+
+-- Initialize inside the calling script: the starting credits and their entry.
+local function do_init(credits, base, reason)
+  local after = base + credits
+  redis.call('SET', K_BAL, fmt(after))
+  local id, fields = append('init', credits, after, 'initialize', APP, reason, '', '', '')
+  redis.call('HSET', K_META, 'init', id)
+  return id, fields, after
+end
+
+-- The balance this script starts from, and whether it must initialize the account first.
+local function load_balance()
+  local raw = redis.call('GET', K_BAL)
+  local bal = tonumber(raw or '0')
+  local needs_init = AUTO_INIT and not is_initialized(raw)
+  if needs_init then bal = bal + DEFAULT_CREDITS end
+  return bal, needs_init, raw
+end
+
+local function apply_init_if_needed(needs_init, raw)
+  if needs_init then do_init(DEFAULT_CREDITS, tonumber(raw or '0'), 'auto-initialize') end
+end
+
+-- Change the balance by delta and append the entry, recording the idempotency key.
+local function commit(typ, delta, after, action, app, reason, ref, meta)
+  redis.call('SET', K_BAL, fmt(after))
+  local id, fields = append(typ, delta, after, action, app, reason, ref, IDEM_KEY, meta)
+  idem_record(id)
+  return reply_entry(id, fields, '0')
+end

@@ -1,0 +1,25 @@
+-- refund a debit, in full or in part, never more than it took in total.
+-- KEYS[6] refunds hash (entry id -> credits refunded so far).
+-- ARGV[7] entry id, ARGV[8] amount ('' = all that is left), ARGV[9] reason, ARGV[10] metadata.
+local replay = idem_lookup()
+if replay then return replay end
+local eid = ARGV[7]
+local found = redis.call('XRANGE', K_TXS, eid, eid)
+if #found == 0 then return {'not_found', eid} end
+local f = {}
+local raw_fields = found[1][2]
+for i = 1, #raw_fields, 2 do f[raw_fields[i]] = raw_fields[i + 1] end
+local taken = -tonumber(f['delta'] or '0')
+if f['type'] ~= 'debit' or taken <= 0 then return {'not_refundable', f['type'] or ''} end
+local done = tonumber(redis.call('HGET', KEYS[6], eid) or '0')
+local left = taken - done
+if left <= 0 then return {'fully_refunded', fmt(taken)} end
+local amount = left
+if ARGV[8] ~= '' then amount = tonumber(ARGV[8]) end
+if amount > left then return {'refund_exceeds', fmt(left)} end
+local bal = tonumber(redis.call('GET', K_BAL) or '0')
+if bal + amount > MAX_CREDITS then return {'overflow', fmt(bal), fmt(amount)} end
+redis.call('HINCRBY', KEYS[6], eid, amount)
+-- Carry the debit's action and app so usage by action or app nets out refunds.
+return commit('refund', amount, bal + amount, f['action'] or '', f['app'] or '', ARGV[9], eid,
+              ARGV[10])

@@ -1,0 +1,104 @@
+"""Typed results: ledger entries, mutation outcomes, history pages.
+
+Models are frozen pydantic v2 models so they serialize straight into API responses
+(``model_dump(mode="json")``) and cannot be edited by accident: like the ledger they mirror.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+__all__ = [
+    "EntryType",
+    "HistoryPage",
+    "InitResult",
+    "LedgerEntry",
+    "MutationResult",
+]
+
+
+class EntryType(str, Enum):
+    """What a ledger entry records. The value is what the stream stores."""
+
+    INIT = "init"
+    DEBIT = "debit"
+    CREDIT = "credit"
+    REFUND = "refund"
+    RESERVE = "reserve"
+    SETTLE = "settle"
+    RELEASE = "release"
+    EXPIRE = "expire"
+    ADJUST = "adjust"
+
+
+class LedgerEntry(BaseModel):
+    """One append-only ledger entry. Its stream id is both its id and its time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="Stream id '<ms>-<seq>': unique, ordered, carries the time.")
+    type: EntryType
+    delta: int = Field(description="Signed change to the balance.")
+    balance_after: int = Field(description="The balance right after this entry.")
+    action: str | None = Field(default=None, description="What was paid for, or the source.")
+    app: str | None = Field(default=None, description="The app that wrote the entry.")
+    reason: str | None = None
+    ref: str | None = Field(default=None, description="Refunded entry id or hold id.")
+    idempotency_key: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def timestamp(self) -> datetime:
+        """When Redis wrote the entry (server time, millisecond precision)."""
+        ms = int(self.id.split("-", 1)[0])
+        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+    @property
+    def amount(self) -> int:
+        """The size of the change, without its sign."""
+        return abs(self.delta)
+
+
+class MutationResult(BaseModel):
+    """The outcome of a debit, credit, refund or adjustment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    balance: int = Field(description="The balance right after the entry was written.")
+    entry: LedgerEntry
+    replayed: bool = Field(
+        default=False,
+        description="True when the idempotency key had already been applied: this is the "
+        "first call's outcome, and nothing was written now.",
+    )
+
+
+class InitResult(BaseModel):
+    """The outcome of initialize_user: created once per account, ever."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    created: bool = Field(description="False when the account already existed: nothing changed.")
+    balance: int
+    entry: LedgerEntry | None = Field(
+        default=None, description="The init entry, when this call created the account."
+    )
+
+
+class HistoryPage(BaseModel):
+    """One page of ledger entries, newest first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    entries: list[LedgerEntry]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as cursor= to get the next (older) page; None at the end."
+    )

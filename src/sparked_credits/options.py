@@ -1,0 +1,74 @@
+"""Client options, validated once when a client is built."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from . import validation
+from .errors import ConfigurationError
+
+__all__ = ["ClientOptions", "make_options"]
+
+DEFAULT_IDEMPOTENCY_TTL = timedelta(days=7)
+
+
+class ClientOptions(BaseModel):
+    """Everything that shapes a client's behaviour apart from where its storage is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    default_credits: int = Field(
+        default=100, ge=0, le=validation.MAX_CREDITS,
+        description="Starting credits for initialize_user() and auto-initialization.",
+    )
+    app: str | None = Field(
+        default=None, description="Tag written on every entry, e.g. 'app.sparked.world'."
+    )
+    auto_initialize: bool = Field(
+        default=False,
+        description="Initialize a never-seen account inside its first mutation.",
+    )
+    key_prefix: str = Field(default="", max_length=64, description="Namespace for a tenant.")
+    hash_tags: bool = Field(
+        default=False, description="Brace the account in key names (always on a cluster)."
+    )
+    idempotency_ttl: timedelta = Field(
+        default=DEFAULT_IDEMPOTENCY_TTL,
+        description="How long an idempotency key is remembered (at least; at most twice).",
+    )
+
+    @field_validator("app")
+    @classmethod
+    def _check_app(cls, value: str | None) -> str | None:
+        return validation.label(value, "app") or None
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if any(c.isspace() or c in "{}" for c in value):
+            raise ValueError("must not contain whitespace or braces")
+        return value
+
+    @field_validator("idempotency_ttl")
+    @classmethod
+    def _check_ttl(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least one second")
+        return value
+
+    @property
+    def idempotency_ttl_ms(self) -> int:
+        return int(self.idempotency_ttl.total_seconds() * 1000)
+
+
+def make_options(**values: object) -> ClientOptions:
+    """Build options, turning pydantic's errors into a ConfigurationError that names the field."""
+    try:
+        return ClientOptions.model_validate(values)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "options"
+        raise ConfigurationError(f"{where}: {first['msg']}") from None

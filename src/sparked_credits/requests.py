@@ -1,0 +1,47 @@
+"""What a client asks a backend to do: one script call or one plain command.
+
+These are plain data, built by the pure core (:mod:`sparked_credits.operations`) and carried
+out by a backend in exactly one round trip. Keeping them I/O-free is what lets the sync and
+async clients, and every backend, share one implementation of each operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .scripts import Script
+
+__all__ = ["CommandCall", "Operation", "Request", "ScriptCall"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    """EVALSHA of ``script`` with ``keys`` as KEYS[] and ``args`` as ARGV[]."""
+
+    script: Script
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandCall:
+    """One read-only Redis command, e.g. ``("GET", "balance:user_1")``."""
+
+    args: tuple[str, ...]
+
+
+Request = ScriptCall | CommandCall
+
+
+@dataclass(frozen=True, slots=True)
+class Operation(Generic[T]):
+    """A request plus the function that turns its raw reply into a typed result or error."""
+
+    name: str
+    request: Request
+    decode: Callable[[Any], T]
+    idempotency_key: str | None = None

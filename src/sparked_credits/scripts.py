@@ -1,0 +1,51 @@
+"""The Lua scripts, loaded once from package data.
+
+Each mutation is one script file under ``lua/``; the shared helpers live in
+``lua/prelude.lua`` and are prepended at load time, so every script sent to Redis is
+self-contained and its SHA1 is known before the first call (EVALSHA first, EVAL on NOSCRIPT).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from importlib import resources
+
+__all__ = ["SCRIPTS", "Script"]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script and its SHA1, as EVALSHA needs it."""
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def _load(name: str) -> Script:
+    return Script(name=name, source=_read("prelude") + "\n" + _read(name))
+
+
+class _Scripts:
+    """Namespace of the loaded scripts (attribute access keeps call sites typo-proof)."""
+
+    def __init__(self) -> None:
+        self.initialize = _load("initialize")
+        self.debit = _load("debit")
+        self.credit = _load("credit")
+        self.adjust = _load("adjust")
+        self.refund = _load("refund")
+
+    def all(self) -> tuple[Script, ...]:
+        return (self.initialize, self.debit, self.credit, self.adjust, self.refund)
+
+
+SCRIPTS = _Scripts()

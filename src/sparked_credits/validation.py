@@ -1,0 +1,174 @@
+"""Argument validation, shared by both clients.
+
+Everything a caller passes is checked here before a script is built, so a rejected call
+never reaches Redis and never writes anything. Each rejection names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from .errors import ValidationError
+
+MAX_CREDITS = 2**53 - 1
+"""Largest amount or balance: Lua numbers are doubles, exact only up to 2^53 - 1."""
+
+MAX_ACCOUNT_LENGTH = 128
+MAX_LABEL_LENGTH = 64
+MAX_REASON_LENGTH = 500
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
+MAX_METADATA_BYTES = 4096
+MAX_HISTORY_LIMIT = 1000
+
+# No whitespace, no braces (they would break hash tags), no control characters.
+_ACCOUNT_RE = re.compile(r"[^\s{}\x00-\x1f\x7f]+")
+# Labels (action, app, source) are identifiers, not prose: they are grouped on in analytics.
+_LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
+_IDEM_RE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_STREAM_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def amount(value: object, field: str = "amount") -> int:
+    """A positive whole number of credits, 1 <= value <= 2^53 - 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an int, got {type(value).__name__}")
+    if not 1 <= value <= MAX_CREDITS:
+        raise ValidationError(field, f"must be between 1 and {MAX_CREDITS}, got {value}")
+    return value
+
+
+def credits(value: object, field: str = "credits") -> int:
+    """A whole number of credits that may be zero (starting credits)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_CREDITS:
+        raise ValidationError(field, f"must be between 0 and {MAX_CREDITS}, got {value}")
+    return value
+
+
+def signed_delta(value: object, field: str = "delta") -> int:
+    """A non-zero signed number of credits, |value| <= 2^53 - 1 (admin adjustments)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(field, f"must be an int, got {type(value).__name__}")
+    if value == 0 or abs(value) > MAX_CREDITS:
+        raise ValidationError(field, f"must be non-zero with |{field}| <= {MAX_CREDITS}")
+    return value
+
+
+def account(value: object) -> str:
+    """An account id: a Clerk user or organization id, or any id of the same shape."""
+    if not isinstance(value, str):
+        raise ValidationError("account", f"must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValidationError("account", "must not be empty")
+    if len(value) > MAX_ACCOUNT_LENGTH:
+        raise ValidationError("account", f"must be at most {MAX_ACCOUNT_LENGTH} characters")
+    if not _ACCOUNT_RE.fullmatch(value):
+        raise ValidationError(
+            "account", "must not contain whitespace, braces or control characters"
+        )
+    return value
+
+
+def label(value: object, field: str, *, required: bool = False) -> str:
+    """An identifier-like tag (action, app, source); '' stands for 'not given'."""
+    if value is None:
+        if required:
+            raise ValidationError(field, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a str, got {type(value).__name__}")
+    if not value:
+        if required:
+            raise ValidationError(field, "must not be empty")
+        return ""
+    if len(value) > MAX_LABEL_LENGTH:
+        raise ValidationError(field, f"must be at most {MAX_LABEL_LENGTH} characters")
+    if not _LABEL_RE.fullmatch(value):
+        raise ValidationError(
+            field, "must start with a letter or digit and use only letters, digits and _.:/-"
+        )
+    return value
+
+
+def reason(value: object) -> str:
+    """Free text for humans, bounded, without control characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError("reason", f"must be a str, got {type(value).__name__}")
+    if len(value) > MAX_REASON_LENGTH:
+        raise ValidationError("reason", f"must be at most {MAX_REASON_LENGTH} characters")
+    if _CONTROL_RE.search(value):
+        raise ValidationError("reason", "must not contain control characters")
+    return value
+
+
+def idempotency_key(value: object) -> str:
+    """A caller-chosen idempotency key: printable ASCII without spaces, bounded."""
+    if not isinstance(value, str):
+        raise ValidationError("idempotency_key", f"must be a str, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise ValidationError(
+            "idempotency_key", f"must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        )
+    if not _IDEM_RE.fullmatch(value):
+        raise ValidationError("idempotency_key", "must be printable ASCII without spaces")
+    return value
+
+
+def metadata(value: object) -> str:
+    """Caller metadata as compact JSON text ('' when absent), at most 4 KiB.
+
+    Serialized with sorted keys so the same dict always gives the same text: the
+    idempotency fingerprint depends on it.
+    """
+    if value is None:
+        return ""
+    if not isinstance(value, dict):
+        raise ValidationError("metadata", f"must be a dict, got {type(value).__name__}")
+    try:
+        text = json.dumps(
+            value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("metadata", f"must be JSON-serializable: {exc}") from None
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise ValidationError("metadata", f"must serialize to at most {MAX_METADATA_BYTES} bytes")
+    return text
+
+
+def entry_id(value: object, field: str = "entry_id") -> str:
+    """A ledger entry id as Redis Streams writes it: '<ms>-<seq>'."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a str, got {type(value).__name__}")
+    if not _STREAM_ID_RE.fullmatch(value):
+        raise ValidationError(field, "must be a ledger entry id like '1732406400000-0'")
+    return value
+
+
+def history_limit(value: object) -> int:
+    """A page size for history reads."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("limit", f"must be an int, got {type(value).__name__}")
+    if not 1 <= value <= MAX_HISTORY_LIMIT:
+        raise ValidationError("limit", f"must be between 1 and {MAX_HISTORY_LIMIT}")
+    return value
+
+
+def flag(value: object, field: str) -> bool:
+    """A real bool (not a truthy string or int)."""
+    if not isinstance(value, bool):
+        raise ValidationError(field, f"must be a bool, got {type(value).__name__}")
+    return value
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """Parse stored metadata text back into a dict (``{}`` when empty)."""
+    if not value:
+        return {}
+    parsed = json.loads(value)
+    return parsed if isinstance(parsed, dict) else {"value": parsed}
