@@ -31,6 +31,7 @@ class ClientBase(ABC):
         key_prefix: str = "",
         hash_tags: bool | None = None,
         idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
+        retries: int = 3,
     ) -> None:
         scheme = scheme_of(url)
         if token is not None:
@@ -43,12 +44,13 @@ class ClientBase(ABC):
             key_prefix=key_prefix,
             hash_tags=bool(hash_tags),
             idempotency_ttl=idempotency_ttl,
+            retries=retries,
         )
         self._ops = Operations(self.options)
-        self._backend = self._open_backend(url)
+        self._backend = self._open_backend(url, self.options)
 
     @abstractmethod
-    def _open_backend(self, url: str) -> Any:
+    def _open_backend(self, url: str, options: ClientOptions) -> Any:
         """The sync or async backend for ``url``."""
 
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from ._client_base import ClientBase
 from .backends import AsyncBackend, open_async_backend
 from .backends.errors import translate
+from .options import ClientOptions
 from .models import HistoryPage, InitResult, MutationResult
 from .requests import Operation
 
@@ -24,8 +25,8 @@ class AsyncCreditsClient(ClientBase):
 
     _backend: AsyncBackend
 
-    def _open_backend(self, url: str) -> AsyncBackend:
-        return open_async_backend(url)
+    def _open_backend(self, url: str, options: ClientOptions) -> AsyncBackend:
+        return open_async_backend(url, retries=options.retries)
 
     async def _run(self, op: Operation[T]) -> T:
         try:

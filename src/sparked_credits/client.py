@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from ._client_base import ClientBase
 from .backends import SyncBackend, open_backend
 from .backends.errors import translate
+from .options import ClientOptions
 from .models import HistoryPage, InitResult, MutationResult
 from .requests import Operation
 
@@ -28,8 +29,8 @@ class CreditsClient(ClientBase):
 
     _backend: SyncBackend
 
-    def _open_backend(self, url: str) -> SyncBackend:
-        return open_backend(url)
+    def _open_backend(self, url: str, options: ClientOptions) -> SyncBackend:
+        return open_backend(url, retries=options.retries)
 
     def _run(self, op: Operation[T]) -> T:
         try:

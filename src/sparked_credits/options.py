@@ -35,6 +35,11 @@ class ClientOptions(BaseModel):
     hash_tags: bool = Field(
         default=False, description="Brace the account in key names (always on a cluster)."
     )
+    retries: int = Field(
+        default=3, ge=0, le=10,
+        description="Re-sends after a lost connection or timeout. Safe: every mutation "
+        "carries its idempotency key, so a re-sent script replays instead of repeating.",
+    )
     idempotency_ttl: timedelta = Field(
         default=DEFAULT_IDEMPOTENCY_TTL,
         description="How long an idempotency key is remembered (at least; at most twice).",

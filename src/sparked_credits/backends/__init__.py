@@ -52,6 +52,8 @@ def _redis_module() -> Any:
     try:
         import redis
         import redis.asyncio
+        import redis.asyncio.retry
+        import redis.retry
     except ImportError as exc:
         raise ConfigurationError(
             "redis:// needs redis-py: pip install 'sparked-credits[redis]'"
@@ -59,7 +61,21 @@ def _redis_module() -> Any:
     return redis
 
 
-def open_backend(url: str) -> SyncBackend:
+def _retry_options(asyncio: bool, retries: int) -> dict[str, Any]:
+    """redis-py re-sends after a lost connection or a timeout. Safe for every call here:
+    reads change nothing and each mutation carries its idempotency key, so a re-sent script
+    replays its first outcome instead of applying again."""
+    redis = _redis_module()
+    from redis.backoff import ExponentialWithJitterBackoff
+
+    retry_cls = redis.asyncio.retry.Retry if asyncio else redis.retry.Retry
+    return {
+        "retry": retry_cls(ExponentialWithJitterBackoff(base=0.02, cap=0.5), retries),
+        "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+    }
+
+
+def open_backend(url: str, *, retries: int = 3) -> SyncBackend:
     """A blocking backend for ``url``."""
     scheme = scheme_of(url)
     if scheme == "memory":
@@ -68,10 +84,10 @@ def open_backend(url: str) -> SyncBackend:
         return open_memory(_memory_name(url))
     from .redis_py import RedisBackend
 
-    return RedisBackend(_redis_module().Redis.from_url(url))
+    return RedisBackend(_redis_module().Redis.from_url(url, **_retry_options(False, retries)))
 
 
-def open_async_backend(url: str) -> AsyncBackend:
+def open_async_backend(url: str, *, retries: int = 3) -> AsyncBackend:
     """An asyncio backend for ``url``."""
     scheme = scheme_of(url)
     if scheme == "memory":
@@ -80,4 +96,6 @@ def open_async_backend(url: str) -> AsyncBackend:
         return open_async_memory(_memory_name(url))
     from .redis_py import AsyncRedisBackend
 
-    return AsyncRedisBackend(_redis_module().asyncio.Redis.from_url(url))
+    return AsyncRedisBackend(
+        _redis_module().asyncio.Redis.from_url(url, **_retry_options(True, retries))
+    )
