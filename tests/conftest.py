@@ -54,7 +54,7 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     raw.flushall()
     raw.script_flush()
     raw.close()
-    yield redis_server.url
+    return redis_server.url
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ where a retry is most dangerous, because the call was applied but the caller can
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -57,17 +58,13 @@ class DroppingProxy:
         except OSError:
             pass
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def close(self) -> None:
         self._closing = True
         self._listener.close()
         for s in self._sockets:
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass

@@ -6,8 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import ledger_sum
 
+from conftest import ledger_sum
 from sparked_credits import (
     EntryType,
     IdempotencyConflictError,

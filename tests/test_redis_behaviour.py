@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import redis
+
 from conftest import ledger_sum
 from contention_worker import hammer
 from proxy import DroppingProxy
-
 from sparked_credits import BackendError, CreditsClient, EntryType
 from sparked_credits.scripts import SCRIPTS
 from sparked_credits.testing import RedisServer, free_port

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 from ._client_base import ClientBase
 from .backends import AsyncBackend, open_async_backend
 from .backends.errors import translate
-from .options import ClientOptions
 from .models import HistoryPage, InitResult, MutationResult
+from .options import ClientOptions
 from .requests import Operation
 
 __all__ = ["AsyncCreditsClient"]
@@ -113,7 +113,9 @@ class AsyncCreditsClient(ClientBase):
             )
         )
 
-    async def history(self, account: str, limit: int = 20, cursor: str | None = None) -> HistoryPage:
+    async def history(
+        self, account: str, limit: int = 20, cursor: str | None = None
+    ) -> HistoryPage:
         """One page of entries, newest first (one XREVRANGE); pass ``next_cursor`` on."""
         return await self._run(self._ops.history(account, limit, cursor))
 

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 from ._client_base import ClientBase
 from .backends import SyncBackend, open_backend
 from .backends.errors import translate
-from .options import ClientOptions
 from .models import HistoryPage, InitResult, MutationResult
+from .options import ClientOptions
 from .requests import Operation
 
 __all__ = ["CreditsClient"]

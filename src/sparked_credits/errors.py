@@ -72,9 +72,7 @@ class InsufficientCreditsError(CreditsError):
 
     def __init__(self, account: str, balance: int, required: int, action: str | None) -> None:
         what = f" for {action}" if action else ""
-        super().__init__(
-            f"account {account} has {balance} credits, {required} required{what}"
-        )
+        super().__init__(f"account {account} has {balance} credits, {required} required{what}")
         self.account = account
         self.balance = balance
         self.required = required

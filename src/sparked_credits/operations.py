@@ -53,7 +53,7 @@ def _field_map(fields: Any) -> dict[str, str]:
     if isinstance(fields, dict):
         return {_text(k): _text(val) for k, val in fields.items()}
     it = iter(fields)
-    return {_text(k): _text(val) for k, val in zip(it, it)}
+    return {_text(k): _text(val) for k, val in zip(it, it, strict=False)}
 
 
 def entry_from_fields(entry_id: Any, fields: Any) -> LedgerEntry:
@@ -103,8 +103,8 @@ class Operations:
         entry_id: str | None = None,
         extra_keys: tuple[str, ...] = (),
     ) -> Operation[MutationResult]:
-        key = new_idempotency_key() if idempotency_key is None else v.idempotency_key(
-            idempotency_key
+        key = (
+            new_idempotency_key() if idempotency_key is None else v.idempotency_key(idempotency_key)
         )
         fp = _fingerprint(name, account, self._app, *params)
         keys = self.keys.account(account)
@@ -179,9 +179,7 @@ class Operations:
             v.reason(reason),
             v.metadata(metadata),
         )
-        return self._mutation(
-            "debit", SCRIPTS.debit, account, idempotency_key, params, action
-        )
+        return self._mutation("debit", SCRIPTS.debit, account, idempotency_key, params, action)
 
     def credit(
         self,
@@ -199,9 +197,7 @@ class Operations:
             v.reason(reason),
             v.metadata(metadata),
         )
-        return self._mutation(
-            "credit", SCRIPTS.credit, account, idempotency_key, params, source
-        )
+        return self._mutation("credit", SCRIPTS.credit, account, idempotency_key, params, source)
 
     def adjust(
         self,
@@ -221,9 +217,7 @@ class Operations:
             v.reason(reason),
             v.metadata(metadata),
         )
-        return self._mutation(
-            "adjust", SCRIPTS.adjust, account, idempotency_key, params, action
-        )
+        return self._mutation("adjust", SCRIPTS.adjust, account, idempotency_key, params, action)
 
     def refund(
         self,
@@ -247,7 +241,12 @@ class Operations:
             # process retry it and get the first outcome back instead of an error.
             idempotency_key = f"refund:{eid}"
         return self._mutation(
-            "refund", SCRIPTS.refund, account, idempotency_key, params, None,
+            "refund",
+            SCRIPTS.refund,
+            account,
+            idempotency_key,
+            params,
+            None,
             entry_id=eid,
             extra_keys=(self.keys.account(account).refunds,),
         )
@@ -269,8 +268,7 @@ class Operations:
         return Operation(
             name="history",
             request=CommandCall(
-                args=("XREVRANGE", self.keys.ledger(account), start, "-", "COUNT",
-                      str(limit + 1)),
+                args=("XREVRANGE", self.keys.ledger(account), start, "-", "COUNT", str(limit + 1)),
             ),
             decode=decode,
         )

@@ -21,7 +21,9 @@ class ClientOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     default_credits: int = Field(
-        default=100, ge=0, le=validation.MAX_CREDITS,
+        default=100,
+        ge=0,
+        le=validation.MAX_CREDITS,
         description="Starting credits for initialize_user() and auto-initialization.",
     )
     app: str | None = Field(
@@ -36,7 +38,9 @@ class ClientOptions(BaseModel):
         default=False, description="Brace the account in key names (always on a cluster)."
     )
     retries: int = Field(
-        default=3, ge=0, le=10,
+        default=3,
+        ge=0,
+        le=10,
         description="Re-sends after a lost connection or timeout. Safe: every mutation "
         "carries its idempotency key, so a re-sent script replays instead of repeating.",
     )

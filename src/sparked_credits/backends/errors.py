@@ -7,14 +7,25 @@ have been applied (the reply was lost) and whether repeating it is safe.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import BackendError, CreditsError
 from ..requests import CommandCall, Operation
 
 __all__ = ["translate"]
 
 # Server replies that mean "not executed, try again later".
-_TRANSIENT_REPLIES = ("BUSY", "LOADING", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN",
-                      "OOM", "MOVED", "ASK")
+_TRANSIENT_REPLIES = (
+    "BUSY",
+    "LOADING",
+    "READONLY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "OOM",
+    "MOVED",
+    "ASK",
+)
 
 
 def _classify(exc: BaseException) -> tuple[str, bool, bool]:
@@ -30,8 +41,11 @@ def _classify(exc: BaseException) -> tuple[str, bool, bool]:
             return (f"connection lost or timed out: {exc}", True, True)
         if isinstance(exc, rx.ResponseError):
             text = str(exc)
-            return (f"server replied with an error: {text}", False,
-                    text.startswith(_TRANSIENT_REPLIES))
+            return (
+                f"server replied with an error: {text}",
+                False,
+                text.startswith(_TRANSIENT_REPLIES),
+            )
         if isinstance(exc, rx.RedisError):
             return (f"{type(exc).__name__}: {exc}", True, True)
     if isinstance(exc, ConnectionError | TimeoutError | OSError):
@@ -39,7 +53,7 @@ def _classify(exc: BaseException) -> tuple[str, bool, bool]:
     return (f"{type(exc).__name__}: {exc}", True, False)
 
 
-def translate(exc: Exception, op: Operation[object]) -> CreditsError:
+def translate(exc: Exception, op: Operation[Any]) -> CreditsError:
     """The CreditsError to raise (``from exc``) for an exception a backend raised."""
     if isinstance(exc, CreditsError):
         return exc

@@ -7,7 +7,8 @@ replays the first outcome instead of applying twice.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from ..requests import CommandCall, ScriptCall
 from .base import AsyncBackend, SyncBackend
@@ -36,18 +37,19 @@ class RedisBackend(SyncBackend):
 
         self.client = client
         self._response_error = ResponseError
+        self._execute: Callable[..., Any] = client.execute_command
 
     def run_script(self, call: ScriptCall) -> Any:
         args = _eval_args(call)
         try:
-            return self.client.execute_command("EVALSHA", call.script.sha, *args)
+            return self._execute("EVALSHA", call.script.sha, *args)
         except self._response_error as exc:
             if not is_noscript(exc):
                 raise
-            return self.client.execute_command("EVAL", call.script.source, *args)
+            return self._execute("EVAL", call.script.source, *args)
 
     def run_command(self, call: CommandCall) -> Any:
-        return self.client.execute_command(*call.args)
+        return self._execute(*call.args)
 
     def close(self) -> None:
         self.client.close()
@@ -61,18 +63,19 @@ class AsyncRedisBackend(AsyncBackend):
 
         self.client = client
         self._response_error = ResponseError
+        self._execute = cast(Callable[..., Awaitable[Any]], client.execute_command)
 
     async def run_script(self, call: ScriptCall) -> Any:
         args = _eval_args(call)
         try:
-            return await self.client.execute_command("EVALSHA", call.script.sha, *args)
+            return await self._execute("EVALSHA", call.script.sha, *args)
         except self._response_error as exc:
             if not is_noscript(exc):
                 raise
-            return await self.client.execute_command("EVAL", call.script.source, *args)
+            return await self._execute("EVAL", call.script.source, *args)
 
     async def run_command(self, call: CommandCall) -> Any:
-        return await self.client.execute_command(*call.args)
+        return await self._execute(*call.args)
 
     async def close(self) -> None:
         await self.client.aclose()
