@@ -9,7 +9,7 @@ ids cannot contain braces, so ``idem:{a:b}:k`` and ``idem:{a}:b:k`` never collid
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["AccountKeys", "KeySpace"]
 
@@ -24,10 +24,15 @@ class AccountKeys:
     idempotency: str
     idempotency_previous: str
     refunds: str
+    script_keys: tuple[str, ...] = field(init=False)
+    """KEYS[1..5] shared by every mutation script."""
+    refund_keys: tuple[str, ...] = field(init=False)
+    """The refund script's KEYS: the shared five and the refunds hash."""
 
-    def for_script(self) -> tuple[str, str, str, str, str]:
-        """KEYS[1..5] shared by every mutation script."""
-        return (self.balance, self.ledger, self.meta, self.idempotency, self.idempotency_previous)
+    def __post_init__(self) -> None:
+        shared = (self.balance, self.ledger, self.meta, self.idempotency, self.idempotency_previous)
+        object.__setattr__(self, "script_keys", shared)
+        object.__setattr__(self, "refund_keys", (*shared, self.refunds))
 
 
 @dataclass(frozen=True, slots=True)

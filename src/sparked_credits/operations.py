@@ -7,8 +7,9 @@ rejected call never reaches Redis.
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import itertools
+import os
 import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,8 +23,8 @@ from .errors import (
     RefundError,
     ValidationError,
 )
-from .keys import KeySpace
-from .models import EntryType, HistoryPage, InitResult, LedgerEntry, MutationResult
+from .keys import AccountKeys, KeySpace
+from .models import HistoryPage, InitResult, LedgerEntry, MutationResult
 from .options import ClientOptions
 from .requests import CommandCall, Operation, ScriptCall
 from .scripts import SCRIPTS, Script
@@ -33,44 +34,80 @@ __all__ = ["Operations", "new_idempotency_key"]
 _SEP = "\x1f"
 
 
+def _fresh_prefix() -> None:
+    global _key_prefix, _key_counter
+    _key_prefix = secrets.token_urlsafe(9)  # 72 random bits, 12 characters
+    _key_counter = itertools.count()
+
+
+_key_prefix: str
+_key_counter: itertools.count[int]
+_fresh_prefix()
+os.register_at_fork(after_in_child=_fresh_prefix)
+
+
 def new_idempotency_key() -> str:
-    """A fresh key for a call whose caller gave none: 96 random bits, 16 characters."""
-    return secrets.token_urlsafe(12)
+    """A fresh key for a call whose caller gave none.
+
+    A random per-process prefix (drawn again in a forked child) and a counter: unique like
+    a random key, but cheaper to make on every call, and short (it is stored in each entry).
+    """
+    return f"{_key_prefix}{next(_key_counter):x}"
 
 
 def _fingerprint(*parts: str) -> str:
-    """What the idempotency record remembers of a call's parameters (96 bits, 16 chars)."""
-    digest = hashlib.blake2b(_SEP.join(parts).encode(), digest_size=12).digest()
-    return base64.urlsafe_b64encode(digest).decode()
+    """What the idempotency record remembers of a call's parameters (64 bits, 16 chars):
+    enough to tell a replay from a different call reusing the key."""
+    return hashlib.blake2b(_SEP.join(parts).encode(), digest_size=8).hexdigest()
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _field_map(fields: Any) -> dict[str, str]:
-    """Entry fields as a dict, from a flat [f, v, ...] list or a client-parsed mapping."""
+# The field order this SDK's scripts write (see lua/prelude.lua, append()).
+_FIELDS = ("type", "delta", "balance", "action", "app", "reason", "ref", "idem", "meta")
+_FIELD_ORDERS = (_FIELDS, tuple(f.encode() for f in _FIELDS))
+
+
+def _field_values(fields: Any) -> tuple[Any, ...]:
+    """The nine entry values in _FIELDS order.
+
+    Values stay as the client returned them (bytes or str): pydantic decodes them while it
+    validates, cheaper than decoding each here. Entries in this SDK's own field order (all
+    of them, unless another writer shares the stream) are read by position.
+    """
     if isinstance(fields, dict):
-        return {_text(k): _text(val) for k, val in fields.items()}
-    it = iter(fields)
-    return {_text(k): _text(val) for k, val in zip(it, it, strict=False)}
+        named = {_text(k): val for k, val in fields.items()}
+    elif tuple(fields[::2]) in _FIELD_ORDERS:
+        return tuple(fields[1::2])
+    else:
+        named = dict(zip([_text(k) for k in fields[::2]], fields[1::2], strict=True))
+    return tuple(named.get(name) for name in _FIELDS)
 
 
 def entry_from_fields(entry_id: Any, fields: Any) -> LedgerEntry:
-    """Decode one stream entry. Data comes from this SDK's own scripts, so the model is
-    constructed without re-validation (the hot path), after converting each field."""
-    m = _field_map(fields)
-    meta = m.get("meta", "")
-    return LedgerEntry.model_construct(
-        id=_text(entry_id),
-        type=EntryType(m["type"]),
-        delta=int(m["delta"]),
-        balance_after=int(m["balance"]),
-        action=m.get("action") or None,
-        app=m.get("app") or None,
-        reason=m.get("reason") or None,
-        ref=m.get("ref") or None,
-        idempotency_key=m.get("idem") or None,
+    """Decode one stream entry as XRANGE/XREVRANGE return it."""
+    return entry_from_values(entry_id, _field_values(fields))
+
+
+def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
+    """An entry from its id and its nine values in _FIELDS order (as the scripts reply).
+
+    Validated: pydantic-core's validation is faster than model_construct, and an entry
+    written by another writer gets checked on the way in.
+    """
+    typ, delta, balance, action, app, reason, ref, idem, meta = values
+    return LedgerEntry(
+        id=entry_id,
+        type=typ,
+        delta=delta,
+        balance_after=balance,
+        action=action or None,
+        app=app or None,
+        reason=reason or None,
+        ref=ref or None,
+        idempotency_key=idem or None,
         metadata=v.as_dict(meta) if meta else {},
     )
 
@@ -82,6 +119,7 @@ class Operations:
         self.options = options
         self.keys = KeySpace(prefix=options.key_prefix, hash_tags=options.hash_tags)
         self._app = options.app or ""
+        self._account_keys: dict[str, AccountKeys] = {}
         # ARGV[3..6], the same for every mutation of this client.
         self._argv_tail = (
             str(options.idempotency_ttl_ms),
@@ -92,6 +130,15 @@ class Operations:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _keys_of(self, account: str) -> AccountKeys:
+        """An account's key names, built once per account (bounded memo)."""
+        keys = self._account_keys.get(account)
+        if keys is None:
+            if len(self._account_keys) >= 4096:
+                self._account_keys.clear()
+            keys = self._account_keys[account] = self.keys.account(account)
+        return keys
+
     def _mutation(
         self,
         name: str,
@@ -101,18 +148,18 @@ class Operations:
         params: tuple[str, ...],
         action: str | None,
         entry_id: str | None = None,
-        extra_keys: tuple[str, ...] = (),
+        refund: bool = False,
     ) -> Operation[MutationResult]:
         key = (
             new_idempotency_key() if idempotency_key is None else v.idempotency_key(idempotency_key)
         )
         fp = _fingerprint(name, account, self._app, *params)
-        keys = self.keys.account(account)
+        keys = self._keys_of(account)
         return Operation(
             name=name,
             request=ScriptCall(
                 script=script,
-                keys=keys.for_script() + extra_keys,
+                keys=keys.refund_keys if refund else keys.script_keys,
                 args=(key, fp, *self._argv_tail, *params),
             ),
             decode=_mutation_decoder(account, action, key, entry_id),
@@ -131,7 +178,7 @@ class Operations:
         def decode(raw: Sequence[Any]) -> InitResult:
             status = _text(raw[0])
             if status == "ok":
-                entry = entry_from_fields(raw[2], raw[3:])
+                entry = entry_from_values(raw[2], raw[3:])
                 return InitResult(
                     account=account, created=True, balance=entry.balance_after, entry=entry
                 )
@@ -139,12 +186,12 @@ class Operations:
                 return InitResult(account=account, created=False, balance=int(_text(raw[1])))
             raise _script_error(status, raw, account, None, None)
 
-        keys = self.keys.account(account)
+        keys = self._keys_of(account)
         return Operation(
             name="initialize_user",
             request=ScriptCall(
                 script=SCRIPTS.initialize,
-                keys=keys.for_script(),
+                keys=keys.script_keys,
                 args=("", "", *self._argv_tail, str(amount), why),
             ),
             decode=decode,
@@ -248,7 +295,7 @@ class Operations:
             params,
             None,
             entry_id=eid,
-            extra_keys=(self.keys.account(account).refunds,),
+            refund=True,
         )
 
     def history(self, account: str, limit: int, cursor: str | None) -> Operation[HistoryPage]:
@@ -281,8 +328,8 @@ def _mutation_decoder(
         status = _text(raw[0])
         if status != "ok":
             raise _script_error(status, raw, account, action, entry_id, idempotency_key)
-        entry = entry_from_fields(raw[2], raw[3:])
-        return MutationResult.model_construct(
+        entry = entry_from_values(raw[2], raw[3:])
+        return MutationResult(
             account=account,
             balance=entry.balance_after,
             entry=entry,

@@ -2,7 +2,8 @@
 
 These are plain data, built by the pure core (:mod:`sparked_credits.operations`) and carried
 out by a backend in exactly one round trip. Keeping them I/O-free is what lets the sync and
-async clients, and every backend, share one implementation of each operation.
+async clients, and every backend, share one implementation of each operation. They are not
+frozen: one is built on every call, and a frozen dataclass costs several times more to make.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ __all__ = ["CommandCall", "Operation", "Request", "ScriptCall"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ScriptCall:
     """EVALSHA of ``script`` with ``keys`` as KEYS[] and ``args`` as ARGV[]."""
 
@@ -27,7 +28,7 @@ class ScriptCall:
     args: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CommandCall:
     """One read-only Redis command, e.g. ``("GET", "balance:user_1")``."""
 
@@ -37,7 +38,7 @@ class CommandCall:
 Request = ScriptCall | CommandCall
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Operation(Generic[T]):
     """A request plus the function that turns its raw reply into a typed result or error."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 from .errors import ValidationError
@@ -60,6 +61,8 @@ def signed_delta(value: object, field: str = "delta") -> int:
 
 def account(value: object) -> str:
     """An account id: a Clerk user or organization id, or any id of the same shape."""
+    if type(value) is str and value in _GOOD_ACCOUNTS:
+        return value
     if not isinstance(value, str):
         raise ValidationError("account", f"must be a str, got {type(value).__name__}")
     if not value:
@@ -70,11 +73,25 @@ def account(value: object) -> str:
         raise ValidationError(
             "account", "must not contain whitespace, braces or control characters"
         )
+    _remember(_GOOD_ACCOUNTS, value)
     return value
+
+
+# Ids and labels already accepted, so a hot account or action is checked once, not per call.
+_GOOD_ACCOUNTS: dict[str, None] = {}
+_MEMO_SIZE = 4096
+
+
+def _remember(memo: dict[str, None], value: str) -> None:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[value] = None
 
 
 def label(value: object, field: str, *, required: bool = False) -> str:
     """An identifier-like tag (action, app, source); '' stands for 'not given'."""
+    if type(value) is str and value and _label_ok(value):
+        return value
     if value is None:
         if required:
             raise ValidationError(field, "is required")
@@ -87,11 +104,14 @@ def label(value: object, field: str, *, required: bool = False) -> str:
         return ""
     if len(value) > MAX_LABEL_LENGTH:
         raise ValidationError(field, f"must be at most {MAX_LABEL_LENGTH} characters")
-    if not _LABEL_RE.fullmatch(value):
-        raise ValidationError(
-            field, "must start with a letter or digit and use only letters, digits and _.:/-"
-        )
-    return value
+    raise ValidationError(
+        field, "must start with a letter or digit and use only letters, digits and _.:/-"
+    )
+
+
+@lru_cache(maxsize=1024)
+def _label_ok(value: str) -> bool:
+    return len(value) <= MAX_LABEL_LENGTH and _LABEL_RE.fullmatch(value) is not None
 
 
 def reason(value: object) -> str:
@@ -166,8 +186,8 @@ def flag(value: object, field: str) -> bool:
     return value
 
 
-def as_dict(value: Any) -> dict[str, Any]:
-    """Parse stored metadata text back into a dict (``{}`` when empty)."""
+def as_dict(value: str | bytes | None) -> dict[str, Any]:
+    """Parse stored metadata JSON (text or bytes) back into a dict (``{}`` when empty)."""
     if not value:
         return {}
     parsed = json.loads(value)

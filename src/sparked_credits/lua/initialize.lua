@@ -4,5 +4,5 @@ if is_initialized(raw) then return {'exists', raw or '0'} end
 local credits = tonumber(ARGV[7])
 local base = tonumber(raw or '0')
 if base + credits > MAX_CREDITS then return {'overflow', fmt(base), fmt(credits)} end
-local id, fields = do_init(credits, base, ARGV[8])
-return reply_entry(id, fields, '0')
+local id, values = do_init(credits, base, ARGV[8])
+return reply_entry(id, values, '0')

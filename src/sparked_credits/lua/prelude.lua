@@ -19,18 +19,31 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
-local function reply_entry(id, fields, replayed)
-  local out = {'ok', replayed, id}
-  for i = 1, #fields do out[#out + 1] = fields[i] end
-  return out
+-- Entry field names, in the order every entry is written (listpacks then store the names
+-- once per node). Replies carry the values only, in this order: {'ok', replayed, id, ...}.
+local FIELDS = {'type', 'delta', 'balance', 'action', 'app', 'reason', 'ref', 'idem', 'meta'}
+
+local function reply_entry(id, values, replayed)
+  return {'ok', replayed, id, values[1], values[2], values[3], values[4], values[5],
+          values[6], values[7], values[8], values[9]}
 end
 
--- Append one entry. The field order is fixed so listpacks store the names once per node.
+-- Values of a stored entry in FIELDS order, whatever order it was written in.
+local function entry_values(flat)
+  local by_name = {}
+  for i = 1, #flat, 2 do by_name[flat[i]] = flat[i + 1] end
+  local values = {}
+  for i = 1, #FIELDS do values[i] = by_name[FIELDS[i]] or '' end
+  return values
+end
+
+-- Append one entry.
 local function append(typ, delta, after, action, app, reason, ref, idem, meta)
-  local fields = {'type', typ, 'delta', fmt(delta), 'balance', fmt(after), 'action', action,
-                  'app', app, 'reason', reason, 'ref', ref, 'idem', idem, 'meta', meta}
-  local id = redis.call('XADD', K_TXS, '*', unpack(fields))
-  return id, fields
+  local values = {typ, fmt(delta), fmt(after), action, app, reason, ref, idem, meta}
+  local id = redis.call('XADD', K_TXS, '*', 'type', values[1], 'delta', values[2],
+                        'balance', values[3], 'action', action, 'app', app, 'reason', reason,
+                        'ref', ref, 'idem', idem, 'meta', meta)
+  return id, values
 end
 
 -- A replay returns the first call's entry; the same key with other parameters is a conflict.
@@ -43,7 +56,7 @@ local function idem_lookup()
   local id = string.sub(rec, sep + 1)
   local found = redis.call('XRANGE', K_TXS, id, id)
   if #found == 0 then return {'replay_gone', id} end
-  return reply_entry(found[1][1], found[1][2], '1')
+  return reply_entry(found[1][1], entry_values(found[1][2]), '1')
 end
 
 -- Record the key with its outcome. Two generations of one hash per account: the current
@@ -82,9 +95,9 @@ end
 local function do_init(credits, base, reason)
   local after = base + credits
   redis.call('SET', K_BAL, fmt(after))
-  local id, fields = append('init', credits, after, 'initialize', APP, reason, '', '', '')
+  local id, values = append('init', credits, after, 'initialize', APP, reason, '', '', '')
   redis.call('HSET', K_META, 'init', id)
-  return id, fields, after
+  return id, values, after
 end
 
 -- The balance this script starts from, and whether it must initialize the account first.
@@ -103,7 +116,7 @@ end
 -- Change the balance by delta and append the entry, recording the idempotency key.
 local function commit(typ, delta, after, action, app, reason, ref, meta)
   redis.call('SET', K_BAL, fmt(after))
-  local id, fields = append(typ, delta, after, action, app, reason, ref, IDEM_KEY, meta)
+  local id, values = append(typ, delta, after, action, app, reason, ref, IDEM_KEY, meta)
   idem_record(id)
-  return reply_entry(id, fields, '0')
+  return reply_entry(id, values, '0')
 end
