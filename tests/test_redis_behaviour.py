@@ -260,3 +260,13 @@ def test_threads_share_one_memory_store() -> None:
     assert ok == 333
     assert client.get_balance(ACCT) == 1
     assert ledger_sum(client, ACCT) == 1
+
+
+def test_unix_socket_url(tmp_path: Any) -> None:
+    sock = tmp_path / "redis.sock"
+    with RedisServer("--unixsocket", str(sock), "--unixsocketperm", "700"), CreditsClient(
+        f"unix://{sock}?db=0", app="app.sparked.world"
+    ) as client:
+        client.initialize_user(ACCT)
+        assert client.debit(ACCT, 10, action="chat_message").balance == 90
+        assert ledger_sum(client, ACCT) == 90
