@@ -21,16 +21,26 @@ PUBLIC = sorted(
 
 def test_public_methods_listed() -> None:
     assert {"initialize_user", "get_balance", "debit", "credit", "refund", "adjust",
-            "history", "close"} <= set(PUBLIC)
+            "history", "close", "reserve", "settle", "release", "hold",
+            "sweep_expired_holds"} <= set(PUBLIC)
+
+
+# Methods that return a context manager: `with` on one client, `async with` on the other.
+CONTEXT_MANAGERS = {"hold": ("HoldContext", "AsyncHoldContext")}
 
 
 @pytest.mark.parametrize("name", PUBLIC)
 def test_async_twin_has_same_signature(name: str) -> None:
     sync_fn = getattr(CreditsClient, name)
     async_fn = getattr(AsyncCreditsClient, name)
+    sync_sig, async_sig = inspect.signature(sync_fn), inspect.signature(async_fn)
+    if name in CONTEXT_MANAGERS:
+        assert (sync_sig.return_annotation, async_sig.return_annotation) == CONTEXT_MANAGERS[name]
+        assert sync_sig.parameters == async_sig.parameters
+        return
     assert inspect.iscoroutinefunction(async_fn), f"AsyncCreditsClient.{name} must be async"
     assert not inspect.iscoroutinefunction(sync_fn)
-    assert inspect.signature(sync_fn) == inspect.signature(async_fn)
+    assert sync_sig == async_sig
 
 
 def test_same_classmethods() -> None:
@@ -57,6 +67,12 @@ def _script_calls(ops: Operations, account: str) -> list[ScriptCall]:
         ops.credit(account, 10, "admin_grant", None, None, None),
         ops.adjust(account, -5, True, None, None, None, None),
         ops.refund(account, "1700000000000-0", None, None, None, None),
+    ]
+    built += [
+        ops.reserve(account, 10, "model_training", 60, None, None, None),
+        ops.settle(account, "1700000000000-0", 5, False, None, None, None),
+        ops.release(account, "1700000000000-0", None, None, None),
+        ops.sweep(account, 16),
     ]
     calls = [op.request for op in built]
     assert all(isinstance(c, ScriptCall) for c in calls)

@@ -15,6 +15,7 @@ from .errors import (
     EntryNotFoundError,
     HoldExpiredError,
     HoldNotFoundError,
+    HoldOverageError,
     IdempotencyConflictError,
     InsufficientCreditsError,
     RefundError,
@@ -22,7 +23,16 @@ from .errors import (
     ValidationError,
     WebhookVerificationError,
 )
-from .models import EntryType, HistoryPage, InitResult, LedgerEntry, MutationResult
+from .holds_context import AsyncHoldContext, HoldContext
+from .models import (
+    EntryType,
+    HistoryPage,
+    Hold,
+    HoldState,
+    InitResult,
+    LedgerEntry,
+    MutationResult,
+)
 from .validation import MAX_CREDITS
 
 __version__ = "0.1.0"
@@ -30,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MAX_CREDITS",
     "AsyncCreditsClient",
+    "AsyncHoldContext",
     "BackendError",
     "ConfigurationError",
     "CreditsClient",
@@ -37,8 +48,12 @@ __all__ = [
     "EntryNotFoundError",
     "EntryType",
     "HistoryPage",
+    "Hold",
+    "HoldContext",
     "HoldExpiredError",
     "HoldNotFoundError",
+    "HoldOverageError",
+    "HoldState",
     "IdempotencyConflictError",
     "InitResult",
     "InsufficientCreditsError",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 from ._client_base import ClientBase
 from .backends import AsyncBackend, open_async_backend
 from .backends.errors import translate
-from .models import HistoryPage, InitResult, MutationResult
-from .options import ClientOptions
+from .holds_context import AsyncHoldContext
+from .models import HistoryPage, Hold, InitResult, MutationResult
+from .options import DEFAULT_HOLD_TTL, ClientOptions
 from .requests import Operation
 
 __all__ = ["AsyncCreditsClient"]
@@ -34,6 +37,16 @@ class AsyncCreditsClient(ClientBase):
         except Exception as exc:
             raise translate(exc, op) from exc
         return op.decode(raw)
+
+    async def _drive(self, procedure: Generator[Operation[Any], Any, T]) -> T:
+        """Run a multi-step procedure of the pure core, one operation at a time."""
+        try:
+            op = next(procedure)
+            while True:
+                op = procedure.send(await self._run(op))
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
     async def initialize_user(
         self, account: str, credits: int | None = None, *, reason: str | None = None
@@ -111,6 +124,88 @@ class AsyncCreditsClient(ClientBase):
             self._ops.adjust(
                 account, delta, allow_overdraft, action, reason, metadata, idempotency_key
             )
+        )
+
+    async def reserve(
+        self,
+        account: str,
+        credits: int,
+        *,
+        action: str,
+        ttl: timedelta | float = DEFAULT_HOLD_TTL,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Hold:
+        """Take ``credits`` now for work whose cost is known only at the end; returns the
+        hold to settle() or release(). Past ``ttl`` (server time) it returns by itself."""
+        return await self._run(
+            self._ops.reserve(account, credits, action, ttl, reason, metadata, idempotency_key)
+        )
+
+    async def settle(
+        self,
+        account: str,
+        hold_id: str,
+        actual: int,
+        *,
+        allow_overage: bool = False,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> MutationResult:
+        """Keep ``actual`` credits of an open hold and give back the rest, once per hold
+        (a repeat returns the first outcome). Above the reservation only with
+        ``allow_overage=True`` and a balance that covers the difference."""
+        return await self._run(
+            self._ops.settle(
+                account, hold_id, actual, allow_overage, reason, metadata, idempotency_key
+            )
+        )
+
+    async def release(
+        self,
+        account: str,
+        hold_id: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> MutationResult:
+        """Give an open hold back in full, once per hold."""
+        return await self._run(
+            self._ops.release(account, hold_id, reason, metadata, idempotency_key)
+        )
+
+    async def sweep_expired_holds(self, account: str | None = None) -> int:
+        """Return every hold past its ttl, of one account or (None) of all accounts found
+        by SCAN; returns how many. Each batch is one atomic script."""
+        return await self._drive(self._ops.sweep_expired_holds(account))
+
+    def hold(
+        self,
+        account: str,
+        credits: int,
+        *,
+        action: str,
+        ttl: timedelta | float = DEFAULT_HOLD_TTL,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncHoldContext:
+        """``async with credits.hold(...) as h:`` reserves; an exception releases (refund on
+        failure), a normal exit settles ``h.actual`` (default: all of it)."""
+        return AsyncHoldContext(
+            self,
+            account,
+            credits,
+            {
+                "action": action,
+                "ttl": ttl,
+                "reason": reason,
+                "metadata": metadata,
+                "idempotency_key": idempotency_key,
+            },
         )
 
     async def history(

@@ -17,6 +17,7 @@ __all__ = [
     "EntryNotFoundError",
     "HoldExpiredError",
     "HoldNotFoundError",
+    "HoldOverageError",
     "IdempotencyConflictError",
     "InsufficientCreditsError",
     "RefundError",
@@ -141,10 +142,23 @@ class RefundError(CreditsError):
 
 
 class HoldNotFoundError(CreditsError):
-    """No hold with this id exists (HTTP 404)."""
+    """No open hold with this id: it never existed, or was already settled or released.
+
+    ``state`` says which ("settled", "released") when the hold existed (HTTP 404).
+    """
 
     http_status = 404
     code = "hold_not_found"
+
+    def __init__(self, account: str, hold_id: str, state: str | None = None) -> None:
+        why = f"it was already {state}" if state else "no such hold"
+        super().__init__(f"hold {hold_id} on account {account} is not open: {why}")
+        self.account = account
+        self.hold_id = hold_id
+        self.state = state
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "hold_id": self.hold_id, "state": self.state}
 
 
 class HoldExpiredError(CreditsError):
@@ -152,6 +166,39 @@ class HoldExpiredError(CreditsError):
 
     http_status = 409
     code = "hold_expired"
+
+    def __init__(self, account: str, hold_id: str) -> None:
+        super().__init__(f"hold {hold_id} on account {account} expired; its credits were returned")
+        self.account = account
+        self.hold_id = hold_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "hold_id": self.hold_id}
+
+
+class HoldOverageError(CreditsError):
+    """settle() above the reserved amount without allow_overage=True (HTTP 409)."""
+
+    http_status = 409
+    code = "hold_overage"
+
+    def __init__(self, account: str, hold_id: str, reserved: int, actual: int) -> None:
+        super().__init__(
+            f"hold {hold_id} on account {account} reserved {reserved} credits, settle asked "
+            f"for {actual}: pass allow_overage=True to take the difference from the balance"
+        )
+        self.account = account
+        self.hold_id = hold_id
+        self.reserved = reserved
+        self.actual = actual
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "hold_id": self.hold_id,
+            "reserved": self.reserved,
+            "actual": self.actual,
+        }
 
 
 class BackendError(CreditsError):

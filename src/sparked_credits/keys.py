@@ -23,14 +23,24 @@ class AccountKeys:
     meta: str
     idempotency: str
     idempotency_previous: str
+    holds: str
+    hold_expiry: str
     refunds: str
     script_keys: tuple[str, ...] = field(init=False)
-    """KEYS[1..5] shared by every mutation script."""
+    """KEYS[1..7] shared by every mutation script."""
     refund_keys: tuple[str, ...] = field(init=False)
     """The refund script's KEYS: the shared five and the refunds hash."""
 
     def __post_init__(self) -> None:
-        shared = (self.balance, self.ledger, self.meta, self.idempotency, self.idempotency_previous)
+        shared = (
+            self.balance,
+            self.ledger,
+            self.meta,
+            self.idempotency,
+            self.idempotency_previous,
+            self.holds,
+            self.hold_expiry,
+        )
         object.__setattr__(self, "script_keys", shared)
         object.__setattr__(self, "refund_keys", (*shared, self.refunds))
 
@@ -51,6 +61,8 @@ class KeySpace:
             meta=f"{p}account:{tagged}",
             idempotency=f"{p}idem:{tagged}:current",
             idempotency_previous=f"{p}idem:{tagged}:previous",
+            holds=f"{p}holds:{tagged}",
+            hold_expiry=f"{p}holdexp:{tagged}",
             refunds=f"{p}refunds:{tagged}",
         )
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 __all__ = [
     "EntryType",
     "HistoryPage",
+    "Hold",
+    "HoldState",
     "InitResult",
     "LedgerEntry",
     "MutationResult",
@@ -102,3 +104,31 @@ class HistoryPage(BaseModel):
     next_cursor: str | None = Field(
         default=None, description="Pass as cursor= to get the next (older) page; None at the end."
     )
+
+
+class HoldState(str, Enum):
+    """Where a hold is in its life. Only an open hold can be settled or released."""
+
+    OPEN = "open"
+    SETTLED = "settled"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class Hold(BaseModel):
+    """Credits reserved for metered work; its id is the id of its reserve entry."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    hold_id: str = Field(description="Pass to settle() or release(); the reserve entry's id.")
+    amount: int = Field(description="Credits reserved (taken from the balance now).")
+    action: str | None = None
+    app: str | None = None
+    state: HoldState
+    expires_at: datetime | None = Field(
+        default=None, description="Server time after which the hold returns by itself."
+    )
+    balance: int = Field(description="The balance right after the reserve.")
+    entry: LedgerEntry = Field(description="The reserve entry.")
+    replayed: bool = False

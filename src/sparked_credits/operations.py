@@ -11,20 +11,20 @@ import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from . import validation as v
-from .errors import (
-    CreditsError,
-    EntryNotFoundError,
-    IdempotencyConflictError,
-    InsufficientCreditsError,
-    RefundError,
-    ValidationError,
+from .decoding import (
+    entry_from_fields,
+    entry_from_values,
+    hold_decoder,
+    mutation_decoder,
+    script_error,
+    text,
 )
 from .keys import AccountKeys, KeySpace
-from .models import HistoryPage, InitResult, LedgerEntry, MutationResult
+from .models import HistoryPage, Hold, InitResult, MutationResult
 from .options import ClientOptions
 from .requests import CommandCall, Operation, ScriptCall
 from .scripts import SCRIPTS, Script
@@ -61,55 +61,8 @@ def _fingerprint(*parts: str) -> str:
     return hashlib.blake2b(_SEP.join(parts).encode(), digest_size=8).hexdigest()
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-# The field order this SDK's scripts write (see lua/prelude.lua, append()).
-_FIELDS = ("type", "delta", "balance", "action", "app", "reason", "ref", "idem", "meta")
-_FIELD_ORDERS = (_FIELDS, tuple(f.encode() for f in _FIELDS))
-
-
-def _field_values(fields: Any) -> tuple[Any, ...]:
-    """The nine entry values in _FIELDS order.
-
-    Values stay as the client returned them (bytes or str): pydantic decodes them while it
-    validates, cheaper than decoding each here. Entries in this SDK's own field order (all
-    of them, unless another writer shares the stream) are read by position.
-    """
-    if isinstance(fields, dict):
-        named = {_text(k): val for k, val in fields.items()}
-    elif tuple(fields[::2]) in _FIELD_ORDERS:
-        return tuple(fields[1::2])
-    else:
-        named = dict(zip([_text(k) for k in fields[::2]], fields[1::2], strict=True))
-    return tuple(named.get(name) for name in _FIELDS)
-
-
-def entry_from_fields(entry_id: Any, fields: Any) -> LedgerEntry:
-    """Decode one stream entry as XRANGE/XREVRANGE return it."""
-    return entry_from_values(entry_id, _field_values(fields))
-
-
-def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
-    """An entry from its id and its nine values in _FIELDS order (as the scripts reply).
-
-    Validated: pydantic-core's validation is faster than model_construct, and an entry
-    written by another writer gets checked on the way in.
-    """
-    typ, delta, balance, action, app, reason, ref, idem, meta = values
-    return LedgerEntry(
-        id=entry_id,
-        type=typ,
-        delta=delta,
-        balance_after=balance,
-        action=action or None,
-        app=app or None,
-        reason=reason or None,
-        ref=ref or None,
-        idempotency_key=idem or None,
-        metadata=v.as_dict(meta) if meta else {},
-    )
+def _key_or_new(idempotency_key: str | None) -> str:
+    return new_idempotency_key() if idempotency_key is None else v.idempotency_key(idempotency_key)
 
 
 class Operations:
@@ -139,6 +92,30 @@ class Operations:
             keys = self._account_keys[account] = self.keys.account(account)
         return keys
 
+    def _script_call(
+        self,
+        name: str,
+        script: Script,
+        account: str,
+        key: str,
+        params: tuple[str, ...],
+        refund: bool = False,
+        effect: int | None = None,
+    ) -> ScriptCall:
+        """The one script call of a mutation: shared KEYS and ARGV, then its own params.
+
+        The fingerprint covers every parameter, or only the first ``effect`` ones (those
+        that decide the effect) for operations whose default key is derived from what they
+        close: a webhook's second delivery with another reason is still the same settle.
+        """
+        fp = _fingerprint(name, account, self._app, *params[:effect])
+        keys = self._keys_of(account)
+        return ScriptCall(
+            script=script,
+            keys=keys.refund_keys if refund else keys.script_keys,
+            args=(key, fp, *self._argv_tail, *params),
+        )
+
     def _mutation(
         self,
         name: str,
@@ -149,20 +126,13 @@ class Operations:
         action: str | None,
         entry_id: str | None = None,
         refund: bool = False,
+        effect: int | None = None,
     ) -> Operation[MutationResult]:
-        key = (
-            new_idempotency_key() if idempotency_key is None else v.idempotency_key(idempotency_key)
-        )
-        fp = _fingerprint(name, account, self._app, *params)
-        keys = self._keys_of(account)
+        key = _key_or_new(idempotency_key)
         return Operation(
             name=name,
-            request=ScriptCall(
-                script=script,
-                keys=keys.refund_keys if refund else keys.script_keys,
-                args=(key, fp, *self._argv_tail, *params),
-            ),
-            decode=_mutation_decoder(account, action, key, entry_id),
+            request=self._script_call(name, script, account, key, params, refund, effect),
+            decode=mutation_decoder(account, action, key, entry_id),
             idempotency_key=key,
         )
 
@@ -176,15 +146,15 @@ class Operations:
         why = v.reason(reason)
 
         def decode(raw: Sequence[Any]) -> InitResult:
-            status = _text(raw[0])
+            status = text(raw[0])
             if status == "ok":
                 entry = entry_from_values(raw[2], raw[3:])
                 return InitResult(
                     account=account, created=True, balance=entry.balance_after, entry=entry
                 )
             if status == "exists":
-                return InitResult(account=account, created=False, balance=int(_text(raw[1])))
-            raise _script_error(status, raw, account, None, None)
+                return InitResult(account=account, created=False, balance=int(text(raw[1])))
+            raise script_error(status, raw, account, None, None)
 
         keys = self._keys_of(account)
         return Operation(
@@ -296,6 +266,130 @@ class Operations:
             None,
             entry_id=eid,
             refund=True,
+            effect=2,
+        )
+
+    def reserve(
+        self,
+        account: str,
+        amount: int,
+        action: str,
+        ttl: object,
+        reason: str | None,
+        metadata: dict[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Operation[Hold]:
+        account = v.account(account)
+        label = v.label(action, "action", required=True)
+        params = (
+            str(v.amount(amount)),
+            label,
+            str(v.ttl_ms(ttl)),
+            v.reason(reason),
+            v.metadata(metadata),
+        )
+        key = _key_or_new(idempotency_key)
+        return Operation(
+            name="reserve",
+            request=self._script_call("reserve", SCRIPTS.reserve, account, key, params),
+            decode=hold_decoder(account, label, key),
+            idempotency_key=key,
+        )
+
+    def settle(
+        self,
+        account: str,
+        hold_id: str,
+        actual: int,
+        allow_overage: bool,
+        reason: str | None,
+        metadata: dict[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Operation[MutationResult]:
+        account = v.account(account)
+        hid = v.entry_id(hold_id, "hold_id")
+        params = (
+            hid,
+            str(v.credits(actual, "actual")),
+            "1" if v.flag(allow_overage, "allow_overage") else "0",
+            v.reason(reason),
+            v.metadata(metadata),
+        )
+        # One settle per hold: a provider webhook delivered three times settles once.
+        key = f"settle:{hid}" if idempotency_key is None else idempotency_key
+        return self._mutation(
+            "settle", SCRIPTS.settle, account, key, params, None, hid, effect=3
+        )
+
+    def release(
+        self,
+        account: str,
+        hold_id: str,
+        reason: str | None,
+        metadata: dict[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Operation[MutationResult]:
+        account = v.account(account)
+        hid = v.entry_id(hold_id, "hold_id")
+        params = (hid, v.reason(reason), v.metadata(metadata))
+        key = f"release:{hid}" if idempotency_key is None else idempotency_key
+        return self._mutation(
+            "release", SCRIPTS.release, account, key, params, None, hid, effect=1
+        )
+
+    def sweep(self, account: str, limit: int) -> Operation[tuple[int, int]]:
+        """Return up to ``limit`` expired holds; decodes to (returned, still due)."""
+        account = v.account(account)
+
+        def decode(raw: Sequence[Any]) -> tuple[int, int]:
+            return int(raw[1]), int(raw[2])
+
+        return Operation(
+            name="sweep_expired_holds",
+            request=ScriptCall(
+                script=SCRIPTS.sweep,
+                keys=self._keys_of(account).script_keys,
+                args=("", "", *self._argv_tail, str(limit)),
+            ),
+            decode=decode,
+        )
+
+    def sweep_expired_holds(
+        self, account: str | None, batch: int = 100
+    ) -> Generator[Operation[Any], Any, int]:
+        """Several round trips, as a generator both clients drive: find the accounts with
+        holds (SCAN, when no account is given), then return each one's expired holds in
+        batches, each batch one atomic script call. Yields operations, returns the count."""
+        if account is None:
+            accounts: list[str] = []
+            cursor = "0"
+            while True:
+                cursor, found = yield self._scan_hold_accounts(cursor)
+                accounts += found
+                if cursor == "0":
+                    break
+        else:
+            accounts = [v.account(account)]
+        total = 0
+        for acct in dict.fromkeys(accounts):
+            while True:
+                returned, still_due = yield self.sweep(acct, batch)
+                total += returned
+                if still_due == 0:
+                    break
+        return total
+
+    def _scan_hold_accounts(self, cursor: str) -> Operation[tuple[str, list[str]]]:
+        head = self.keys.account("*").hold_expiry[: -len("{*}")] + "{"
+
+        def decode(raw: Sequence[Any]) -> tuple[str, list[str]]:
+            names = [text(k) for k in raw[1]]
+            return text(raw[0]), [n[len(head) : -1] for n in names if n.startswith(head)]
+
+        return Operation(
+            name="sweep_expired_holds",
+            request=CommandCall(args=("SCAN", cursor, "MATCH", head + "*}", "COUNT", "500")),
+            decode=decode,
         )
 
     def history(self, account: str, limit: int, cursor: str | None) -> Operation[HistoryPage]:
@@ -319,57 +413,3 @@ class Operations:
             ),
             decode=decode,
         )
-
-
-def _mutation_decoder(
-    account: str, action: str | None, idempotency_key: str, entry_id: str | None
-) -> Callable[[Any], MutationResult]:
-    def decode(raw: Sequence[Any]) -> MutationResult:
-        status = _text(raw[0])
-        if status != "ok":
-            raise _script_error(status, raw, account, action, entry_id, idempotency_key)
-        entry = entry_from_values(raw[2], raw[3:])
-        return MutationResult(
-            account=account,
-            balance=entry.balance_after,
-            entry=entry,
-            replayed=_text(raw[1]) == "1",
-        )
-
-    return decode
-
-
-def _script_error(
-    status: str,
-    raw: Sequence[Any],
-    account: str,
-    action: str | None,
-    entry_id: str | None,
-    idempotency_key: str | None = None,
-) -> CreditsError:
-    """Map a script's refusal to the typed error a caller can act on."""
-    args = [_text(x) for x in raw[1:]]
-    if status == "insufficient":
-        return InsufficientCreditsError(account, int(args[0]), int(args[1]), action)
-    if status == "conflict":
-        return IdempotencyConflictError(account, idempotency_key or "")
-    if status == "overflow":
-        return ValidationError(
-            "amount", f"the balance {args[0]} plus {args[1]} would exceed {v.MAX_CREDITS}"
-        )
-    eid = entry_id or ""
-    if status == "not_found":
-        return EntryNotFoundError(account, eid)
-    if status == "not_refundable":
-        return RefundError(account, eid, f"a {args[0] or 'missing'} entry is not refundable")
-    if status == "fully_refunded":
-        return RefundError(account, eid, f"all {args[0]} credits were already refunded")
-    if status == "refund_exceeds":
-        return RefundError(
-            account, eid, f"only {args[0]} credits are left to refund", refundable=int(args[0])
-        )
-    if status == "replay_gone":
-        return CreditsError(
-            f"the entry {args[0]} this idempotency key produced is no longer in the ledger"
-        )
-    return CreditsError(f"unexpected script reply {status!r}")

@@ -13,6 +13,7 @@ from .errors import ConfigurationError
 __all__ = ["ClientOptions", "make_options"]
 
 DEFAULT_IDEMPOTENCY_TTL = timedelta(days=7)
+DEFAULT_HOLD_TTL = timedelta(hours=1)
 
 
 class ClientOptions(BaseModel):

@@ -43,9 +43,23 @@ class _Scripts:
         self.credit = _load("credit")
         self.adjust = _load("adjust")
         self.refund = _load("refund")
+        self.reserve = _load("reserve")
+        self.settle = _load("settle")
+        self.release = _load("release")
+        self.sweep = _load("sweep")
 
     def all(self) -> tuple[Script, ...]:
-        return (self.initialize, self.debit, self.credit, self.adjust, self.refund)
+        return (
+            self.initialize,
+            self.debit,
+            self.credit,
+            self.adjust,
+            self.refund,
+            self.reserve,
+            self.settle,
+            self.release,
+            self.sweep,
+        )
 
 
 SCRIPTS = _Scripts()

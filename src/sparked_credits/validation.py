@@ -7,7 +7,9 @@ never reaches Redis and never writes anything. Each rejection names the field.
 from __future__ import annotations
 
 import json
+import math
 import re
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -168,6 +170,26 @@ def entry_id(value: object, field: str = "entry_id") -> str:
     if not _STREAM_ID_RE.fullmatch(value):
         raise ValidationError(field, "must be a ledger entry id like '1732406400000-0'")
     return value
+
+
+MIN_HOLD_TTL_MS = 10
+MAX_HOLD_TTL_MS = 90 * 24 * 3600 * 1000
+
+
+def ttl_ms(value: object, field: str = "ttl") -> int:
+    """A hold's time to live, as a timedelta or seconds, in whole milliseconds."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ValidationError(field, f"must be a timedelta or seconds, got {type(value).__name__}")
+    if not math.isfinite(seconds):
+        raise ValidationError(field, "must be finite")
+    ms = int(seconds * 1000)
+    if not MIN_HOLD_TTL_MS <= ms <= MAX_HOLD_TTL_MS:
+        raise ValidationError(field, "must be between 10 milliseconds and 90 days")
+    return ms
 
 
 def history_limit(value: object) -> int:

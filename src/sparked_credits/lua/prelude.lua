@@ -1,7 +1,8 @@
 -- Shared prelude, prepended to every mutation script (see scripts.py).
 --
 -- KEYS: 1 balance, 2 ledger stream, 3 account meta hash, 4 idempotency hash (current),
---       5 idempotency hash (previous generation); scripts may add their own after these.
+--       5 idempotency hash (previous generation), 6 holds hash, 7 hold expiry zset;
+--       scripts may add their own after these.
 -- ARGV: 1 idempotency key, 2 parameter fingerprint, 3 idempotency retention (ms),
 --       4 auto-initialize ('1'/'0'), 5 default credits, 6 app; scripts add their own after.
 --
@@ -10,10 +11,19 @@
 if redis.replicate_commands then redis.replicate_commands() end
 
 local K_BAL, K_TXS, K_META, K_IDEM, K_IDEM_PREV = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_HOLDS, K_HOLD_EXP = KEYS[6], KEYS[7]
 local IDEM_KEY, FINGERPRINT, IDEM_TTL = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local AUTO_INIT, DEFAULT_CREDITS, APP = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6]
 local MAX_CREDITS = 9007199254740991
 local BORN = ''  -- hash field holding a generation's birth time; idempotency keys are never ''
+local EXPIRE_BATCH = 16  -- expired holds returned per script call, to bound its work
+
+-- Server time in ms: hold expiry and key retention never trust a client's clock.
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 
 local function fmt(n)
   return string.format('%d', n)
@@ -63,8 +73,7 @@ end
 -- one is renamed to previous once it is IDEM_TTL old, and lookups read both, so a key lives
 -- at least IDEM_TTL and at most twice that, without one Redis key (and expiry) per call.
 local function idem_record(id)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = NOW
   local born = redis.call('HGET', K_IDEM, BORN)
   if born and now - tonumber(born) >= IDEM_TTL then
     redis.call('UNLINK', K_IDEM_PREV)
@@ -100,10 +109,50 @@ local function do_init(credits, base, reason)
   return id, values, after
 end
 
+-- Holds: K_HOLDS maps hold id (its reserve entry's id) to 'state|amount|expires|action|app'
+-- for an open hold (state 'O'); a closed one keeps 'S|amount|captured' (settled),
+-- 'R|amount' (released) or 'E|amount' (expired), so a late settle can say what happened.
+-- K_HOLD_EXP scores open holds by expiry time.
+local function parse_hold(rec)
+  return string.match(rec, '^(%a)|(%d+)|?(%d*)|?([^|]*)|?(.*)$')
+end
+
+-- Return an open hold's credits with an 'expire' entry and close it.
+local function expire_hold(hid, amount, action, app)
+  local after = tonumber(redis.call('GET', K_BAL) or '0') + amount
+  redis.call('SET', K_BAL, fmt(after))
+  append('expire', amount, after, action, app, 'hold expired', hid, '', '')
+  redis.call('HSET', K_HOLDS, hid, 'E|' .. fmt(amount))
+  redis.call('ZREM', K_HOLD_EXP, hid)
+end
+
+-- Give back every hold past its ttl (up to `limit`); returns how many were due.
+local function expire_due(limit)
+  local due = redis.call('ZRANGEBYSCORE', K_HOLD_EXP, '-inf', NOW, 'LIMIT', 0, limit)
+  for i = 1, #due do
+    local hid = due[i]
+    local rec = redis.call('HGET', K_HOLDS, hid)
+    local state, amount, _, action, app
+    if rec then state, amount, _, action, app = parse_hold(rec) end
+    if state == 'O' then
+      expire_hold(hid, tonumber(amount), action, app)
+    else
+      redis.call('ZREM', K_HOLD_EXP, hid)
+    end
+  end
+  return #due
+end
+
 -- The balance this script starts from, and whether it must initialize the account first.
-local function load_balance()
+-- Expired holds go back first, so a balance is never read with stale holds in it.
+local function current_balance()
+  expire_due(EXPIRE_BATCH)
   local raw = redis.call('GET', K_BAL)
-  local bal = tonumber(raw or '0')
+  return tonumber(raw or '0'), raw
+end
+
+local function load_balance()
+  local bal, raw = current_balance()
   local needs_init = AUTO_INIT and not is_initialized(raw)
   if needs_init then bal = bal + DEFAULT_CREDITS end
   return bal, needs_init, raw
@@ -111,6 +160,22 @@ end
 
 local function apply_init_if_needed(needs_init, raw)
   if needs_init then do_init(DEFAULT_CREDITS, tonumber(raw or '0'), 'auto-initialize') end
+end
+
+-- An open hold by id, after returning any that expired; or the refusal to reply with.
+local function open_hold(hid)
+  expire_due(EXPIRE_BATCH)
+  local rec = redis.call('HGET', K_HOLDS, hid)
+  if not rec then return nil, {'hold_not_found', hid} end
+  local state, amount, expires, action, app = parse_hold(rec)
+  if state == 'O' and tonumber(expires) <= NOW then
+    -- Due, but beyond this call's expiry batch: expire it now, like the sweep would.
+    expire_hold(hid, tonumber(amount), action, app)
+    state = 'E'
+  end
+  if state == 'E' then return nil, {'hold_expired', hid} end
+  if state ~= 'O' then return nil, {'hold_closed', hid, state} end
+  return {amount = tonumber(amount), action = action, app = app}, nil
 end
 
 -- Change the balance by delta and append the entry, recording the idempotency key.

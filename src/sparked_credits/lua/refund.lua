@@ -1,5 +1,5 @@
--- refund a debit, in full or in part, never more than it took in total.
--- KEYS[6] refunds hash (entry id -> credits refunded so far).
+-- refund a debit or a settled hold, in full or in part, never more than it took in total.
+-- KEYS[8] refunds hash (entry id -> credits refunded so far).
 -- ARGV[7] entry id, ARGV[8] amount ('' = all that is left), ARGV[9] reason, ARGV[10] metadata.
 local replay = idem_lookup()
 if replay then return replay end
@@ -9,17 +9,27 @@ if #found == 0 then return {'not_found', eid} end
 local f = {}
 local raw_fields = found[1][2]
 for i = 1, #raw_fields, 2 do f[raw_fields[i]] = raw_fields[i + 1] end
-local taken = -tonumber(f['delta'] or '0')
-if f['type'] ~= 'debit' or taken <= 0 then return {'not_refundable', f['type'] or ''} end
-local done = tonumber(redis.call('HGET', KEYS[6], eid) or '0')
+local taken = 0
+if f['type'] == 'debit' then
+  taken = -tonumber(f['delta'] or '0')
+elseif f['type'] == 'settle' then
+  -- What a settle took is what it captured, kept on the closed hold's record.
+  local rec = redis.call('HGET', K_HOLDS, f['ref'] or '')
+  if rec then
+    local _, _, captured = parse_hold(rec)
+    taken = tonumber(captured) or 0
+  end
+end
+if taken <= 0 then return {'not_refundable', f['type'] or ''} end
+local done = tonumber(redis.call('HGET', KEYS[8], eid) or '0')
 local left = taken - done
 if left <= 0 then return {'fully_refunded', fmt(taken)} end
 local amount = left
 if ARGV[8] ~= '' then amount = tonumber(ARGV[8]) end
 if amount > left then return {'refund_exceeds', fmt(left)} end
-local bal = tonumber(redis.call('GET', K_BAL) or '0')
+local bal = current_balance()
 if bal + amount > MAX_CREDITS then return {'overflow', fmt(bal), fmt(amount)} end
-redis.call('HINCRBY', KEYS[6], eid, amount)
+redis.call('HINCRBY', KEYS[8], eid, amount)
 -- Carry the debit's action and app so usage by action or app nets out refunds.
 return commit('refund', amount, bal + amount, f['action'] or '', f['app'] or '', ARGV[9], eid,
               ARGV[10])

@@ -1,0 +1,183 @@
+"""Turning script replies into typed results, and script refusals into typed errors.
+
+Pure functions shared by every operation builder; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from . import validation as v
+from .errors import (
+    CreditsError,
+    EntryNotFoundError,
+    HoldExpiredError,
+    HoldNotFoundError,
+    HoldOverageError,
+    IdempotencyConflictError,
+    InsufficientCreditsError,
+    RefundError,
+    ValidationError,
+)
+from .models import Hold, HoldState, LedgerEntry, MutationResult
+
+__all__ = [
+    "entry_from_fields",
+    "entry_from_values",
+    "hold_decoder",
+    "mutation_decoder",
+    "script_error",
+    "text",
+]
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# The field order this SDK's scripts write (see lua/prelude.lua, append()).
+_FIELDS = ("type", "delta", "balance", "action", "app", "reason", "ref", "idem", "meta")
+_FIELD_ORDERS = (_FIELDS, tuple(f.encode() for f in _FIELDS))
+
+
+def _field_values(fields: Any) -> tuple[Any, ...]:
+    """The nine entry values in _FIELDS order.
+
+    Values stay as the client returned them (bytes or str): pydantic decodes them while it
+    validates, cheaper than decoding each here. Entries in this SDK's own field order (all
+    of them, unless another writer shares the stream) are read by position.
+    """
+    if isinstance(fields, dict):
+        named = {text(k): val for k, val in fields.items()}
+    elif tuple(fields[::2]) in _FIELD_ORDERS:
+        return tuple(fields[1::2])
+    else:
+        named = dict(zip([text(k) for k in fields[::2]], fields[1::2], strict=True))
+    return tuple(named.get(name) for name in _FIELDS)
+
+
+def entry_from_fields(entry_id: Any, fields: Any) -> LedgerEntry:
+    """Decode one stream entry as XRANGE/XREVRANGE return it."""
+    return entry_from_values(entry_id, _field_values(fields))
+
+
+def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
+    """An entry from its id and its nine values in _FIELDS order (as the scripts reply).
+
+    Validated: pydantic-core's validation is faster than model_construct, and an entry
+    written by another writer gets checked on the way in.
+    """
+    typ, delta, balance, action, app, reason, ref, idem, meta = values
+    return LedgerEntry(
+        id=entry_id,
+        type=typ,
+        delta=delta,
+        balance_after=balance,
+        action=action or None,
+        app=app or None,
+        reason=reason or None,
+        ref=ref or None,
+        idempotency_key=idem or None,
+        metadata=v.as_dict(meta) if meta else {},
+    )
+
+
+def mutation_decoder(
+    account: str, action: str | None, idempotency_key: str, entry_id: str | None
+) -> Callable[[Any], MutationResult]:
+    def decode(raw: Sequence[Any]) -> MutationResult:
+        status = text(raw[0])
+        if status != "ok":
+            raise script_error(status, raw, account, action, entry_id, idempotency_key)
+        entry = entry_from_values(raw[2], raw[3:])
+        return MutationResult(
+            account=account,
+            balance=entry.balance_after,
+            entry=entry,
+            replayed=text(raw[1]) == "1",
+        )
+
+    return decode
+
+
+def script_error(
+    status: str,
+    raw: Sequence[Any],
+    account: str,
+    action: str | None,
+    entry_id: str | None,
+    idempotency_key: str | None = None,
+) -> CreditsError:
+    """Map a script's refusal to the typed error a caller can act on."""
+    args = [text(x) for x in raw[1:]]
+    if status == "insufficient":
+        return InsufficientCreditsError(account, int(args[0]), int(args[1]), action)
+    if status == "conflict":
+        return IdempotencyConflictError(account, idempotency_key or "")
+    if status == "overflow":
+        return ValidationError(
+            "amount", f"the balance {args[0]} plus {args[1]} would exceed {v.MAX_CREDITS}"
+        )
+    eid = entry_id or ""
+    if status == "not_found":
+        return EntryNotFoundError(account, eid)
+    if status == "not_refundable":
+        return RefundError(account, eid, f"a {args[0] or 'missing'} entry is not refundable")
+    if status == "fully_refunded":
+        return RefundError(account, eid, f"all {args[0]} credits were already refunded")
+    if status == "refund_exceeds":
+        return RefundError(
+            account, eid, f"only {args[0]} credits are left to refund", refundable=int(args[0])
+        )
+    if status == "hold_not_found":
+        return HoldNotFoundError(account, args[0])
+    if status == "hold_expired":
+        return HoldExpiredError(account, args[0])
+    if status == "hold_closed":
+        return HoldNotFoundError(account, args[0], _HOLD_STATES[args[1]].value)
+    if status == "overage":
+        return HoldOverageError(account, entry_id or "", int(args[0]), int(args[1]))
+    if status == "replay_gone":
+        return CreditsError(
+            f"the entry {args[0]} this idempotency key produced is no longer in the ledger"
+        )
+    return CreditsError(f"unexpected script reply {status!r}")
+
+
+_HOLD_STATES = {
+    "O": HoldState.OPEN,
+    "S": HoldState.SETTLED,
+    "R": HoldState.RELEASED,
+    "E": HoldState.EXPIRED,
+}
+
+
+def hold_decoder(account: str, action: str, idempotency_key: str) -> Callable[[Any], Hold]:
+    """Decode reserve's reply: the reserve entry, then the hold's record
+    ('O|amount|expires_ms|action|app' while open; 'S|...', 'R|...', 'E|...' once closed)."""
+
+    def decode(raw: Sequence[Any]) -> Hold:
+        status = text(raw[0])
+        if status != "ok":
+            raise script_error(status, raw, account, action, None, idempotency_key)
+        entry = entry_from_values(raw[2], raw[3:12])
+        record = text(raw[12]).split("|")
+        expires = None
+        if record[0] == "O":
+            expires = datetime.fromtimestamp(int(record[2]) / 1000, tz=timezone.utc)
+        return Hold(
+            account=account,
+            hold_id=entry.id,
+            amount=entry.amount,
+            action=entry.action,
+            app=entry.app,
+            state=_HOLD_STATES.get(record[0], HoldState.EXPIRED),
+            expires_at=expires,
+            balance=entry.balance_after,
+            entry=entry,
+            replayed=text(raw[1]) == "1",
+        )
+
+    return decode

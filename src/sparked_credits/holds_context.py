@@ -1,0 +1,138 @@
+"""Holds as context managers: reserve on entry, settle on success, release on failure.
+
+``with credits.hold(account, 600, action="video_generation") as hold:`` reserves; if the
+block raises, the hold is released (the user gets every credit back) and the exception
+goes on; if it finishes, the hold is settled at ``hold.actual`` (default: the whole
+reservation) unless the block settled or released it itself.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import HoldExpiredError
+from .models import Hold, MutationResult
+
+if TYPE_CHECKING:
+    from .async_client import AsyncCreditsClient
+    from .client import CreditsClient
+
+__all__ = ["AsyncHoldContext", "HoldContext"]
+
+
+class _HoldState:
+    """What both context managers share: the reserve arguments and the exit decision."""
+
+    def __init__(self, account: str, credits: int, reserve_options: dict[str, Any]) -> None:
+        self.account = account
+        self._credits = credits
+        self._reserve_options = reserve_options
+        self._hold: Hold | None = None
+        self.closed = False
+        self.actual: int | None = None
+        """Credits to keep when the block ends normally; None keeps the whole reservation."""
+        self.result: MutationResult | None = None
+        """The settle or release outcome, once the hold is closed."""
+
+    @property
+    def hold(self) -> Hold:
+        if self._hold is None:
+            raise RuntimeError("the hold is reserved when the with-block is entered")
+        return self._hold
+
+    @property
+    def hold_id(self) -> str:
+        return self.hold.hold_id
+
+    def _exit_plan(self, failed: bool) -> Literal["nothing", "release", "settle"]:
+        if self.closed or self._hold is None:
+            return "nothing"
+        return "release" if failed else "settle"
+
+    def _closed_with(self, result: MutationResult) -> MutationResult:
+        self.closed = True
+        self.result = result
+        return result
+
+
+class HoldContext(_HoldState):
+    """Returned by :meth:`CreditsClient.hold`."""
+
+    def __init__(
+        self, client: CreditsClient, account: str, credits: int, reserve_options: dict[str, Any]
+    ) -> None:
+        super().__init__(account, credits, reserve_options)
+        self._client = client
+
+    def __enter__(self) -> HoldContext:
+        self._hold = self._client.reserve(self.account, self._credits, **self._reserve_options)
+        return self
+
+    def settle(self, actual: int, **options: Any) -> MutationResult:
+        """Keep ``actual`` credits now and give back the rest."""
+        return self._closed_with(self._client.settle(self.account, self.hold_id, actual, **options))
+
+    def release(self, **options: Any) -> MutationResult:
+        """Give every reserved credit back now."""
+        return self._closed_with(self._client.release(self.account, self.hold_id, **options))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        plan = self._exit_plan(exc_type is not None)
+        if plan == "release":
+            try:
+                self.release(reason=f"work failed: {exc_type.__name__ if exc_type else ''}")
+            except HoldExpiredError:
+                self.closed = True  # its credits already went back
+        elif plan == "settle":
+            self.settle(self.hold.amount if self.actual is None else self.actual)
+
+
+class AsyncHoldContext(_HoldState):
+    """Returned by :meth:`AsyncCreditsClient.hold`."""
+
+    def __init__(
+        self,
+        client: AsyncCreditsClient,
+        account: str,
+        credits: int,
+        reserve_options: dict[str, Any],
+    ) -> None:
+        super().__init__(account, credits, reserve_options)
+        self._client = client
+
+    async def __aenter__(self) -> AsyncHoldContext:
+        self._hold = await self._client.reserve(
+            self.account, self._credits, **self._reserve_options
+        )
+        return self
+
+    async def settle(self, actual: int, **options: Any) -> MutationResult:
+        """Keep ``actual`` credits now and give back the rest."""
+        return self._closed_with(
+            await self._client.settle(self.account, self.hold_id, actual, **options)
+        )
+
+    async def release(self, **options: Any) -> MutationResult:
+        """Give every reserved credit back now."""
+        return self._closed_with(await self._client.release(self.account, self.hold_id, **options))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        plan = self._exit_plan(exc_type is not None)
+        if plan == "release":
+            try:
+                await self.release(reason=f"work failed: {exc_type.__name__ if exc_type else ''}")
+            except HoldExpiredError:
+                self.closed = True
+        elif plan == "settle":
+            await self.settle(self.hold.amount if self.actual is None else self.actual)
