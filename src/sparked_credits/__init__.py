@@ -33,11 +33,13 @@ from .models import (
     LedgerEntry,
     MutationResult,
 )
+from .pricing import DEFAULT_TABLE, PriceTable, calculate_cost, load_price_table
 from .validation import MAX_CREDITS
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_TABLE",
     "MAX_CREDITS",
     "AsyncCreditsClient",
     "AsyncHoldContext",
@@ -59,9 +61,12 @@ __all__ = [
     "InsufficientCreditsError",
     "LedgerEntry",
     "MutationResult",
+    "PriceTable",
     "RefundError",
     "TokenVerificationError",
     "ValidationError",
     "WebhookVerificationError",
     "__version__",
+    "calculate_cost",
+    "load_price_table",
 ]

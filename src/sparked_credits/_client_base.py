@@ -11,6 +11,7 @@ from .config import StorageConfig, storage_from_env
 from .errors import ConfigurationError
 from .operations import Operations
 from .options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, make_options
+from .pricing import PriceTable
 
 __all__ = ["ClientBase"]
 
@@ -32,6 +33,7 @@ class ClientBase(ABC):
         hash_tags: bool | None = None,
         idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
         retries: int = 3,
+        pricing: PriceTable | None = None,
     ) -> None:
         scheme = scheme_of(url)
         if token is not None:
@@ -46,8 +48,15 @@ class ClientBase(ABC):
             idempotency_ttl=idempotency_ttl,
             retries=retries,
         )
-        self._ops = Operations(self.options)
+        if pricing is not None and not isinstance(pricing, PriceTable):
+            raise ConfigurationError("pricing must be a PriceTable (see sparked_credits.pricing)")
+        self._ops = Operations(self.options, pricing)
         self._backend = self._open_backend(url, self.options)
+
+    def calculate_cost(self, action: str, /, **usage: object) -> int:
+        """What ``action`` costs for ``usage`` under this client's price table (no I/O),
+        e.g. ``calculate_cost("model_training", gpu_hours=2.5)`` for a webhook's settle."""
+        return self._ops.price_table().calculate_cost(action, **usage)
 
     @abstractmethod
     def _open_backend(self, url: str, options: ClientOptions) -> Any:

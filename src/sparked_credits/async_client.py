@@ -76,6 +76,22 @@ class AsyncCreditsClient(ClientBase):
             self._ops.debit(account, amount, action, reason, metadata, idempotency_key)
         )
 
+    async def charge(
+        self,
+        account: str,
+        action: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        **usage: object,
+    ) -> MutationResult:
+        """Price ``action`` for ``usage`` (``charge(acct, "video_generation", seconds=60)``)
+        with the client's price table and debit it, tagged with the action, in one call."""
+        return await self._run(
+            self._ops.charge(account, action, usage, reason, metadata, idempotency_key)
+        )
+
     async def credit(
         self,
         account: str,
@@ -129,18 +145,22 @@ class AsyncCreditsClient(ClientBase):
     async def reserve(
         self,
         account: str,
-        credits: int,
+        credits: int | None = None,
         *,
         action: str,
+        usage: dict[str, object] | None = None,
         ttl: timedelta | float = DEFAULT_HOLD_TTL,
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> Hold:
-        """Take ``credits`` now for work whose cost is known only at the end; returns the
-        hold to settle() or release(). Past ``ttl`` (server time) it returns by itself."""
+        """Take ``credits`` (or the price of an estimated ``usage`` of ``action``) now, for
+        work whose cost is known only at the end; returns the hold to settle() or release().
+        Past ``ttl`` (server time) it returns by itself."""
         return await self._run(
-            self._ops.reserve(account, credits, action, ttl, reason, metadata, idempotency_key)
+            self._ops.reserve(
+                account, credits, action, usage, ttl, reason, metadata, idempotency_key
+            )
         )
 
     async def settle(
@@ -185,9 +205,10 @@ class AsyncCreditsClient(ClientBase):
     def hold(
         self,
         account: str,
-        credits: int,
+        credits: int | None = None,
         *,
         action: str,
+        usage: dict[str, object] | None = None,
         ttl: timedelta | float = DEFAULT_HOLD_TTL,
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
@@ -201,6 +222,7 @@ class AsyncCreditsClient(ClientBase):
             credits,
             {
                 "action": action,
+                "usage": usage,
                 "ttl": ttl,
                 "reason": reason,
                 "metadata": metadata,

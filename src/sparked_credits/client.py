@@ -80,6 +80,22 @@ class CreditsClient(ClientBase):
             self._ops.debit(account, amount, action, reason, metadata, idempotency_key)
         )
 
+    def charge(
+        self,
+        account: str,
+        action: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        **usage: object,
+    ) -> MutationResult:
+        """Price ``action`` for ``usage`` (``charge(acct, "video_generation", seconds=60)``)
+        with the client's price table and debit it, tagged with the action, in one call."""
+        return self._run(
+            self._ops.charge(account, action, usage, reason, metadata, idempotency_key)
+        )
+
     def credit(
         self,
         account: str,
@@ -133,18 +149,22 @@ class CreditsClient(ClientBase):
     def reserve(
         self,
         account: str,
-        credits: int,
+        credits: int | None = None,
         *,
         action: str,
+        usage: dict[str, object] | None = None,
         ttl: timedelta | float = DEFAULT_HOLD_TTL,
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> Hold:
-        """Take ``credits`` now for work whose cost is known only at the end; returns the
-        hold to settle() or release(). Past ``ttl`` (server time) it returns by itself."""
+        """Take ``credits`` (or the price of an estimated ``usage`` of ``action``) now, for
+        work whose cost is known only at the end; returns the hold to settle() or release().
+        Past ``ttl`` (server time) it returns by itself."""
         return self._run(
-            self._ops.reserve(account, credits, action, ttl, reason, metadata, idempotency_key)
+            self._ops.reserve(
+                account, credits, action, usage, ttl, reason, metadata, idempotency_key
+            )
         )
 
     def settle(
@@ -187,9 +207,10 @@ class CreditsClient(ClientBase):
     def hold(
         self,
         account: str,
-        credits: int,
+        credits: int | None = None,
         *,
         action: str,
+        usage: dict[str, object] | None = None,
         ttl: timedelta | float = DEFAULT_HOLD_TTL,
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
@@ -203,6 +224,7 @@ class CreditsClient(ClientBase):
             credits,
             {
                 "action": action,
+                "usage": usage,
                 "ttl": ttl,
                 "reason": reason,
                 "metadata": metadata,

@@ -24,7 +24,7 @@ __all__ = ["AsyncHoldContext", "HoldContext"]
 class _HoldState:
     """What both context managers share: the reserve arguments and the exit decision."""
 
-    def __init__(self, account: str, credits: int, reserve_options: dict[str, Any]) -> None:
+    def __init__(self, account: str, credits: int | None, reserve_options: dict[str, Any]) -> None:
         self.account = account
         self._credits = credits
         self._reserve_options = reserve_options
@@ -60,7 +60,11 @@ class HoldContext(_HoldState):
     """Returned by :meth:`CreditsClient.hold`."""
 
     def __init__(
-        self, client: CreditsClient, account: str, credits: int, reserve_options: dict[str, Any]
+        self,
+        client: CreditsClient,
+        account: str,
+        credits: int | None,
+        reserve_options: dict[str, Any],
     ) -> None:
         super().__init__(account, credits, reserve_options)
         self._client = client
@@ -100,7 +104,7 @@ class AsyncHoldContext(_HoldState):
         self,
         client: AsyncCreditsClient,
         account: str,
-        credits: int,
+        credits: int | None,
         reserve_options: dict[str, Any],
     ) -> None:
         super().__init__(account, credits, reserve_options)

@@ -23,9 +23,11 @@ from .decoding import (
     script_error,
     text,
 )
+from .errors import ValidationError
 from .keys import AccountKeys, KeySpace
 from .models import HistoryPage, Hold, InitResult, MutationResult
 from .options import ClientOptions
+from .pricing import PriceTable, active_price_table
 from .requests import CommandCall, Operation, ScriptCall
 from .scripts import SCRIPTS, Script
 
@@ -68,8 +70,9 @@ def _key_or_new(idempotency_key: str | None) -> str:
 class Operations:
     """Builds every operation for one client configuration."""
 
-    def __init__(self, options: ClientOptions) -> None:
+    def __init__(self, options: ClientOptions, pricing: PriceTable | None = None) -> None:
         self.options = options
+        self._pricing = pricing
         self.keys = KeySpace(prefix=options.key_prefix, hash_tags=options.hash_tags)
         self._app = options.app or ""
         self._account_keys: dict[str, AccountKeys] = {}
@@ -198,6 +201,34 @@ class Operations:
         )
         return self._mutation("debit", SCRIPTS.debit, account, idempotency_key, params, action)
 
+    def price_table(self) -> PriceTable:
+        """The client's table, or the active one (defaults, or the file named by
+        SPARKED_CREDITS_PRICING, loaded on first use)."""
+        return self._pricing if self._pricing is not None else active_price_table()
+
+    def calculate_cost(self, action: str, usage: dict[str, object]) -> int:
+        """Price ``action`` for ``usage``; a cost of 0 cannot be charged or reserved."""
+        cost = self.price_table().calculate_cost(action, **usage)
+        if cost == 0:
+            raise ValidationError(
+                "usage", f"{action} with {usage or 'no usage'} costs 0 credits: nothing to charge"
+            )
+        return cost
+
+    def charge(
+        self,
+        account: str,
+        action: str,
+        usage: dict[str, object],
+        reason: str | None,
+        metadata: dict[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Operation[MutationResult]:
+        account = v.account(account)
+        action = v.label(action, "action", required=True)
+        cost = self.calculate_cost(action, usage)
+        return self.debit(account, cost, action, reason, metadata, idempotency_key)
+
     def credit(
         self,
         account: str,
@@ -272,8 +303,9 @@ class Operations:
     def reserve(
         self,
         account: str,
-        amount: int,
+        amount: int | None,
         action: str,
+        usage: dict[str, object] | None,
         ttl: object,
         reason: str | None,
         metadata: dict[str, Any] | None,
@@ -281,6 +313,12 @@ class Operations:
     ) -> Operation[Hold]:
         account = v.account(account)
         label = v.label(action, "action", required=True)
+        if amount is None:
+            if usage is None:
+                raise ValidationError("credits", "give credits, or usage to price the estimate")
+            amount = self.calculate_cost(label, usage)
+        elif usage is not None:
+            raise ValidationError("usage", "give credits or usage, not both")
         params = (
             str(v.amount(amount)),
             label,
@@ -317,9 +355,7 @@ class Operations:
         )
         # One settle per hold: a provider webhook delivered three times settles once.
         key = f"settle:{hid}" if idempotency_key is None else idempotency_key
-        return self._mutation(
-            "settle", SCRIPTS.settle, account, key, params, None, hid, effect=3
-        )
+        return self._mutation("settle", SCRIPTS.settle, account, key, params, None, hid, effect=3)
 
     def release(
         self,
@@ -333,9 +369,7 @@ class Operations:
         hid = v.entry_id(hold_id, "hold_id")
         params = (hid, v.reason(reason), v.metadata(metadata))
         key = f"release:{hid}" if idempotency_key is None else idempotency_key
-        return self._mutation(
-            "release", SCRIPTS.release, account, key, params, None, hid, effect=1
-        )
+        return self._mutation("release", SCRIPTS.release, account, key, params, None, hid, effect=1)
 
     def sweep(self, account: str, limit: int) -> Operation[tuple[int, int]]:
         """Return up to ``limit`` expired holds; decodes to (returned, still due)."""

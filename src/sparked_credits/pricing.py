@@ -1,0 +1,598 @@
+"""What an action costs: price rules, the default table, and file overrides.
+
+Pure arithmetic, no Redis: the apps ask "what does this cost?" before they debit, so the
+answer must be the same in every app and every process. Three rules make that true:
+
+* Costs are computed exactly. Usage becomes a :class:`~fractions.Fraction` (a float through
+  its decimal text, so ``0.1`` stays one tenth), rates are :class:`~decimal.Decimal`, and the
+  only rounding is the one the rule names. Float arithmetic would turn 2.3 s into 23.000000001
+  credits and charge 24.
+* A cost is always a whole, non-negative number of credits that never goes down as usage
+  goes up: a longer video can never be cheaper.
+* Prices are data. The default table mirrors the TypeScript SDK's ``PRICING_CONFIG``; a TOML
+  or JSON file named by ``SPARKED_CREDITS_PRICING`` changes it without a rebuild, and a bad
+  file fails loudly on load instead of pricing anything wrongly.
+
+See PRICING.md for the table and the override format.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+
+import pydantic
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from . import validation
+from .errors import ConfigurationError, ValidationError
+from .validation import MAX_CREDITS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+__all__ = [
+    "DEFAULT_TABLE",
+    "MAX_RATE_DECIMAL_PLACES",
+    "MAX_USAGE",
+    "PRICING_ENV_VAR",
+    "FixedPrice",
+    "MeteredPrice",
+    "PriceRule",
+    "PriceTable",
+    "Rounding",
+    "Unit",
+    "active_price_table",
+    "calculate_cost",
+    "load_price_table",
+    "set_price_table",
+]
+
+PRICING_ENV_VAR = "SPARKED_CREDITS_PRICING"
+"""Names a .toml or .json file whose rules override the defaults."""
+
+MAX_USAGE = 10**12
+"""Largest usage accepted, in the rule's unit: far beyond any real job, small enough that a
+typo (milliseconds passed as seconds, a timestamp passed as a duration) is caught."""
+
+MAX_RATE_DECIMAL_PLACES = 12
+"""A rate like ``1e-999999999`` is a valid decimal whose exact fraction has a billion-digit
+denominator; capping the places keeps every computation small and fast."""
+
+_MAX_USAGE_DECIMAL_PLACES = 1000
+# Same guard for Decimal usage; generous enough for Decimal(some_float) (~60 places) and any
+# float's decimal text (at most ~340 places).
+
+Unit = Literal["second", "minute", "hour"]
+Rounding = Literal["ceil", "floor", "round_half_up"]
+
+_UNIT_SECONDS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600}
+# Usage keywords become Python keyword arguments, so they must be ASCII identifiers (Python
+# NFKC-normalizes non-ASCII identifiers, which would make two spellings the same keyword).
+_USAGE_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_DECIMAL_RE = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+def _effective_places(value: Decimal) -> int:
+    """Digits after the point once trailing zeros are dropped (``1.500`` -> 1, ``20`` -> 0)."""
+    _, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int) or exponent >= 0:
+        return 0
+    trailing = 0
+    for digit in reversed(digits):
+        if digit != 0:
+            break
+        trailing += 1
+    if trailing == len(digits):  # the value is zero
+        return 0
+    return max(-exponent - trailing, 0)
+
+
+def _rate_before(value: object) -> object:
+    """Accept int, Decimal, float (via its decimal text) and plain decimal strings.
+
+    Strings are allowed so a JSON or TOML file can write an exact decimal as ``"0.125"`` and
+    so :meth:`PriceTable.to_dict` output loads back; anything else is a type error here rather
+    than something pydantic might coerce.
+    """
+    if isinstance(value, bool):
+        raise PydanticCustomError("rate_type", "Input should be a number, not a boolean")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(str(value))  # nan/inf pass through and fail as "finite number"
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, str) and _PLAIN_DECIMAL_RE.fullmatch(value.strip()):
+        return Decimal(value.strip())
+    raise PydanticCustomError("rate_type", "Input should be an int or a decimal number like 0.5")
+
+
+def _format_decimal(value: Decimal) -> str:
+    return format(value, "f")
+
+
+_Rate = Annotated[
+    Decimal,
+    BeforeValidator(_rate_before),
+    Field(gt=0, le=MAX_CREDITS, allow_inf_nan=False),
+    PlainSerializer(_format_decimal, return_type=str, when_used="json"),
+]
+
+
+class FixedPrice(BaseModel):
+    """The same number of credits on every call, whatever happened (a chat message)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    kind: Literal["fixed"] = "fixed"
+    credits: int = Field(ge=0, le=MAX_CREDITS, description="The price of one call.")
+
+    def cost(self) -> int:
+        return self.credits
+
+
+class MeteredPrice(BaseModel):
+    """``rate`` credits per ``unit`` of usage, passed as the keyword named by ``usage``.
+
+    The usage is measured in ``unit`` (``gpu_hours=0.5`` with ``unit="hour"``). It is first
+    rounded up to whole started ``billing_increment``s, then multiplied by ``rate``, then
+    rounded to whole credits per ``rounding``, then raised to ``minimum``. Every step is
+    exact and non-decreasing, so the cost is too.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    kind: Literal["metered"] = "metered"
+    rate: _Rate = Field(description="Credits per unit: a positive int or exact decimal.")
+    unit: Unit
+    usage: str = Field(description="The keyword the usage is passed as, e.g. 'seconds'.")
+    billing_increment: Unit | None = Field(
+        default=None,
+        description="Bill per started increment (usage rounded up); None bills exactly.",
+    )
+    rounding: Rounding = "ceil"
+    minimum: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_CREDITS,
+        description="The least any call costs, including a call with zero usage.",
+    )
+
+    @field_validator("rate")
+    @classmethod
+    def _rate_places(cls, value: Decimal) -> Decimal:
+        if _effective_places(value) > MAX_RATE_DECIMAL_PLACES:
+            raise PydanticCustomError(
+                "rate_places",
+                "Input should have at most {places} decimal places",
+                {"places": MAX_RATE_DECIMAL_PLACES},
+            )
+        return value
+
+    @field_validator("usage")
+    @classmethod
+    def _usage_name(cls, value: str) -> str:
+        if (
+            len(value) > validation.MAX_LABEL_LENGTH
+            or not _USAGE_NAME_RE.fullmatch(value)
+            or keyword.iskeyword(value)
+        ):
+            raise PydanticCustomError(
+                "usage_name",
+                "Input should be a Python identifier like 'seconds' (ASCII letters, digits "
+                "and _, not a keyword, at most {max} characters)",
+                {"max": validation.MAX_LABEL_LENGTH},
+            )
+        return value
+
+    @field_validator("billing_increment")
+    @classmethod
+    def _increment_fits_unit(cls, value: Unit | None, info: ValidationInfo) -> Unit | None:
+        # Billing per started hour on a per-minute rate would charge for time nobody used
+        # and make the rate meaningless; a larger increment is almost surely a typo.
+        unit = info.data.get("unit")
+        if (
+            value is not None
+            and unit in _UNIT_SECONDS
+            and _UNIT_SECONDS[value] > _UNIT_SECONDS[unit]
+        ):
+            raise PydanticCustomError(
+                "increment_too_large",
+                "Input should not be larger than unit '{unit}'",
+                {"unit": unit},
+            )
+        return value
+
+    def billable_usage(self, usage: object) -> Fraction:
+        """The validated usage, in ``unit``, rounded up to whole started increments."""
+        amount = _usage_fraction(usage, self.usage)
+        if self.billing_increment is None:
+            return amount
+        step = Fraction(_UNIT_SECONDS[self.billing_increment], _UNIT_SECONDS[self.unit])
+        return math.ceil(amount / step) * step
+
+    def exact_cost(self, usage: object) -> Fraction:
+        """Billable usage times rate: the cost before rounding and the minimum."""
+        return self.billable_usage(usage) * Fraction(self.rate)
+
+    def cost(self, usage: object) -> int:
+        """Whole credits for ``usage``; rejects costs above ``MAX_CREDITS`` (undebitable)."""
+        total = max(self.minimum, _round(self.exact_cost(usage), self.rounding))
+        if total > MAX_CREDITS:
+            raise ValidationError(
+                self.usage, f"costs {total} credits, more than the maximum {MAX_CREDITS}"
+            )
+        return total
+
+
+PriceRule: TypeAlias = Annotated[FixedPrice | MeteredPrice, Field(discriminator="kind")]
+"""Either rule, told apart by ``kind`` ("fixed" or "metered")."""
+
+_RULE_MODELS: dict[str, type[FixedPrice] | type[MeteredPrice]] = {
+    "fixed": FixedPrice,
+    "metered": MeteredPrice,
+}
+
+
+def _round(value: Fraction, mode: Rounding) -> int:
+    if mode == "ceil":
+        return math.ceil(value)
+    if mode == "floor":
+        return math.floor(value)
+    return math.floor(value + Fraction(1, 2))  # round_half_up; value is never negative
+
+
+def _usage_fraction(value: object, field: str) -> Fraction:
+    """Validate one usage value and convert it exactly.
+
+    bool is refused although it is an int: ``seconds=True`` is a bug, not one second.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, Fraction)):
+        raise ValidationError(
+            field, f"must be a number (int, float, Decimal or Fraction), got {_kind(value)}"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError(field, f"must be a finite number, got {value}")
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise ValidationError(field, f"must be a finite number, got {_describe(value)}")
+    # Range first: Decimal compares cheaply even with an absurd exponent.
+    if value < 0:
+        raise ValidationError(field, f"must not be negative, got {_describe(value)}")
+    if value > MAX_USAGE:
+        raise ValidationError(field, f"must be at most {MAX_USAGE}, got {_describe(value)}")
+    if isinstance(value, Decimal):
+        if _effective_places(value) > _MAX_USAGE_DECIMAL_PLACES:
+            raise ValidationError(
+                field, f"must have at most {_MAX_USAGE_DECIMAL_PLACES} decimal places"
+            )
+        return Fraction(value)
+    if isinstance(value, float):
+        return Fraction(str(value))  # the decimal the float prints as: 0.1 -> 1/10
+    return Fraction(value)
+
+
+def _kind(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
+    """An immutable mapping of action name -> price rule.
+
+    Rules given as plain mappings (parsed TOML/JSON) are validated here, and a bad one raises
+    :class:`ConfigurationError` naming ``source``, the action and the field: a price table is
+    configuration, and a wrong price must stop startup, not a request.
+    """
+
+    __slots__ = ("_rules",)
+
+    def __init__(
+        self,
+        rules: Mapping[str, PriceRule | Mapping[str, Any]] | None = None,
+        *,
+        source: str = "price table",
+    ) -> None:
+        checked: dict[str, FixedPrice | MeteredPrice] = {}
+        problems: list[str] = []  # all of them at once: one fix-and-retry round, not many
+        for action, rule in (rules or {}).items():
+            try:
+                name = _action_name(action)
+                checked[name] = _rule_from_data(name, rule)
+            except _RuleProblem as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigurationError(f"{source}: " + "; ".join(problems))
+        self._rules: Mapping[str, FixedPrice | MeteredPrice] = dict(sorted(checked.items()))
+
+    def __getitem__(self, action: str) -> FixedPrice | MeteredPrice:
+        return self._rules[action]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rules)
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __repr__(self) -> str:
+        return f"PriceTable({dict(self._rules)!r})"
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The priced action names, sorted."""
+        return tuple(self._rules)
+
+    def rule(self, action: str) -> FixedPrice | MeteredPrice:
+        """The rule for ``action``; an unknown action raises ValidationError on "action"."""
+        name = validation.label(action, "action", required=True)
+        found = self._rules.get(name)
+        if found is None:
+            known = ", ".join(self._rules) or "(none)"
+            raise ValidationError("action", f"unknown action {name!r}; known actions: {known}")
+        return found
+
+    def calculate_cost(self, action: str, /, **usage: object) -> int:
+        """Whole credits for one ``action``.
+
+        Fixed actions take no usage; metered ones take exactly their usage keyword
+        (``calculate_cost("video_generation", seconds=2.3) == 23``). Anything else raises
+        ValidationError naming the offending keyword.
+        """
+        rule = self.rule(action)
+        if isinstance(rule, FixedPrice):
+            if usage:
+                raise ValidationError(
+                    next(iter(usage)), f"{action} has a fixed price and takes no usage keywords"
+                )
+            return rule.cost()
+        for name in usage:
+            if name != rule.usage:
+                raise ValidationError(
+                    name, f"unexpected usage keyword for {action}; it takes {rule.usage}="
+                )
+        if rule.usage not in usage:
+            raise ValidationError(rule.usage, f"is required for {action}")
+        return rule.cost(usage[rule.usage])
+
+    def with_overrides(
+        self,
+        rules: Mapping[str, PriceRule | Mapping[str, Any]],
+        *,
+        source: str = "overrides",
+    ) -> PriceTable:
+        """A new table: each given rule replaces the whole rule of its action, or adds one.
+
+        Whole-rule replacement (not a field-by-field merge) means an override file reads
+        complete on its own: what it says is exactly what is charged.
+        """
+        overrides = PriceTable(rules, source=source)
+        return PriceTable({**self._rules, **overrides._rules}, source=source)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """JSON-ready rules (rates as decimal strings); loads back via a .json file."""
+        return {
+            action: rule.model_dump(mode="json", exclude_none=True)
+            for action, rule in self._rules.items()
+        }
+
+
+class _RuleProblem(Exception):
+    """One bad entry, as ``[action].field: message``; PriceTable adds the source."""
+
+
+def _action_name(action: object) -> str:
+    try:
+        return validation.label(action, "action", required=True)
+    except ValidationError as exc:
+        raise _RuleProblem(f"{_section(action)}: {exc.message}") from None
+
+
+def _section(action: object) -> str:
+    """The action as a TOML table header: ``[video_generation]`` or ``["bad name"]``."""
+    if isinstance(action, str) and _USAGE_NAME_RE.fullmatch(action):
+        return f"[{action}]"
+    text = json.dumps(action, ensure_ascii=False) if isinstance(action, str) else repr(action)
+    return f"[{text[:80]}{'...' if len(text) > 80 else ''}]"
+
+
+def _describe(value: object) -> str:
+    """A short rendering of a bad value for an error message.
+
+    Never expands it: ``format(Decimal("1e-999999999"), "f")`` is a billion characters, and
+    ``str()`` of an int over 4300 digits raises.
+    """
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return "a huge integer"
+    if isinstance(value, Fraction):
+        if max(value.numerator.bit_length(), value.denominator.bit_length()) > 128:
+            return "a huge fraction"
+        return str(value)
+    text = str(value) if isinstance(value, Decimal) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _rule_from_data(action: str, data: object) -> FixedPrice | MeteredPrice:
+    if isinstance(data, (FixedPrice, MeteredPrice)):
+        return data
+    where = _section(action)
+    if not isinstance(data, Mapping):
+        raise _RuleProblem(f"{where}: must be a table of rule fields, got {_describe(data)}")
+    kind = data.get("kind")
+    model = _RULE_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        got = (
+            "it is missing (each entry is a complete rule)"
+            if "kind" not in data
+            else f"got {_describe(kind)}"
+        )
+        raise _RuleProblem(f'{where}.kind: must be "fixed" or "metered"; {got}')
+    try:
+        return model.model_validate(dict(data))
+    except pydantic.ValidationError as exc:
+        raise _RuleProblem(_pydantic_errors(action, exc)) from None
+
+
+def _pydantic_errors(action: str, exc: pydantic.ValidationError) -> str:
+    """pydantic's report as ``[action].field: message (got value)``, ``; ``-joined."""
+    section = _section(action)
+    parts = []
+    for error in exc.errors(include_url=False):
+        loc = section + "".join(f".{part}" for part in error["loc"])
+        got = ""
+        if error["type"] not in ("missing", "extra_forbidden"):
+            got = f" (got {_describe(error['input'])})"
+        parts.append(f"{loc}: {error['msg']}{got}")
+    return "; ".join(parts)
+
+
+# -- the defaults ------------------------------------------------------------------------------
+
+DEFAULT_TABLE = PriceTable(
+    {
+        "chat_message": FixedPrice(credits=10),
+        "canvas_simple": FixedPrice(credits=50),
+        "canvas_complex": FixedPrice(credits=75),
+        # TS: Math.ceil(seconds * 10); exact here, so 2.3 s is 23, never 24.
+        "video_generation": MeteredPrice(rate=Decimal(10), unit="second", usage="seconds"),
+        # 1000 per GPU hour, billed per started minute: 1.5 min -> 2 min -> 34 credits.
+        "model_training": MeteredPrice(
+            rate=Decimal(1000), unit="hour", usage="gpu_hours", billing_increment="minute"
+        ),
+    },
+    source="DEFAULT_TABLE",
+)
+"""The built-in prices, mirroring the TypeScript SDK's PRICING_CONFIG (see PRICING.md)."""
+
+
+# -- overrides from a file ---------------------------------------------------------------------
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys silently; in a price file that hides a typo.
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(key)
+        result[key] = value
+    return result
+
+
+def _parse_file(path: Path, source: str) -> object:
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise ConfigurationError(f"{source}: pricing file must end in .toml or .json")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise ConfigurationError(f"{source}: cannot read pricing file: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{source}: not valid UTF-8: {exc.reason}") from None
+    try:
+        if suffix == ".toml":
+            # parse_float=Decimal keeps `rate = 0.1` exact from the file onwards.
+            return tomllib.loads(text, parse_float=Decimal)
+        return json.loads(text, parse_float=Decimal, object_pairs_hook=_no_duplicates)
+    except tomllib.TOMLDecodeError as exc:  # its message carries "(at line L, column C)"
+        raise ConfigurationError(f"{source}: invalid TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(
+            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    except _DuplicateKeyError as exc:
+        raise ConfigurationError(f"{source}: invalid JSON: duplicate key {exc.key!r}") from None
+    except RecursionError:
+        raise ConfigurationError(f"{source}: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's 4300-digit limit
+        raise ConfigurationError(f"{source}: invalid {suffix[1:].upper()}: {exc}") from None
+
+
+def load_price_table(
+    path: str | Path | None = None,
+    *,
+    env_var: str = PRICING_ENV_VAR,
+    base: PriceTable = DEFAULT_TABLE,
+) -> PriceTable:
+    """``base`` with the rules of a .toml or .json file laid over it.
+
+    The file is ``path``, or when that is None the path in ``env_var``; with neither, ``base``
+    is returned unchanged. Each action in the file replaces its whole rule or adds a new one.
+    Everything is validated now: any problem raises ConfigurationError naming the file and the
+    action and field (or, for a syntax error, the line), so a bad deploy fails at startup.
+    """
+    if path is None:
+        path = os.environ.get(env_var, "").strip() or None
+        if path is None:
+            return base
+    file = Path(path)
+    source = str(path)
+    data = _parse_file(file, source)
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(
+            f"{source}: must map action names to rule tables, got {_describe(data)}"
+        )
+    return base.with_overrides(data, source=source)
+
+
+# -- the active table --------------------------------------------------------------------------
+
+_active: PriceTable | None = None
+
+
+def active_price_table() -> PriceTable:
+    """The table :func:`calculate_cost` uses: set explicitly, else loaded once from the env.
+
+    Loaded lazily (on first use, not at import) so importing the SDK never fails because of a
+    pricing file, and cached so a request never re-reads it.
+    """
+    global _active
+    if _active is None:
+        _active = load_price_table()
+    return _active
+
+
+def set_price_table(table: PriceTable | None) -> PriceTable | None:
+    """Make ``table`` the active one; None forgets it so the next use reloads from the env.
+
+    Returns the previous active table (None if none was loaded yet), for restoring in tests.
+    """
+    global _active
+    previous, _active = _active, table
+    return previous
+
+
+def calculate_cost(action: str, /, **usage: object) -> int:
+    """Whole credits for ``action`` in the active table (see :meth:`PriceTable.calculate_cost`).
+
+    >>> calculate_cost("video_generation", seconds=2.3)  # doctest: +SKIP
+    23
+    """
+    return active_price_table().calculate_cost(action, **usage)
