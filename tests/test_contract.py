@@ -309,3 +309,25 @@ def test_idempotency_retention_rotates(make_client: Any) -> None:
     # "old" is now past two periods: forgotten, so it applies again.
     assert not client.debit(ACCT, 1, action="chat_message", idempotency_key="old").replayed
     assert client.get_balance(ACCT) == ledger_sum(client, ACCT) == 96
+
+
+def test_charge_prices_and_debits(client: Any) -> None:
+    client.initialize_user(ACCT, 1000)
+    assert client.charge(ACCT, "chat_message").entry.delta == -10
+    assert client.charge(ACCT, "canvas_complex").entry.delta == -75
+    video = client.charge(ACCT, "video_generation", seconds=2.3, reason="clip")
+    assert video.entry.delta == -23
+    assert video.entry.action == "video_generation"
+    assert client.calculate_cost("model_training", gpu_hours=1) == 1000
+    held = client.reserve(ACCT, action="model_training", usage={"gpu_hours": 0.5})
+    assert held.amount == 500
+    assert client.get_balance(ACCT) == 1000 - 10 - 75 - 23 - 500 == ledger_sum(client, ACCT)
+
+
+def test_charge_with_a_custom_price_table(make_client: Any) -> None:
+    from sparked_credits import DEFAULT_TABLE
+
+    table = DEFAULT_TABLE.with_overrides({"chat_message": {"kind": "fixed", "credits": 3}})
+    client = make_client(pricing=table)
+    client.initialize_user(ACCT)
+    assert client.charge(ACCT, "chat_message").balance == 97
