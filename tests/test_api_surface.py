@@ -22,7 +22,7 @@ PUBLIC = sorted(
 def test_public_methods_listed() -> None:
     assert {"initialize_user", "get_balance", "debit", "credit", "refund", "adjust",
             "history", "close", "reserve", "settle", "release", "hold",
-            "sweep_expired_holds"} <= set(PUBLIC)
+            "sweep_expired_holds", "close_account"} <= set(PUBLIC)
 
 
 # Methods that return a context manager: `with` on one client, `async with` on the other.
@@ -56,8 +56,9 @@ def test_root_exports_everything_in_all() -> None:
     for name in sparked_credits.__all__:
         assert hasattr(sparked_credits, name), name
     assert issubclass(sparked_credits.ValidationError, ValueError)
-    for name in ("ConfigurationError", "ValidationError", "InsufficientCreditsError",
-                 "IdempotencyConflictError", "HoldNotFoundError", "HoldExpiredError",
+    for name in ("AccountClosedError", "ConfigurationError", "ValidationError",
+                 "InsufficientCreditsError", "IdempotencyConflictError",
+                 "HoldNotFoundError", "HoldExpiredError",
                  "BackendError", "WebhookVerificationError", "TokenVerificationError"):
         assert issubclass(getattr(sparked_credits, name), sparked_credits.CreditsError)
 
@@ -75,6 +76,7 @@ def _script_calls(ops: Operations, account: str) -> list[ScriptCall]:
         ops.settle(account, "1700000000000-0", 5, False, None, None, None),
         ops.release(account, "1700000000000-0", None, None, None),
         ops.sweep(account, 16),
+        ops.close_account(account, None, None),
     ]
     calls = [op.request for op in built]
     assert all(isinstance(c, ScriptCall) for c in calls)

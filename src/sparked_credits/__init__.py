@@ -9,6 +9,7 @@ from __future__ import annotations
 from .async_client import AsyncCreditsClient
 from .client import CreditsClient
 from .errors import (
+    AccountClosedError,
     BackendError,
     ConfigurationError,
     CreditsError,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_TABLE",
     "MAX_CREDITS",
+    "AccountClosedError",
     "AsyncCreditsClient",
     "AsyncHoldContext",
     "BackendError",

@@ -197,6 +197,19 @@ class AsyncCreditsClient(ClientBase):
             self._ops.release(account, hold_id, reason, metadata, idempotency_key)
         )
 
+    async def close_account(
+        self,
+        account: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> MutationResult:
+        """Close the account (its user was deleted): debit, charge and reserve then raise
+        AccountClosedError, initialize_user grants nothing, and the balance, ledger and
+        open holds stay (settle, release, refund and credit still work). Once per account:
+        a repeat returns the first close entry with ``replayed=True``."""
+        return await self._run(self._ops.close_account(account, reason, metadata))
+
     async def sweep_expired_holds(self, account: str | None = None) -> int:
         """Return every hold past its ttl, of one account or (None) of all accounts found
         by SCAN; returns how many. Each batch is one atomic script."""

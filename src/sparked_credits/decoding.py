@@ -11,6 +11,7 @@ from typing import Any
 
 from . import validation as v
 from .errors import (
+    AccountClosedError,
     CreditsError,
     EntryNotFoundError,
     HoldExpiredError,
@@ -114,6 +115,8 @@ def script_error(
     args = [text(x) for x in raw[1:]]
     if status == "insufficient":
         return InsufficientCreditsError(account, int(args[0]), int(args[1]), action)
+    if status == "closed":
+        return AccountClosedError(account, action)
     if status == "conflict":
         return IdempotencyConflictError(account, idempotency_key or "")
     if status == "overflow":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccountClosedError",
     "BackendError",
     "ConfigurationError",
     "CreditsError",
@@ -93,6 +94,23 @@ class InsufficientCreditsError(CreditsError):
             "shortfall": self.shortfall,
             "action": self.action,
         }
+
+
+class AccountClosedError(CreditsError):
+    """The account was closed (its user was deleted): it takes no new debits or
+    reservations; its balance and ledger are kept (HTTP 403)."""
+
+    http_status = 403
+    code = "account_closed"
+
+    def __init__(self, account: str, action: str | None = None) -> None:
+        what = f" for {action}" if action else ""
+        super().__init__(f"account {account} is closed: no new charges{what}")
+        self.account = account
+        self.action = action
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "account": self.account, "action": self.action}
 
 
 class IdempotencyConflictError(CreditsError):

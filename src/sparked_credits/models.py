@@ -35,6 +35,8 @@ class EntryType(str, Enum):
     RELEASE = "release"
     EXPIRE = "expire"
     ADJUST = "adjust"
+    CLOSE = "close"
+    """The account was closed (delta 0): no new debits or reservations after it."""
 
 
 class LedgerEntry(BaseModel):

@@ -371,6 +371,17 @@ class Operations:
         key = f"release:{hid}" if idempotency_key is None else idempotency_key
         return self._mutation("release", SCRIPTS.release, account, key, params, None, hid, effect=1)
 
+    def close_account(
+        self, account: str, reason: str | None, metadata: dict[str, Any] | None
+    ) -> Operation[MutationResult]:
+        """Close an account for new debits, once: a 0-delta ``close`` entry records when,
+        why and by which app, and the account's meta hash points at it."""
+        account = v.account(account)
+        params = (v.reason(reason), v.metadata(metadata))
+        # Once per account by the script itself (it replays the first close entry); the key
+        # only labels the entry.
+        return self._mutation("close_account", SCRIPTS.close, account, "close", params, None)
+
     def sweep(self, account: str, limit: int) -> Operation[tuple[int, int]]:
         """Return up to ``limit`` expired holds; decodes to (returned, still due)."""
         account = v.account(account)

@@ -47,6 +47,7 @@ class _Scripts:
         self.settle = _load("settle")
         self.release = _load("release")
         self.sweep = _load("sweep")
+        self.close = _load("close")
 
     def all(self) -> tuple[Script, ...]:
         return (
@@ -59,6 +60,7 @@ class _Scripts:
             self.settle,
             self.release,
             self.sweep,
+            self.close,
         )
 
 

@@ -91,9 +91,18 @@ end
 -- An account is initialized when its meta hash says so, or when it has a balance written
 -- by the TypeScript SDK (a balance key and no meta hash). A credit that reaches an account
 -- before its init marks the meta hash, so the later init still grants the starting credits.
+-- A closed account counts as initialized: it never gets starting credits again (not from a
+-- user.created that Svix delivers after user.deleted, not from auto-initialize).
 local function is_initialized(raw_balance)
-  if redis.call('HEXISTS', K_META, 'init') == 1 then return true end
+  local marks = redis.call('HMGET', K_META, 'init', 'closed')
+  if marks[1] or marks[2] then return true end
   return raw_balance ~= false and redis.call('EXISTS', K_META) == 0
+end
+
+-- A closed account (close.lua) takes no new debits or reservations; 'closed' holds the id
+-- of its close entry.
+local function is_closed()
+  return redis.call('HEXISTS', K_META, 'closed') == 1
 end
 
 local function mark_opened(raw_balance)

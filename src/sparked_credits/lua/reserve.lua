@@ -7,6 +7,7 @@ if replay then
   if replay[1] == 'ok' then replay[#replay + 1] = redis.call('HGET', K_HOLDS, replay[3]) or '' end
   return replay
 end
+if is_closed() then return {'closed'} end
 local amount = tonumber(ARGV[7])
 local bal, needs_init, raw = load_balance()
 if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
