@@ -1,0 +1,421 @@
+"""Every route of the setup guide, as one FastAPI app factory.
+
+Run one process for everything on an in-process store::
+
+    REDIS_URL=memory:// CLERK_JWT_KEY="$(cat clerk.pem)" ... \
+        uvicorn --factory credits_app:create_app --app-dir examples
+
+or the four apps as four processes on one Redis (each tags its ledger entries with its own
+``SPARKED_APP``; the balance is shared)::
+
+    REDIS_URL=redis://localhost:6379/0 SPARKED_APP=canvas.sparked.world uvicorn ... --port 8001
+
+Configuration (environment, read by :meth:`Settings.from_env`):
+
+=============================  ===========================================================
+``REDIS_URL`` / ``UPSTASH_*``  the credits store (``memory://`` only when set explicitly)
+``SPARKED_APP``                this process's app name, on every ledger entry it writes
+``CLERK_JWT_KEY``              Clerk's PEM public key (networkless verification), or
+``CLERK_JWKS_URL``             ``https://<your-frontend-api>/.well-known/jwks.json``
+``CLERK_AUTHORIZED_PARTIES``   comma-separated origins allowed to hold session tokens
+``CLERK_WEBHOOK_SECRET``       the Clerk webhook endpoint's ``whsec_...`` secret
+``CRON_SECRET``                what ``GET /api/cron/reconcile`` expects as Bearer token
+``CREDITS_ADMIN_USER_IDS``     comma-separated Clerk user ids allowed to grant credits
+``TRAIN_WEBHOOK_SECRET``       the training provider's webhook signing secret
+``CREDITS_RATE_LIMIT``         per user and spending route, e.g. ``20/minute`` (``off``)
+``CREDITS_ORG_BALANCES``       ``1``: organization.created opens an org account
+=============================  ===========================================================
+
+The work itself (``process_chat_message``, ``generate_canvas``, ``render_video`` in
+``app_flows.py``, ``submit_training_job`` here) is a placeholder for you to replace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from sparked_credits import ConfigurationError, CreditsClient, HoldNotFoundError
+from sparked_credits.clerk import (
+    ClerkPrincipal,
+    handle_clerk_event,
+    verify_cron_secret,
+    verify_webhook,
+)
+from sparked_credits.integrations.fastapi import (
+    ClerkAuth,
+    get_clerk_user,
+    get_credits,
+    rate_limited,
+    setup_credits,
+)
+from sparked_credits.ratelimit import AccountRateLimiter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import app_flows  # the four apps' charging logic, shared with the tests
+
+logger = logging.getLogger("credits_app")
+
+# Dependencies, resolved per request from what create_app() put on the app.
+Credits = Annotated[CreditsClient, Depends(get_credits)]
+User = Annotated[ClerkPrincipal, Depends(get_clerk_user)]
+# The spending routes: verify the session, then count the request against the user's
+# limit on that route (429 with Retry-After past it, before anything is charged).
+ChatUser = Annotated[ClerkPrincipal, Depends(rate_limited("chat"))]
+CanvasUser = Annotated[ClerkPrincipal, Depends(rate_limited("canvas"))]
+VideoUser = Annotated[ClerkPrincipal, Depends(rate_limited("video"))]
+TrainUser = Annotated[ClerkPrincipal, Depends(rate_limited("train"))]
+
+
+# -- configuration ----------------------------------------------------------------------
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+class Settings(BaseModel):
+    """Everything the app reads from the environment, validated once at startup."""
+
+    model_config = ConfigDict(frozen=True)
+
+    storage_url: str | None = Field(
+        default=None, description="None: CreditsClient.from_env() (REDIS_URL, UPSTASH_*)."
+    )
+    app_name: str = "app.sparked.world"
+    clerk_jwt_key: str | None = None
+    clerk_jwks_url: str | None = None
+    authorized_parties: tuple[str, ...] | None = None
+    clerk_webhook_secret: str | None = None
+    cron_secret: str | None = None
+    admin_user_ids: frozenset[str] = frozenset()
+    train_webhook_secret: str | None = None
+    rate_limit: str | None = "20/minute"
+    default_credits: int = 100
+    org_balances: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        limit = env.get("CREDITS_RATE_LIMIT", "20/minute").strip()
+        parties = _csv(env.get("CLERK_AUTHORIZED_PARTIES"))
+        return cls(
+            app_name=env.get("SPARKED_APP", "app.sparked.world"),
+            clerk_jwt_key=env.get("CLERK_JWT_KEY") or None,
+            clerk_jwks_url=env.get("CLERK_JWKS_URL") or None,
+            authorized_parties=parties or None,
+            clerk_webhook_secret=env.get("CLERK_WEBHOOK_SECRET") or None,
+            cron_secret=env.get("CRON_SECRET") or None,
+            admin_user_ids=frozenset(_csv(env.get("CREDITS_ADMIN_USER_IDS"))),
+            train_webhook_secret=env.get("TRAIN_WEBHOOK_SECRET") or None,
+            rate_limit=None if limit.lower() in ("", "off", "none") else limit,
+            default_credits=int(env.get("CREDITS_DEFAULT", "100")),
+            org_balances=env.get("CREDITS_ORG_BALANCES", "") in ("1", "true", "yes"),
+        )
+
+
+# -- placeholders: replace with your implementation ------------------------------------
+
+
+def submit_training_job(job_id: str, user_id: str, hold_id: str, gpu_hours: float) -> None:
+    """PLACEHOLDER: submit the job to your GPU provider here.
+
+    Pass ``job_id``, ``user_id`` and ``hold_id`` as the job's metadata: the provider sends
+    them back, signed, to ``POST /api/train/webhook`` when the job ends.
+    """
+    logger.info("training job %s submitted (placeholder)", job_id)
+
+
+def get_all_user_ids() -> list[str]:
+    """PLACEHOLDER: the accounts the cron job reconciles (e.g. from Clerk's user list).
+    ``GET /api/cron/reconcile?account=...`` names them explicitly instead."""
+    return []
+
+
+# -- request and response bodies --------------------------------------------------------
+
+
+class ChatRequest(BaseModel):
+    message: str = Field(min_length=1, max_length=10_000)
+    message_id: str | None = Field(default=None, description="Charged once per id.")
+
+
+class CanvasRequest(BaseModel):
+    prompt: str = Field(min_length=1, max_length=10_000)
+    complex: bool = False
+    request_id: str | None = None
+
+
+class VideoRequest(BaseModel):
+    prompt: str = Field(default="", max_length=10_000)
+    duration: float = Field(gt=0, le=3600, description="Seconds of video: 10 credits each.")
+    request_id: str | None = None
+
+
+class TrainStartRequest(BaseModel):
+    estimated_gpu_hours: float = Field(gt=0, le=10_000)
+    job_id: str | None = None
+
+
+class TrainWebhook(BaseModel):
+    """What the provider sends back when a job ends (with the metadata given at start)."""
+
+    job_id: str
+    user_id: str
+    hold_id: str
+    reserved: int = 0
+    status: Literal["succeeded", "failed"]
+    gpu_hours: float = Field(default=0, ge=0)
+
+
+class GrantRequest(BaseModel):
+    user_id: str
+    amount: int = Field(gt=0)
+    reason: str | None = None
+
+
+# -- the app ----------------------------------------------------------------------------
+
+
+def _request_id(given: str | None, header: str | None) -> str:
+    """The id a charge is made once for: the body's, the Idempotency-Key header, or new."""
+    return given or header or uuid.uuid4().hex
+
+
+def verify_train_signature(body: bytes, header: str | None, secret: str) -> bool:
+    """``X-Train-Signature: sha256=<hex HMAC-SHA256 of the raw body>``, constant-time.
+
+    PLACEHOLDER scheme: use whatever your provider signs with (most do exactly this).
+    """
+    if not header or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header[len("sha256=") :].strip().encode(), expected.encode())
+
+
+def create_app(
+    settings: Settings | None = None, client: CreditsClient | None = None
+) -> FastAPI:
+    """The app: ``uvicorn --factory credits_app:create_app`` reads the environment."""
+    settings = settings or Settings.from_env()
+    if client is None:
+        options: dict[str, Any] = {
+            "app": settings.app_name,
+            "default_credits": settings.default_credits,
+        }
+        client = (
+            CreditsClient(settings.storage_url, **options)
+            if settings.storage_url
+            else CreditsClient.from_env(**options)
+        )
+    if not (settings.clerk_jwt_key or settings.clerk_jwks_url):
+        raise ConfigurationError("set CLERK_JWT_KEY (or CLERK_JWKS_URL) to verify sessions")
+    if settings.authorized_parties is None:
+        logger.warning("CLERK_AUTHORIZED_PARTIES is not set: token azp is not checked")
+    auth = ClerkAuth(
+        jwt_key=settings.clerk_jwt_key,
+        jwks_url=None if settings.clerk_jwt_key else settings.clerk_jwks_url,
+        authorized_parties=settings.authorized_parties,
+    )
+    limiter = None
+    if settings.rate_limit:
+        limiter = AccountRateLimiter.for_credits_url(settings.rate_limit, client.storage.url)
+
+    store = client
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = FastAPI(title=f"sparked credits ({settings.app_name})", lifespan=lifespan)
+    setup_credits(app, client, auth=auth, rate_limiter=limiter)
+    app.include_router(_shared_routes(settings))
+    app.include_router(_app_routes(settings))
+    return app
+
+
+def _shared_routes(settings: Settings) -> APIRouter:
+    """Balance, history, the Clerk webhook, admin grants, cron: the guide's shared routes."""
+    router = APIRouter()
+
+    @router.get("/api/credits/balance")
+    def balance(user: User, credits: Credits) -> dict[str, Any]:
+        return {"balance": credits.get_balance(user.user_id)}
+
+    @router.get("/api/credits/history")
+    def history(
+        user: User,
+        credits: Credits,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        page = credits.history(user.user_id, limit=limit, cursor=cursor)
+        return {
+            "transactions": [e.model_dump(mode="json") for e in page.entries],
+            "next_cursor": page.next_cursor,
+        }
+
+    @router.post("/api/webhooks/clerk")
+    async def clerk_webhook(request: Request, credits: Credits) -> dict[str, Any]:
+        if not settings.clerk_webhook_secret:
+            raise ConfigurationError("CLERK_WEBHOOK_SECRET is not set")
+        event = verify_webhook(await request.body(), request.headers, settings.clerk_webhook_secret)
+        # Blocking store calls leave the event loop for the thread pool.
+        outcome = await run_in_threadpool(
+            handle_clerk_event, credits, event, org_balances=settings.org_balances
+        )
+        return {"received": True, **outcome.model_dump(mode="json")}
+
+    @router.post("/api/admin/credits/grant")
+    def grant(
+        body: GrantRequest,
+        user: User,
+        credits: Credits,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        if user.user_id not in settings.admin_user_ids:  # replace with your admin check
+            logger.warning("non-admin %s tried to grant credits", user.user_id)
+            raise HTTPException(403, detail={"error": "forbidden", "message": "admins only"})
+        result = credits.credit(
+            body.user_id,
+            body.amount,
+            source="admin_grant",
+            reason=body.reason,
+            metadata={"granted_by": user.user_id},
+            idempotency_key=idempotency_key,
+        )
+        return {"balance": result.balance, "entry_id": result.entry.id, "replayed": result.replayed}
+
+    @router.get("/api/cron/reconcile")
+    def reconcile(
+        credits: Credits,
+        authorization: Annotated[str | None, Header()] = None,
+        account: Annotated[list[str] | None, Query()] = None,
+    ) -> dict[str, Any]:
+        if not settings.cron_secret or not verify_cron_secret(authorization, settings.cron_secret):
+            raise HTTPException(401, detail={"error": "unauthorized", "message": "bad cron secret"})
+        accounts = account or get_all_user_ids()
+        return _reconcile(credits, accounts)
+
+    return router
+
+
+def _reconcile(credits: CreditsClient, accounts: list[str]) -> dict[str, Any]:
+    """Return expired holds, then check each account's balance against its ledger."""
+    return {"expired_holds": credits.sweep_expired_holds(), "accounts": accounts}
+
+
+def _app_routes(settings: Settings) -> APIRouter:
+    """The four apps' spending routes, rate limited per user and route."""
+    router = APIRouter()
+
+
+    @router.post("/api/chat")
+    def chat(
+        body: ChatRequest,
+        user: ChatUser,
+        credits: Credits,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        message_id = _request_id(body.message_id, idempotency_key)
+        reply, charged = app_flows.send_chat_message(
+            credits, user.user_id, message_id, body.message
+        )
+        return {"reply": reply, "credits_used": charged.entry.amount, "balance": charged.balance}
+
+    @router.post("/api/generate")
+    def generate(
+        body: CanvasRequest,
+        user: CanvasUser,
+        credits: Credits,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        request_id = _request_id(body.request_id, idempotency_key)
+        canvas, charged = app_flows.create_canvas(
+            credits, user.user_id, request_id, body.prompt, body.complex
+        )
+        return {"canvas": canvas, "credits_used": charged.entry.amount, "balance": charged.balance}
+
+    @router.post("/api/video/generate")
+    def video(
+        body: VideoRequest,
+        user: VideoUser,
+        credits: Credits,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        request_id = _request_id(body.request_id, idempotency_key)
+        result, charged = app_flows.create_video(
+            credits, user.user_id, request_id, body.prompt, body.duration
+        )
+        return {"video": result, "credits_used": charged.entry.amount, "balance": charged.balance}
+
+    @router.post("/api/train/start")
+    def train_start(
+        body: TrainStartRequest,
+        user: TrainUser,
+        credits: Credits,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        job_id = _request_id(body.job_id, idempotency_key)
+        job = app_flows.start_training(credits, user.user_id, job_id, body.estimated_gpu_hours)
+        try:
+            submit_training_job(job.job_id, job.user_id, job.hold_id, body.estimated_gpu_hours)
+        except Exception:
+            credits.release(job.user_id, job.hold_id, reason="training submission failed")
+            raise
+        return {
+            "job_id": job.job_id,
+            "hold_id": job.hold_id,
+            "reserved": job.reserved,
+            "balance": credits.get_balance(user.user_id),
+        }
+
+    @router.post("/api/train/webhook")
+    async def train_webhook(
+        request: Request,
+        credits: Credits,
+        x_train_signature: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        if not settings.train_webhook_secret:
+            raise ConfigurationError("TRAIN_WEBHOOK_SECRET is not set")
+        raw = await request.body()
+        if not verify_train_signature(raw, x_train_signature, settings.train_webhook_secret):
+            raise HTTPException(400, detail={"error": "bad_signature"})
+        report = TrainWebhook.model_validate_json(raw)
+        return await run_in_threadpool(_finish_training, credits, report)
+
+    return router
+
+
+def _finish_training(credits: CreditsClient, report: TrainWebhook) -> dict[str, Any]:
+    """Settle what the job used (once per job, however often the provider retries), or give
+    everything back when it failed."""
+    if report.status == "failed":
+        try:
+            released = credits.release(report.user_id, report.hold_id, reason="training failed")
+        except HoldNotFoundError as exc:  # already settled or released: a redelivery
+            return {"status": "already_closed", "state": exc.state}
+        return {"status": "released", "balance": released.balance}
+    job = app_flows.TrainingJob(report.job_id, report.user_id, report.hold_id, report.reserved)
+    settled = app_flows.training_webhook(credits, job, report.gpu_hours)
+    if settled is None:
+        return {"status": "hold_expired"}
+    return {
+        "status": "settled",
+        "credits_used": report.reserved - settled.entry.delta if report.reserved else None,
+        "balance": settled.balance,
+        "replayed": settled.replayed,
+    }
