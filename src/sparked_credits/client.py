@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import time
+from collections.abc import Callable, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+from . import reconciliation
 from ._client_base import ClientBase
 from .backends import SyncBackend, open_backend
 from .backends.errors import translate
+from .errors import CreditsError
 from .holds_context import HoldContext
 from .models import HistoryPage, Hold, InitResult, MutationResult
 from .options import DEFAULT_HOLD_TTL, ClientOptions
+from .reports import ReconcileReport, ReconcileResult, TrimResult
 from .requests import Operation
 
 __all__ = ["CreditsClient"]
@@ -231,6 +236,50 @@ class CreditsClient(ClientBase):
                 "idempotency_key": idempotency_key,
             },
         )
+
+    def reconcile(self, account: str, *, repair: bool = False) -> ReconcileResult:
+        """Check that the balance equals the sum of the ledger, summing inside Redis from
+        the last checkpoint on. With ``repair=True`` a mismatch is fixed: the balance is set
+        to the ledger's sum and an 'adjust' entry records what was found."""
+        return self._drive(reconciliation.reconcile(self._ops, account, repair))
+
+    def reconcile_all(
+        self,
+        accounts: Iterable[str] | None = None,
+        *,
+        repair: bool = False,
+        concurrency: int = 8,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> ReconcileReport:
+        """Sweep expired holds and reconcile every account given (the seed's
+        ``getAllUserIds()``) or, with None, every account with a ledger (SCAN), at most
+        ``concurrency`` at a time. Failures are reported per account, not raised."""
+        started = time.monotonic()
+        ids = (
+            sorted(set(accounts))
+            if accounts is not None
+            else self._drive(reconciliation.find_accounts(self._ops))
+        )
+        outcomes: dict[str, tuple[int, ReconcileResult] | BaseException] = {}
+
+        def check(account: str) -> None:
+            try:
+                outcomes[account] = self._drive(
+                    reconciliation.check_account(self._ops, account, repair)
+                )
+            except CreditsError as exc:
+                outcomes[account] = exc
+            if on_progress is not None:
+                on_progress(account)
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            list(pool.map(check, ids))
+        return reconciliation.build_report(outcomes, time.monotonic() - started)
+
+    def trim_ledger(self, account: str, *, before: str) -> TrimResult:
+        """Remove entries older than entry id ``before``, never past the last
+        reconciliation checkpoint (nothing without one), so reconcile still adds up."""
+        return self._drive(reconciliation.trim(self._ops, account, before))
 
     def history(self, account: str, limit: int = 20, cursor: str | None = None) -> HistoryPage:
         """One page of entries, newest first (one XREVRANGE); pass ``next_cursor`` on."""

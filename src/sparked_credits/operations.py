@@ -11,8 +11,8 @@ import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import Generator, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
 
 from . import validation as v
 from .decoding import (
@@ -34,6 +34,7 @@ from .scripts import SCRIPTS, Script
 __all__ = ["Operations", "new_idempotency_key"]
 
 _SEP = "\x1f"
+T = TypeVar("T")
 
 
 def _fresh_prefix() -> None:
@@ -371,21 +372,34 @@ class Operations:
         key = f"release:{hid}" if idempotency_key is None else idempotency_key
         return self._mutation("release", SCRIPTS.release, account, key, params, None, hid, effect=1)
 
+    def maintenance(
+        self,
+        name: str,
+        script: Script,
+        account: str,
+        params: tuple[str, ...],
+        decode: Callable[[Any], T],
+    ) -> Operation[T]:
+        """A script call without an idempotency key, for scripts whose effect is the same
+        however often they run (sweeping expired holds, reconciling, trimming)."""
+        return Operation(
+            name=name,
+            request=ScriptCall(
+                script=script,
+                keys=self._keys_of(v.account(account)).script_keys,
+                args=("", "", *self._argv_tail, *params),
+            ),
+            decode=decode,
+        )
+
     def sweep(self, account: str, limit: int) -> Operation[tuple[int, int]]:
         """Return up to ``limit`` expired holds; decodes to (returned, still due)."""
-        account = v.account(account)
 
         def decode(raw: Sequence[Any]) -> tuple[int, int]:
             return int(raw[1]), int(raw[2])
 
-        return Operation(
-            name="sweep_expired_holds",
-            request=ScriptCall(
-                script=SCRIPTS.sweep,
-                keys=self._keys_of(account).script_keys,
-                args=("", "", *self._argv_tail, str(limit)),
-            ),
-            decode=decode,
+        return self.maintenance(
+            "sweep_expired_holds", SCRIPTS.sweep, account, (str(limit),), decode
         )
 
     def sweep_expired_holds(

@@ -47,6 +47,8 @@ class _Scripts:
         self.settle = _load("settle")
         self.release = _load("release")
         self.sweep = _load("sweep")
+        self.reconcile = _load("reconcile")
+        self.trim = _load("trim")
 
     def all(self) -> tuple[Script, ...]:
         return (
@@ -59,6 +61,8 @@ class _Scripts:
             self.settle,
             self.release,
             self.sweep,
+            self.reconcile,
+            self.trim,
         )
 
 
