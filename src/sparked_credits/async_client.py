@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator, Iterable
-from datetime import timedelta
+from collections.abc import Callable, Collection, Generator, Iterable
+from datetime import timedelta, tzinfo
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from . import reconciliation
+from . import analytics, reconciliation
 from ._client_base import ClientBase
 from .backends import AsyncBackend, open_async_backend
 from .backends.errors import translate
 from .errors import CreditsError
 from .holds_context import AsyncHoldContext
-from .models import HistoryPage, Hold, InitResult, MutationResult
+from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
 from .options import DEFAULT_HOLD_TTL, ClientOptions
-from .reports import ReconcileReport, ReconcileResult, TrimResult
+from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
 from .requests import Operation
 
 __all__ = ["AsyncCreditsClient"]
@@ -281,10 +281,34 @@ class AsyncCreditsClient(ClientBase):
         return await self._drive(reconciliation.trim(self._ops, account, before))
 
     async def history(
-        self, account: str, limit: int = 20, cursor: str | None = None
+        self,
+        account: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        *,
+        types: Collection[EntryType | str] | None = None,
+        action: str | None = None,
+        app: str | None = None,
     ) -> HistoryPage:
-        """One page of entries, newest first (one XREVRANGE); pass ``next_cursor`` on."""
-        return await self._run(self._ops.history(account, limit, cursor))
+        """One page of entries, newest first; pass ``next_cursor`` on. Unfiltered, a page
+        is one XREVRANGE; with filters (entry types, action, app) it reads on in batches
+        until the page is full."""
+        return await self._drive(
+            analytics.history(self._ops, account, limit, cursor, types, action, app)
+        )
+
+    async def usage(
+        self,
+        account: str,
+        days: int = 7,
+        *,
+        group_by: Literal["action", "app"] = "action",
+        tz: str | tzinfo | None = None,
+    ) -> UsageReport:
+        """Credits used per day for the last ``days`` days (today included, days without
+        usage as 0), by action or app, in time zone ``tz`` (IANA name; default UTC).
+        Refunds, releases and expired holds net out of the day they happen."""
+        return await self._drive(analytics.usage(self._ops, account, days, group_by, tz))
 
     async def close(self) -> None:
         await self._backend.close()

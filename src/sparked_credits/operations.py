@@ -25,7 +25,7 @@ from .decoding import (
 )
 from .errors import ValidationError
 from .keys import AccountKeys, KeySpace
-from .models import HistoryPage, Hold, InitResult, MutationResult
+from .models import Hold, InitResult, LedgerEntry, MutationResult
 from .options import ClientOptions
 from .pricing import PriceTable, active_price_table
 from .requests import CommandCall, Operation, ScriptCall
@@ -440,24 +440,21 @@ class Operations:
             decode=decode,
         )
 
-    def history(self, account: str, limit: int, cursor: str | None) -> Operation[HistoryPage]:
-        account = v.account(account)
-        limit = v.history_limit(limit)
-        start = "+" if cursor is None else "(" + v.entry_id(cursor, "cursor")
+    def read_entries(
+        self, account: str, start: str, end: str, count: int, newest_first: bool
+    ) -> Operation[list[LedgerEntry]]:
+        """One XRANGE/XREVRANGE of up to ``count`` entries between two stream ids
+        (``(`` marks an exclusive bound, ``-``/``+`` the ends)."""
 
-        def decode(raw: Sequence[Any]) -> HistoryPage:
-            entries = [entry_from_fields(eid, fields) for eid, fields in raw[:limit]]
-            more = len(raw) > limit
-            return HistoryPage(
-                account=account,
-                entries=entries,
-                next_cursor=entries[-1].id if more and entries else None,
-            )
+        def decode(raw: Sequence[Any]) -> list[LedgerEntry]:
+            return [entry_from_fields(eid, fields) for eid, fields in raw]
 
+        command = "XREVRANGE" if newest_first else "XRANGE"
+        bounds = (start, end) if not newest_first else (end, start)
         return Operation(
             name="history",
             request=CommandCall(
-                args=("XREVRANGE", self.keys.ledger(account), start, "-", "COUNT", str(limit + 1)),
+                args=(command, self.keys.ledger(account), *bounds, "COUNT", str(count))
             ),
             decode=decode,
         )
