@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+import app_flows
 from conftest import ledger_sum
 from sparked_credits import (
     EntryType,
     InsufficientCreditsError,
     ValidationError,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-import app_flows
 
 USER = "user_2abc"
 

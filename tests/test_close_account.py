@@ -116,3 +116,22 @@ def test_typescript_account_closed_gets_no_auto_init(make_client: Any, backend_u
     assert client.initialize_user("user_ts").created is False
     assert client.credit("user_ts", 1, source="admin_grant").balance == 41
     raw.close()
+
+
+def test_closed_account_reconciles_and_survives_trim(client: Any) -> None:
+    """The 0-delta close entry keeps balance == ledger sum; trimming it away (past a
+    checkpoint) neither reopens the account nor lets a second close append again."""
+    client.initialize_user(ACCT)
+    client.charge(ACCT, "chat_message")
+    first = client.close_account(ACCT)
+    assert client.reconcile(ACCT).matched is True
+    client.credit(ACCT, 5, source="admin_grant")
+    assert client.reconcile(ACCT).matched is True  # checkpoint after the credit
+    last = client.history(ACCT).entries[0].id
+    assert client.trim_ledger(ACCT, before=last).removed == 3
+    again = client.close_account(ACCT)
+    assert (again.replayed, again.entry.id, again.balance) == (True, first.entry.id, 95)
+    assert len(client.history(ACCT).entries) == 1
+    with pytest.raises(AccountClosedError):
+        client.charge(ACCT, "chat_message")
+    assert client.reconcile(ACCT).matched is True

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from datetime import timedelta
+import asyncio
+import time
+from collections.abc import Callable, Collection, Generator, Iterable
+from datetime import timedelta, tzinfo
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from . import analytics, reconciliation
 from ._client_base import ClientBase
 from .backends import AsyncBackend, open_async_backend
 from .backends.errors import translate
+from .errors import CreditsError
 from .holds_context import AsyncHoldContext
-from .models import HistoryPage, Hold, InitResult, MutationResult
+from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
 from .options import DEFAULT_HOLD_TTL, ClientOptions
+from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
 from .requests import Operation
 
 __all__ = ["AsyncCreditsClient"]
@@ -243,11 +248,80 @@ class AsyncCreditsClient(ClientBase):
             },
         )
 
+    async def reconcile(self, account: str, *, repair: bool = False) -> ReconcileResult:
+        """Check that the balance equals the sum of the ledger, summing inside Redis from
+        the last checkpoint on. With ``repair=True`` a mismatch is fixed: the balance is set
+        to the ledger's sum and an 'adjust' entry records what was found."""
+        return await self._drive(reconciliation.reconcile(self._ops, account, repair))
+
+    async def reconcile_all(
+        self,
+        accounts: Iterable[str] | None = None,
+        *,
+        repair: bool = False,
+        concurrency: int = 8,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> ReconcileReport:
+        """Sweep expired holds and reconcile every account given (the seed's
+        ``getAllUserIds()``) or, with None, every account with a ledger (SCAN), at most
+        ``concurrency`` at a time. Failures are reported per account, not raised."""
+        started = time.monotonic()
+        ids = (
+            sorted(set(accounts))
+            if accounts is not None
+            else await self._drive(reconciliation.find_accounts(self._ops))
+        )
+        outcomes: dict[str, tuple[int, ReconcileResult] | BaseException] = {}
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def check(account: str) -> None:
+            async with gate:
+                try:
+                    outcomes[account] = await self._drive(
+                        reconciliation.check_account(self._ops, account, repair)
+                    )
+                except CreditsError as exc:
+                    outcomes[account] = exc
+            if on_progress is not None:
+                on_progress(account)
+
+        await asyncio.gather(*(check(a) for a in ids))
+        return reconciliation.build_report(outcomes, time.monotonic() - started)
+
+    async def trim_ledger(self, account: str, *, before: str) -> TrimResult:
+        """Remove entries older than entry id ``before``, never past the last
+        reconciliation checkpoint (nothing without one), so reconcile still adds up."""
+        return await self._drive(reconciliation.trim(self._ops, account, before))
+
     async def history(
-        self, account: str, limit: int = 20, cursor: str | None = None
+        self,
+        account: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        *,
+        types: Collection[EntryType | str] | None = None,
+        action: str | None = None,
+        app: str | None = None,
     ) -> HistoryPage:
-        """One page of entries, newest first (one XREVRANGE); pass ``next_cursor`` on."""
-        return await self._run(self._ops.history(account, limit, cursor))
+        """One page of entries, newest first; pass ``next_cursor`` on. Unfiltered, a page
+        is one XREVRANGE; with filters (entry types, action, app) it reads on in batches
+        until the page is full."""
+        return await self._drive(
+            analytics.history(self._ops, account, limit, cursor, types, action, app)
+        )
+
+    async def usage(
+        self,
+        account: str,
+        days: int = 7,
+        *,
+        group_by: Literal["action", "app"] = "action",
+        tz: str | tzinfo | None = None,
+    ) -> UsageReport:
+        """Credits used per day for the last ``days`` days (today included, days without
+        usage as 0), by action or app, in time zone ``tz`` (IANA name; default UTC).
+        Refunds, releases and expired holds net out of the day they happen."""
+        return await self._drive(analytics.usage(self._ops, account, days, group_by, tz))
 
     async def close(self) -> None:
         await self._backend.close()

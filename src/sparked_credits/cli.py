@@ -1,44 +1,288 @@
-"""The ``sparked-credits`` command line (also ``python -m sparked_credits``)."""
+"""The ``sparked-credits`` command line (also ``python -m sparked_credits``).
+
+Storage comes from ``--url`` (and ``--token`` for Upstash) or the same environment
+variables as ``CreditsClient.from_env()``. Every read command takes ``--json`` for scripts.
+Exit codes: 0 success, 1 a check failed (demo, unrepaired mismatches), 2 an error.
+"""
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import wraps
+from typing import Any, TypeVar
 
+import click
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from .client import CreditsClient
 from .demo import DemoFailure, run_demo
 from .errors import CreditsError
+from .models import EntryType
 
 __all__ = ["main"]
 
+F = TypeVar("F", bound=Callable[..., Any])
+out = Console()
+err = Console(stderr=True)
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sparked-credits", description="Shared prepaid credit balances kept in Redis."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
-        "demo", help="run the setup guide's integration check (memory:// by default)"
-    )
-    demo.add_argument(
-        "--url",
-        default="memory://demo",
-        help="storage URL (memory://, redis://host:6379/0, ...); default memory://demo",
-    )
-    return parser
+
+class Failed(click.ClickException):
+    """A check failed (exit 1), as opposed to an error (exit 2)."""
+
+    exit_code = 1
+
+
+def _client(ctx: click.Context) -> CreditsClient:
+    opts = ctx.obj
+    if opts["url"]:
+        return CreditsClient(opts["url"], token=opts["token"], app=opts["app"])
+    return CreditsClient.from_env(app=opts["app"])
+
+
+def _errors_exit_2(fn: F) -> F:
+    """Report CreditsError as one line on stderr with exit code 2, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CreditsError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _print_json(value: BaseModel | dict[str, Any]) -> None:
+    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    click.echo(json.dumps(data, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url", help="Storage URL (memory://, redis://host:6379/0, https://... for Upstash)."
+)
+@click.option("--token", help="Upstash REST token.")
+@click.option("--app", default="cli", show_default=True, help="App tag on entries written.")
+@click.version_option(package_name="sparked-credits")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, token: str | None, app: str) -> None:
+    """Shared prepaid credit balances kept in Redis."""
+    ctx.obj = {"url": url, "token": token, "app": app}
+
+
+@cli.command()
+@click.option("--url", "demo_url", help="Storage for the demo (default: memory://demo).")
+@click.pass_context
+@_errors_exit_2
+def demo(ctx: click.Context, demo_url: str | None) -> None:
+    """Run the setup guide's integration check (new user 100, chat 10, 402 on a video)."""
+    try:
+        run_demo(demo_url or ctx.obj["url"] or "memory://demo", echo=click.echo)
+    except DemoFailure as exc:
+        raise Failed(f"demo failed: {exc}") from None
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_exit_2
+def balance(ctx: click.Context, account: str, as_json: bool) -> None:
+    """Show an account's balance."""
+    with _client(ctx) as credits:
+        value = credits.get_balance(account)
+    if as_json:
+        _print_json({"account": account, "balance": value})
+    else:
+        out.print(f"{account}: [bold]{value}[/bold] credits", highlight=False)
+
+
+@cli.command()
+@click.argument("account")
+@click.argument("amount", type=int)
+@click.option("--reason", help="Why (kept in the ledger).")
+@click.option("--source", default="admin_grant", show_default=True)
+@click.option("--idempotency-key", help="Make a retried grant apply once.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_exit_2
+def grant(
+    ctx: click.Context,
+    account: str,
+    amount: int,
+    reason: str | None,
+    source: str,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> None:
+    """Add AMOUNT credits to ACCOUNT."""
+    with _client(ctx) as credits:
+        result = credits.credit(
+            account, amount, source=source, reason=reason, idempotency_key=idempotency_key
+        )
+    if as_json:
+        _print_json(result)
+    else:
+        note = " (replayed: already applied)" if result.replayed else ""
+        out.print(f"granted {amount} to {account}: balance {result.balance}{note}")
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--cursor", help="next_cursor of the previous page.")
+@click.option("--type", "types", multiple=True, type=click.Choice([t.value for t in EntryType]))
+@click.option("--action")
+@click.option("--from-app", "from_app", help="Only entries written by this app.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_exit_2
+def history(
+    ctx: click.Context,
+    account: str,
+    limit: int,
+    cursor: str | None,
+    types: Sequence[str],
+    action: str | None,
+    from_app: str | None,
+    as_json: bool,
+) -> None:
+    """List ledger entries, newest first."""
+    with _client(ctx) as credits:
+        page = credits.history(
+            account, limit, cursor, types=types or None, action=action, app=from_app
+        )
+    if as_json:
+        _print_json(page)
+        return
+    table = Table(title=f"{account}: ledger, newest first")
+    for name, justify in (
+        ("time (UTC)", "left"),
+        ("type", "left"),
+        ("delta", "right"),
+        ("balance", "right"),
+        ("action", "left"),
+        ("app", "left"),
+        ("reason", "left"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for e in page.entries:
+        color = "green" if e.delta > 0 else "red" if e.delta < 0 else "white"
+        table.add_row(
+            f"{e.timestamp:%Y-%m-%d %H:%M:%S}",
+            e.type.value,
+            f"[{color}]{e.delta:+d}[/]",
+            str(e.balance_after),
+            e.action or "",
+            e.app or "",
+            e.reason or "",
+        )
+    out.print(table)
+    if page.next_cursor:
+        out.print(f"more: --cursor {page.next_cursor}", highlight=False)
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--days", default=7, show_default=True)
+@click.option(
+    "--by", "group_by", type=click.Choice(["action", "app"]), default="action", show_default=True
+)
+@click.option("--tz", help="IANA time zone for day boundaries (default UTC).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_exit_2
+def usage(
+    ctx: click.Context, account: str, days: int, group_by: str, tz: str | None, as_json: bool
+) -> None:
+    """Credits used per day, as a bar chart."""
+    with _client(ctx) as credits:
+        report = credits.usage(account, days, group_by=group_by, tz=tz)  # type: ignore[arg-type]
+    if as_json:
+        _print_json(report)
+        return
+    peak = max((d.total for d in report.days), default=0) or 1
+    table = Table(title=f"{account}: credits used per day ({report.time_zone})")
+    table.add_column("day")
+    table.add_column("used", justify="right")
+    table.add_column("")
+    table.add_column(f"by {group_by}")
+    for d in report.days:
+        bar = "█" * round(max(d.total, 0) / peak * 40)
+        split = ", ".join(f"{k} {v}" for k, v in d.by.items() if v)
+        table.add_row(f"{d.day:%a %Y-%m-%d}", str(d.total), f"[cyan]{bar}[/]", split)
+    out.print(table)
+    out.print(f"total: {report.total}", highlight=False)
+
+
+@cli.command()
+@click.argument("account", required=False)
+@click.option("--all", "all_accounts", is_flag=True, help="Every account with a ledger.")
+@click.option("--repair", is_flag=True, help="Fix mismatches (the ledger wins).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_exit_2
+def reconcile(
+    ctx: click.Context, account: str | None, all_accounts: bool, repair: bool, as_json: bool
+) -> None:
+    """Prove balance == sum of ledger for ACCOUNT or --all; exit 1 on unrepaired mismatches."""
+    if bool(account) == all_accounts:
+        raise click.UsageError("give one ACCOUNT or --all")
+    with _client(ctx) as credits:
+        if account:
+            report = credits.reconcile_all([account], repair=repair)
+        else:
+            with Progress(console=err, transient=True, disable=as_json) as progress:
+                task = progress.add_task("reconciling", total=None)
+                report = credits.reconcile_all(
+                    repair=repair, on_progress=lambda _: progress.advance(task)
+                )
+    if as_json:
+        _print_json(report)
+    else:
+        table = Table(title="reconciliation")
+        for col in ("account", "balance", "ledger sum", "entries read", "status"):
+            table.add_column(col, justify="right" if col != "account" else "left")
+        for r in report.results:
+            status = (
+                "[green]ok[/]"
+                if r.matched
+                else "[yellow]repaired[/]"
+                if r.repaired
+                else "[red]MISMATCH[/]"
+            )
+            table.add_row(r.account, str(r.balance), str(r.ledger_sum), str(r.entries_read), status)
+        for acct, message in report.errors.items():
+            table.add_row(acct, "", "", "", f"[red]error: {message}[/]")
+        out.print(table)
+        out.print(
+            f"checked {report.checked}, mismatched {report.mismatched}, repaired "
+            f"{report.repaired}, errors {len(report.errors)}, expired holds returned "
+            f"{report.expired_holds}, {report.duration_seconds:.2f}s",
+            highlight=False,
+        )
+    if report.errors:
+        sys.exit(2)
+    if report.unrepaired:
+        raise Failed(f"{report.unrepaired} account(s) do not add up")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        try:
-            run_demo(args.url)
-        except DemoFailure as exc:
-            print(f"demo failed: {exc}", file=sys.stderr)
-            return 1
-        except CreditsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    """Entry point of the console script; returns the exit code."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="sparked-credits",
+            standalone_mode=True,
+        )
+    except SystemExit as done:
+        return int(done.code or 0) if not isinstance(done.code, str) else 1
     return 0
 
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from datetime import timedelta
+import time
+from collections.abc import Callable, Collection, Generator, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta, tzinfo
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from . import analytics, reconciliation
 from ._client_base import ClientBase
 from .backends import SyncBackend, open_backend
 from .backends.errors import translate
+from .errors import CreditsError
 from .holds_context import HoldContext
-from .models import HistoryPage, Hold, InitResult, MutationResult
+from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
 from .options import DEFAULT_HOLD_TTL, ClientOptions
+from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
 from .requests import Operation
 
 __all__ = ["CreditsClient"]
@@ -245,9 +250,77 @@ class CreditsClient(ClientBase):
             },
         )
 
-    def history(self, account: str, limit: int = 20, cursor: str | None = None) -> HistoryPage:
-        """One page of entries, newest first (one XREVRANGE); pass ``next_cursor`` on."""
-        return self._run(self._ops.history(account, limit, cursor))
+    def reconcile(self, account: str, *, repair: bool = False) -> ReconcileResult:
+        """Check that the balance equals the sum of the ledger, summing inside Redis from
+        the last checkpoint on. With ``repair=True`` a mismatch is fixed: the balance is set
+        to the ledger's sum and an 'adjust' entry records what was found."""
+        return self._drive(reconciliation.reconcile(self._ops, account, repair))
+
+    def reconcile_all(
+        self,
+        accounts: Iterable[str] | None = None,
+        *,
+        repair: bool = False,
+        concurrency: int = 8,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> ReconcileReport:
+        """Sweep expired holds and reconcile every account given (the seed's
+        ``getAllUserIds()``) or, with None, every account with a ledger (SCAN), at most
+        ``concurrency`` at a time. Failures are reported per account, not raised."""
+        started = time.monotonic()
+        ids = (
+            sorted(set(accounts))
+            if accounts is not None
+            else self._drive(reconciliation.find_accounts(self._ops))
+        )
+        outcomes: dict[str, tuple[int, ReconcileResult] | BaseException] = {}
+
+        def check(account: str) -> None:
+            try:
+                outcomes[account] = self._drive(
+                    reconciliation.check_account(self._ops, account, repair)
+                )
+            except CreditsError as exc:
+                outcomes[account] = exc
+            if on_progress is not None:
+                on_progress(account)
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            list(pool.map(check, ids))
+        return reconciliation.build_report(outcomes, time.monotonic() - started)
+
+    def trim_ledger(self, account: str, *, before: str) -> TrimResult:
+        """Remove entries older than entry id ``before``, never past the last
+        reconciliation checkpoint (nothing without one), so reconcile still adds up."""
+        return self._drive(reconciliation.trim(self._ops, account, before))
+
+    def history(
+        self,
+        account: str,
+        limit: int = 20,
+        cursor: str | None = None,
+        *,
+        types: Collection[EntryType | str] | None = None,
+        action: str | None = None,
+        app: str | None = None,
+    ) -> HistoryPage:
+        """One page of entries, newest first; pass ``next_cursor`` on. Unfiltered, a page
+        is one XREVRANGE; with filters (entry types, action, app) it reads on in batches
+        until the page is full."""
+        return self._drive(analytics.history(self._ops, account, limit, cursor, types, action, app))
+
+    def usage(
+        self,
+        account: str,
+        days: int = 7,
+        *,
+        group_by: Literal["action", "app"] = "action",
+        tz: str | tzinfo | None = None,
+    ) -> UsageReport:
+        """Credits used per day for the last ``days`` days (today included, days without
+        usage as 0), by action or app, in time zone ``tz`` (IANA name; default UTC).
+        Refunds, releases and expired holds net out of the day they happen."""
+        return self._drive(analytics.usage(self._ops, account, days, group_by, tz))
 
     def close(self) -> None:
         self._backend.close()

@@ -11,8 +11,8 @@ import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import Generator, Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, TypeVar
 
 from . import validation as v
 from .decoding import (
@@ -25,7 +25,7 @@ from .decoding import (
 )
 from .errors import ValidationError
 from .keys import AccountKeys, KeySpace
-from .models import HistoryPage, Hold, InitResult, MutationResult
+from .models import Hold, InitResult, LedgerEntry, MutationResult
 from .options import ClientOptions
 from .pricing import PriceTable, active_price_table
 from .requests import CommandCall, Operation, ScriptCall
@@ -34,6 +34,7 @@ from .scripts import SCRIPTS, Script
 __all__ = ["Operations", "new_idempotency_key"]
 
 _SEP = "\x1f"
+T = TypeVar("T")
 
 
 def _fresh_prefix() -> None:
@@ -382,21 +383,34 @@ class Operations:
         # only labels the entry.
         return self._mutation("close_account", SCRIPTS.close, account, "close", params, None)
 
+    def maintenance(
+        self,
+        name: str,
+        script: Script,
+        account: str,
+        params: tuple[str, ...],
+        decode: Callable[[Any], T],
+    ) -> Operation[T]:
+        """A script call without an idempotency key, for scripts whose effect is the same
+        however often they run (sweeping expired holds, reconciling, trimming)."""
+        return Operation(
+            name=name,
+            request=ScriptCall(
+                script=script,
+                keys=self._keys_of(v.account(account)).script_keys,
+                args=("", "", *self._argv_tail, *params),
+            ),
+            decode=decode,
+        )
+
     def sweep(self, account: str, limit: int) -> Operation[tuple[int, int]]:
         """Return up to ``limit`` expired holds; decodes to (returned, still due)."""
-        account = v.account(account)
 
         def decode(raw: Sequence[Any]) -> tuple[int, int]:
             return int(raw[1]), int(raw[2])
 
-        return Operation(
-            name="sweep_expired_holds",
-            request=ScriptCall(
-                script=SCRIPTS.sweep,
-                keys=self._keys_of(account).script_keys,
-                args=("", "", *self._argv_tail, str(limit)),
-            ),
-            decode=decode,
+        return self.maintenance(
+            "sweep_expired_holds", SCRIPTS.sweep, account, (str(limit),), decode
         )
 
     def sweep_expired_holds(
@@ -437,24 +451,21 @@ class Operations:
             decode=decode,
         )
 
-    def history(self, account: str, limit: int, cursor: str | None) -> Operation[HistoryPage]:
-        account = v.account(account)
-        limit = v.history_limit(limit)
-        start = "+" if cursor is None else "(" + v.entry_id(cursor, "cursor")
+    def read_entries(
+        self, account: str, start: str, end: str, count: int, newest_first: bool
+    ) -> Operation[list[LedgerEntry]]:
+        """One XRANGE/XREVRANGE of up to ``count`` entries between two stream ids
+        (``(`` marks an exclusive bound, ``-``/``+`` the ends)."""
 
-        def decode(raw: Sequence[Any]) -> HistoryPage:
-            entries = [entry_from_fields(eid, fields) for eid, fields in raw[:limit]]
-            more = len(raw) > limit
-            return HistoryPage(
-                account=account,
-                entries=entries,
-                next_cursor=entries[-1].id if more and entries else None,
-            )
+        def decode(raw: Sequence[Any]) -> list[LedgerEntry]:
+            return [entry_from_fields(eid, fields) for eid, fields in raw]
 
+        command = "XREVRANGE" if newest_first else "XRANGE"
+        bounds = (start, end) if not newest_first else (end, start)
         return Operation(
             name="history",
             request=CommandCall(
-                args=("XREVRANGE", self.keys.ledger(account), start, "-", "COUNT", str(limit + 1)),
+                args=(command, self.keys.ledger(account), *bounds, "COUNT", str(count))
             ),
             decode=decode,
         )

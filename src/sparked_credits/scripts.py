@@ -48,6 +48,8 @@ class _Scripts:
         self.release = _load("release")
         self.sweep = _load("sweep")
         self.close = _load("close")
+        self.reconcile = _load("reconcile")
+        self.trim = _load("trim")
 
     def all(self) -> tuple[Script, ...]:
         return (
@@ -61,6 +63,8 @@ class _Scripts:
             self.release,
             self.sweep,
             self.close,
+            self.reconcile,
+            self.trim,
         )
 
 

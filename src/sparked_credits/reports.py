@@ -1,0 +1,90 @@
+"""Results of reconciliation and usage analytics (frozen pydantic models)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["DailyUsage", "ReconcileReport", "ReconcileResult", "TrimResult", "UsageReport"]
+
+
+class ReconcileResult(BaseModel):
+    """One account: does the stored balance equal the sum of its ledger?"""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    balance: int = Field(description="The stored balance found (before any repair).")
+    ledger_sum: int = Field(description="The sum of every entry's delta.")
+    matched: bool
+    repaired: bool = Field(
+        default=False,
+        description="The balance was set to the ledger sum, recorded by an 'adjust' entry.",
+    )
+    entries_read: int = Field(description="Entries summed by this call (after the checkpoint).")
+    checkpoint_id: str | None = Field(
+        default=None, description="The entry the next reconcile starts after."
+    )
+    adjustment_id: str | None = Field(default=None, description="The repair's adjust entry.")
+
+    @property
+    def difference(self) -> int:
+        """balance - ledger_sum: positive when the balance shows more than the ledger."""
+        return self.balance - self.ledger_sum
+
+
+class ReconcileReport(BaseModel):
+    """Every account of one reconcile_all run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    checked: int
+    mismatched: int = Field(description="Accounts whose balance differed from the ledger.")
+    repaired: int
+    errors: dict[str, str] = Field(default_factory=dict, description="account -> error")
+    expired_holds: int = Field(default=0, description="Holds returned by the sweep first.")
+    duration_seconds: float
+    results: list[ReconcileResult] = Field(default_factory=list)
+
+    @property
+    def unrepaired(self) -> int:
+        return self.mismatched - self.repaired
+
+    @property
+    def clean(self) -> bool:
+        """True when every account adds up now (after repairs) and none failed."""
+        return self.unrepaired == 0 and not self.errors
+
+
+class TrimResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    removed: int
+    kept_from: str | None = Field(description="Entries from this id on are kept.")
+
+
+class DailyUsage(BaseModel):
+    """Credits used on one day, in total and by action or app."""
+
+    model_config = ConfigDict(frozen=True)
+
+    day: date
+    total: int
+    by: dict[str, int] = Field(default_factory=dict)
+
+
+class UsageReport(BaseModel):
+    """Per-day usage for a chart: every day of the window is present, zero when idle."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    group_by: str
+    time_zone: str
+    days: list[DailyUsage]
+
+    @property
+    def total(self) -> int:
+        return sum(d.total for d in self.days)
