@@ -138,10 +138,13 @@ def submit_training_job(job_id: str, user_id: str, hold_id: str, gpu_hours: floa
     logger.info("training job %s submitted (placeholder)", job_id)
 
 
-def get_all_user_ids() -> list[str]:
+def get_all_user_ids() -> list[str] | None:
     """PLACEHOLDER: the accounts the cron job reconciles (e.g. from Clerk's user list).
-    ``GET /api/cron/reconcile?account=...`` names them explicitly instead."""
-    return []
+
+    None (the default here) reconciles every account that has a ledger, found by SCAN;
+    ``GET /api/cron/reconcile?account=...`` names accounts explicitly instead.
+    """
+    return None
 
 
 # -- request and response bodies --------------------------------------------------------
@@ -304,18 +307,22 @@ def _shared_routes(settings: Settings) -> APIRouter:
         credits: Credits,
         authorization: Annotated[str | None, Header()] = None,
         account: Annotated[list[str] | None, Query()] = None,
+        repair: bool = False,
     ) -> dict[str, Any]:
+        """Vercel Cron (``vercel.json``: every 6 hours) sends ``Bearer $CRON_SECRET``.
+        Expired holds go back first, then every account's balance is checked against its
+        ledger; ``?repair=true`` fixes a mismatch (the ledger wins, an entry records it)."""
         if not settings.cron_secret or not verify_cron_secret(authorization, settings.cron_secret):
             raise HTTPException(401, detail={"error": "unauthorized", "message": "bad cron secret"})
-        accounts = account or get_all_user_ids()
-        return _reconcile(credits, accounts)
+        report = credits.reconcile_all(account or get_all_user_ids(), repair=repair)
+        if not report.clean:
+            logger.warning(
+                "reconcile: %d of %d accounts mismatched, %d repaired, %d errors",
+                report.mismatched, report.checked, report.repaired, len(report.errors),
+            )
+        return {"clean": report.clean, **report.model_dump(mode="json")}
 
     return router
-
-
-def _reconcile(credits: CreditsClient, accounts: list[str]) -> dict[str, Any]:
-    """Return expired holds, then check each account's balance against its ledger."""
-    return {"expired_holds": credits.sweep_expired_holds(), "accounts": accounts}
 
 
 def _app_routes(settings: Settings) -> APIRouter:

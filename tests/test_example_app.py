@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from svix.webhooks import Webhook
 
 from clerk_keys import ORIGIN, KeyPair
@@ -267,6 +268,28 @@ def test_cron_reconcile_needs_the_secret(app: httpx.Client) -> None:
         assert app.get("/api/cron/reconcile", headers=header).status_code == 401
     ok = app.get("/api/cron/reconcile", headers={"Authorization": f"Bearer {CRON_SECRET}"})
     assert ok.status_code == 200, ok.text
+
+
+def test_cron_reconcile_finds_and_repairs(app: httpx.Client, keys: KeyPair, redis_url: str) -> None:
+    for user in ("user_ok", "user_drift"):
+        new_user(app, user)
+    app.post("/api/chat", json={"message": "x"}, headers=auth(keys, "user_ok"))
+    raw = redis.Redis.from_url(redis_url)
+    raw.set("balance:user_drift", "1000")  # written behind the ledger's back
+    raw.close()
+    cron = {"Authorization": f"Bearer {CRON_SECRET}"}
+    report = app.get("/api/cron/reconcile", headers=cron).json()
+    assert (report["clean"], report["checked"], report["mismatched"]) == (False, 2, 1)
+    drift = next(r for r in report["results"] if r["account"] == "user_drift")
+    assert (drift["balance"], drift["ledger_sum"]) == (1000, 100)
+    fixed = app.get(
+        "/api/cron/reconcile", params={"account": "user_drift", "repair": "true"}, headers=cron
+    ).json()
+    assert (fixed["checked"], fixed["repaired"]) == (1, 1)
+    assert app.get("/api/credits/balance", headers=auth(keys, "user_drift")).json() == {
+        "balance": 100
+    }
+    assert app.get("/api/cron/reconcile", headers=cron).json()["clean"] is True
 
 
 def test_burst_past_rate_limit_gets_429(app: httpx.Client, keys: KeyPair) -> None:
