@@ -213,6 +213,9 @@ def create_app(
 ) -> FastAPI:
     """The app: ``uvicorn --factory credits_app:create_app`` reads the environment."""
     settings = settings or Settings.from_env()
+    # Checked before the store is opened: a misconfigured app fails at once.
+    if not (settings.clerk_jwt_key or settings.clerk_jwks_url):
+        raise ConfigurationError("set CLERK_JWT_KEY (or CLERK_JWKS_URL) to verify sessions")
     if client is None:
         options: dict[str, Any] = {
             "app": settings.app_name,
@@ -223,8 +226,6 @@ def create_app(
             if settings.storage_url
             else CreditsClient.from_env(**options)
         )
-    if not (settings.clerk_jwt_key or settings.clerk_jwks_url):
-        raise ConfigurationError("set CLERK_JWT_KEY (or CLERK_JWKS_URL) to verify sessions")
     if settings.authorized_parties is None:
         logger.warning("CLERK_AUTHORIZED_PARTIES is not set: token azp is not checked")
     auth = ClerkAuth(
