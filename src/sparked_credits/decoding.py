@@ -86,12 +86,18 @@ def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
 
 
 def mutation_decoder(
-    account: str, action: str | None, idempotency_key: str, entry_id: str | None
+    account: str,
+    action: str | None,
+    idempotency_key: str,
+    entry_id: str | None,
+    amount_field: str = "amount",
 ) -> Callable[[Any], MutationResult]:
     def decode(raw: Sequence[Any]) -> MutationResult:
         status = text(raw[0])
         if status != "ok":
-            raise script_error(status, raw, account, action, entry_id, idempotency_key)
+            raise script_error(
+                status, raw, account, action, entry_id, idempotency_key, amount_field
+            )
         entry = entry_from_values(raw[2], raw[3:])
         return MutationResult(
             account=account,
@@ -110,6 +116,7 @@ def script_error(
     action: str | None,
     entry_id: str | None,
     idempotency_key: str | None = None,
+    amount_field: str = "amount",
 ) -> CreditsError:
     """Map a script's refusal to the typed error a caller can act on."""
     args = [text(x) for x in raw[1:]]
@@ -121,7 +128,8 @@ def script_error(
         return IdempotencyConflictError(account, idempotency_key or "")
     if status == "overflow":
         return ValidationError(
-            "amount", f"the balance {args[0]} plus {args[1]} would exceed {v.MAX_CREDITS}"
+            amount_field,
+            f"the balance {args[0]} plus {args[1]} would leave the range of ±{v.MAX_CREDITS}",
         )
     eid = entry_id or ""
     if status == "not_found":

@@ -131,12 +131,13 @@ class Operations:
         entry_id: str | None = None,
         refund: bool = False,
         effect: int | None = None,
+        amount_field: str = "amount",
     ) -> Operation[MutationResult]:
         key = _key_or_new(idempotency_key)
         return Operation(
             name=name,
             request=self._script_call(name, script, account, key, params, refund, effect),
-            decode=mutation_decoder(account, action, key, entry_id),
+            decode=mutation_decoder(account, action, key, entry_id, amount_field),
             idempotency_key=key,
         )
 
@@ -266,7 +267,15 @@ class Operations:
             v.reason(reason),
             v.metadata(metadata),
         )
-        return self._mutation("adjust", SCRIPTS.adjust, account, idempotency_key, params, action)
+        return self._mutation(
+            "adjust",
+            SCRIPTS.adjust,
+            account,
+            idempotency_key,
+            params,
+            action,
+            amount_field="delta",
+        )
 
     def refund(
         self,

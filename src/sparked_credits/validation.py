@@ -25,13 +25,15 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 128
 MAX_METADATA_BYTES = 4096
 MAX_HISTORY_LIMIT = 1000
 
-# No whitespace, no braces (they would break hash tags), no control characters.
-_ACCOUNT_RE = re.compile(r"[^\s{}\x00-\x1f\x7f]+")
+# No whitespace, no braces (they would break hash tags), no control characters (C0, DEL,
+# C1), no lone surrogates (they cannot be encoded to send).
+_ACCOUNT_RE = re.compile(r"[^\s{}\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
 # Labels (action, app, source) are identifiers, not prose: they are grouped on in analytics.
 _LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 _IDEM_RE = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_STREAM_ID_RE = re.compile(r"\d{1,20}-\d{1,20}")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_STREAM_ID_RE = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_MAX_STREAM_PART = 2**64 - 1
 
 
 def amount(value: object, field: str = "amount") -> int:
@@ -125,7 +127,7 @@ def reason(value: object) -> str:
     if len(value) > MAX_REASON_LENGTH:
         raise ValidationError("reason", f"must be at most {MAX_REASON_LENGTH} characters")
     if _CONTROL_RE.search(value):
-        raise ValidationError("reason", "must not contain control characters")
+        raise ValidationError("reason", "must not contain control characters or lone surrogates")
     return value
 
 
@@ -156,9 +158,10 @@ def metadata(value: object) -> str:
         text = json.dumps(
             value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False
         )
-    except (TypeError, ValueError) as exc:
-        raise ValidationError("metadata", f"must be JSON-serializable: {exc}") from None
-    if len(text.encode()) > MAX_METADATA_BYTES:
+        size = len(text.encode())
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise ValidationError("metadata", f"must be JSON-serializable UTF-8: {exc}") from None
+    if size > MAX_METADATA_BYTES:
         raise ValidationError("metadata", f"must serialize to at most {MAX_METADATA_BYTES} bytes")
     return text
 
@@ -167,7 +170,8 @@ def entry_id(value: object, field: str = "entry_id") -> str:
     """A ledger entry id as Redis Streams writes it: '<ms>-<seq>'."""
     if not isinstance(value, str):
         raise ValidationError(field, f"must be a str, got {type(value).__name__}")
-    if not _STREAM_ID_RE.fullmatch(value):
+    match = _STREAM_ID_RE.fullmatch(value)
+    if match is None or any(int(part) > _MAX_STREAM_PART for part in match.groups()):
         raise ValidationError(field, "must be a ledger entry id like '1732406400000-0'")
     return value
 
