@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ledger_sum
 
+from conftest import ledger_sum
 from sparked_credits import (
     EntryType,
     InsufficientCreditsError,
@@ -17,7 +17,7 @@ from sparked_credits import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-import app_flows  # noqa: E402
+import app_flows
 
 USER = "user_2abc"
 

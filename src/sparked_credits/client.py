@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from ._client_base import ClientBase
 from .backends import SyncBackend, open_backend
 from .backends.errors import translate
+from .config import StorageConfig
 from .holds_context import HoldContext
 from .models import HistoryPage, Hold, InitResult, MutationResult
 from .options import DEFAULT_HOLD_TTL, ClientOptions
@@ -32,8 +33,10 @@ class CreditsClient(ClientBase):
 
     _backend: SyncBackend
 
-    def _open_backend(self, url: str, options: ClientOptions) -> SyncBackend:
-        return open_backend(url, retries=options.retries)
+    def _open_backend(self, storage: StorageConfig, options: ClientOptions) -> SyncBackend:
+        return open_backend(
+            storage.url, retries=options.retries, timeout=options.timeout, token=storage.token
+        )
 
     def _run(self, op: Operation[T]) -> T:
         try:
