@@ -40,10 +40,11 @@ TOKEN = "bridge-test-token"
 
 @dataclass
 class Fault:
-    kind: str  # "status", "drop" or "delay"
+    kind: str  # "status", "drop", "delay" or "body"
     status: int = 502
     execute: bool = True  # run the command on Redis before failing
     seconds: float = 0.0
+    body: bytes = b"<html>Bad Gateway</html>"
 
 
 class _RedisConnection:
@@ -129,6 +130,12 @@ class UpstashBridge:
         (``execute=True``) or instead of running them on Redis."""
         with self._lock:
             self._faults.extend(Fault("status", status, execute) for _ in range(count))
+
+    def garble_next(self, body: bytes, status: int = 200) -> None:
+        """Run the next request on Redis, then answer ``status`` with ``body`` as JSON
+        (a reply upstash-redis cannot read: not JSON, or JSON of the wrong shape)."""
+        with self._lock:
+            self._faults.append(Fault("body", status, body=body))
 
     def drop_next(self, count: int = 1) -> None:
         """Run the next ``count`` requests on Redis, then close the connection unanswered."""
@@ -217,7 +224,7 @@ class UpstashBridge:
                     self._reply(401, body, "application/json")
                     return
                 if fault is not None and fault.kind == "status" and not fault.execute:
-                    self._reply(fault.status, b"<html>Bad Gateway</html>", "text/html")
+                    self._reply(fault.status, fault.body, "text/html")
                     return
                 try:
                     command = json.loads(raw)
@@ -235,7 +242,10 @@ class UpstashBridge:
                     if fault.kind == "delay":
                         time.sleep(fault.seconds)
                     elif fault.kind == "status":
-                        self._reply(fault.status, b"<html>Bad Gateway</html>", "text/html")
+                        self._reply(fault.status, fault.body, "text/html")
+                        return
+                    elif fault.kind == "body":
+                        self._reply(fault.status, fault.body, "application/json")
                         return
                 with contextlib.suppress(OSError):
                     self._reply(status, json.dumps(reply).encode(), "application/json")

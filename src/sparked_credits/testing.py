@@ -120,10 +120,12 @@ class RedisServer:
     def restart(self, timeout: float = 10.0) -> RedisServer:
         """Stop the process (SIGTERM: a clean shutdown that flushes an AOF) and start it
         again on the same port and directory, as an operator restarting a node would."""
-        self._terminate()
+        self.shutdown()
         return self.start(timeout)
 
-    def _terminate(self) -> None:
+    def shutdown(self) -> None:
+        """Stop the process (SIGTERM, a clean shutdown) but keep its directory, so
+        ``start()`` brings it back with its config (and data, if it keeps an AOF)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -136,7 +138,7 @@ class RedisServer:
             proc.stderr.close()
 
     def stop(self) -> None:
-        self._terminate()
+        self.shutdown()
         self._dir.cleanup()
 
     def __enter__(self) -> RedisServer:
@@ -259,10 +261,19 @@ class RedisCluster:
         per = CLUSTER_SLOTS // len(self.nodes)
         return self.nodes[min(slot // per, len(self.nodes) - 1)]
 
+    def stop_node(self, node: RedisServer) -> None:
+        """Take one node down (its slots become unreachable) without losing its files."""
+        node.shutdown()
+
+    def start_node(self, node: RedisServer, timeout: float = 30.0) -> None:
+        """Bring a stopped node back on its port and wait until the cluster is healthy."""
+        node.start()
+        self.wait_healthy(timeout)
+
     def restart_node(self, node: RedisServer, timeout: float = 30.0) -> None:
         """Restart one node in place and wait until the cluster is healthy again."""
-        node.restart()
-        self.wait_healthy(timeout)
+        self.stop_node(node)
+        self.start_node(node, timeout)
 
     def flush(self) -> None:
         """Empty every node's data and script cache (between tests)."""
