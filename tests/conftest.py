@@ -1,7 +1,9 @@
 """Fixtures: real redis-server processes, and clients over every backend and both modes.
 
 The contract tests take ``make_client``, which is parametrized over
-memory/redis x sync/async. Async clients are driven through :class:`AsyncFacade` (a private
+memory/redis/cluster/upstash x sync/async: fakeredis in-process, one real redis-server, a
+real 3-primary Redis Cluster, and the upstash-redis client over HTTP to a bridge in front
+of the real redis-server. Async clients are driven through :class:`AsyncFacade` (a private
 event loop per client), so one test body checks both clients' behaviour.
 """
 
@@ -18,7 +20,8 @@ import redis
 
 from sparked_credits import AsyncCreditsClient, CreditsClient
 from sparked_credits.backends.memory import reset_memory_store
-from sparked_credits.testing import RedisServer
+from sparked_credits.testing import RedisCluster, RedisServer
+from upstash_bridge import TOKEN, UpstashBridge
 
 _names = itertools.count()
 
@@ -65,10 +68,43 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    with RedisCluster(3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: RedisCluster) -> str:
+    """The shared cluster's URL, every node emptied before the test."""
+    redis_cluster.flush()
+    return redis_cluster.url
+
+
+@pytest.fixture(scope="session")
+def upstash_bridge(redis_server: RedisServer) -> Iterator[UpstashBridge]:
+    """The Upstash REST bridge in front of the shared redis-server."""
+    with UpstashBridge(redis_server.port) as bridge:
+        yield bridge
+
+
+@pytest.fixture
+def upstash_url(redis_url: str, upstash_bridge: UpstashBridge) -> str:
+    """The bridge's URL (use with ``token=UPSTASH_TOKEN``); Redis emptied, faults and
+    counters reset before the test."""
+    upstash_bridge.reset()
+    return upstash_bridge.url
+
+
+UPSTASH_TOKEN = TOKEN
+
+BACKENDS = ["memory", "redis", "cluster", "upstash"]
+
+
+@pytest.fixture(params=BACKENDS)
 def backend_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "redis":
-        yield request.getfixturevalue("redis_url")
+    if request.param in ("redis", "cluster", "upstash"):
+        yield request.getfixturevalue(f"{request.param}_url")
         return
     name = f"test-{next(_names)}"
     yield f"memory://{name}"
@@ -87,6 +123,8 @@ def make_client(backend_url: str, mode: str) -> Iterator[Callable[..., Any]]:
 
     def make(**options: Any) -> Any:
         options.setdefault("app", "app.sparked.world")
+        if backend_url.startswith("http"):
+            options.setdefault("token", UPSTASH_TOKEN)
         client: Any
         if mode == "sync":
             client = CreditsClient(backend_url, **options)

@@ -121,8 +121,34 @@ def test_from_env_prefers_upstash_names(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("UPSTASH_REDIS_URL", "https://example.upstash.io")
     monkeypatch.setenv("UPSTASH_REDIS_TOKEN", "t")
     monkeypatch.setenv("REDIS_URL", "memory://x")
-    with pytest.raises(ConfigurationError, match="https"):
-        CreditsClient.from_env()
+    client = CreditsClient.from_env()  # no I/O until the first call
+    assert client.storage.url == "https://example.upstash.io"
+    assert client.storage.token == "t"
+    assert type(client._backend).__name__ == "UpstashBackend"
+    client.close()
+    monkeypatch.delenv("UPSTASH_REDIS_URL")
+    monkeypatch.setenv("UPSTASH_REDIS_REST_URL", "https://rest.upstash.io")
+    monkeypatch.setenv("UPSTASH_REDIS_REST_TOKEN", "rest-token")
+    client = CreditsClient.from_env()
+    assert (client.storage.url, client.storage.token) == ("https://rest.upstash.io", "rest-token")
+    client.close()
+
+
+def test_upstash_url_needs_a_token_and_other_urls_refuse_one() -> None:
+    with pytest.raises(ConfigurationError, match="token"):
+        CreditsClient("https://example.upstash.io")
+    with pytest.raises(ConfigurationError, match="token= is only used by Upstash"):
+        CreditsClient("redis://127.0.0.1:1/0", token="t")
+
+
+def test_cluster_url_forces_hash_tags_and_checks_nodes() -> None:
+    client = CreditsClient("redis+cluster://127.0.0.1:1,127.0.0.1:2")  # connects lazily
+    assert client.options.hash_tags is True
+    client.close()
+    with pytest.raises(ConfigurationError, match="hash_tags"):
+        CreditsClient("redis+cluster://127.0.0.1:1", hash_tags=False)
+    with pytest.raises(ConfigurationError, match="host:port"):
+        CreditsClient("redis+cluster://127.0.0.1")
 
 
 def test_repr_hides_credentials() -> None:

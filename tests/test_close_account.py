@@ -100,6 +100,8 @@ def test_insufficient_is_not_masked_on_open_account(client: Any) -> None:
 
 def test_typescript_account_closed_gets_no_auto_init(make_client: Any, backend_url: str) -> None:
     """A balance written by the TypeScript SDK (no meta hash) stays initialized once closed."""
+    if backend_url.startswith(("redis+cluster://", "http://", "https://")):
+        pytest.skip("the TypeScript key layout (no hash tags) is shared on one Redis only")
     client = make_client(auto_initialize=True)
     if backend_url.startswith("memory://"):
         import fakeredis

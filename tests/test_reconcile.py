@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
-from conftest import ledger_sum
+from conftest import UPSTASH_TOKEN, ledger_sum
 from sparked_credits import AsyncCreditsClient, CreditsClient, EntryType
 
 ACCT = "user_2abc"
@@ -17,13 +16,18 @@ ACCT = "user_2abc"
 
 @pytest.fixture
 def credits(backend_url: str) -> Iterator[CreditsClient]:
-    with CreditsClient(backend_url, app="app.sparked.world") as client:
+    """A sync client on every backend (the async twin runs in test_async_reconcile_all)."""
+    token = UPSTASH_TOKEN if backend_url.startswith("http") else None
+    with CreditsClient(backend_url, token=token, app="app.sparked.world") as client:
         yield client
 
 
-def raw(client: CreditsClient) -> Any:
-    """The redis-py (or fakeredis) client under the SDK, to corrupt state behind its back."""
-    return client._backend.client  # type: ignore[attr-defined]
+def corrupt_balance(client: CreditsClient, account: str, value: str) -> None:
+    """Write the balance behind the SDK's back, through whichever backend it uses."""
+    from sparked_credits.requests import CommandCall
+
+    key = client._ops.keys.balance(account)
+    client._backend.execute(CommandCall(args=("SET", key, value)))
 
 
 def test_clean_account_matches_and_checkpoints(credits: CreditsClient) -> None:
@@ -47,7 +51,7 @@ def test_unknown_account_is_clean(credits: CreditsClient) -> None:
 def test_corrupted_balance_is_detected_then_repaired(credits: CreditsClient) -> None:
     credits.initialize_user(ACCT)
     credits.debit(ACCT, 10, action="chat_message")
-    raw(credits).set("balance:" + ACCT, "5000")  # someone wrote the balance directly
+    corrupt_balance(credits, ACCT, "5000")  # someone wrote the balance directly
     found = credits.reconcile(ACCT)
     assert found.matched is False
     assert (found.balance, found.ledger_sum, found.difference) == (5000, 90, 4910)
@@ -140,7 +144,7 @@ def test_reconcile_all_by_scan_with_repairs_and_holds(credits: CreditsClient) ->
     for acct in ("user_a", "user_b", "user_c"):
         credits.initialize_user(acct)
     credits.reserve("user_c", 40, action="model_training", ttl=0.05)
-    raw(credits).set("balance:user_b", "7")
+    corrupt_balance(credits, "user_b", "7")
     import time
 
     time.sleep(0.1)
@@ -162,7 +166,7 @@ def test_reconcile_all_by_scan_with_repairs_and_holds(credits: CreditsClient) ->
 def test_reconcile_all_reports_errors_per_account(credits: CreditsClient) -> None:
     credits.initialize_user("user_a")
     credits.initialize_user("user_b")
-    raw(credits).set("balance:user_b", "not-a-number")
+    corrupt_balance(credits, "user_b", "not-a-number")
     report = credits.reconcile_all()
     assert report.checked == 1
     assert list(report.errors) == ["user_b"]

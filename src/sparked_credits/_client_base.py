@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from .backends import scheme_of
+from .backends import is_cluster, is_upstash, scheme_of
 from .config import StorageConfig, storage_from_env
 from .errors import ConfigurationError
 from .operations import Operations
@@ -33,11 +33,25 @@ class ClientBase(ABC):
         hash_tags: bool | None = None,
         idempotency_ttl: timedelta = DEFAULT_IDEMPOTENCY_TTL,
         retries: int = 3,
+        timeout: float = 5.0,
         pricing: PriceTable | None = None,
     ) -> None:
         scheme = scheme_of(url)
-        if token is not None:
+        if is_upstash(scheme):
+            if not token:
+                raise ConfigurationError(
+                    f"{scheme}:// is the Upstash REST API and needs token= (the database's "
+                    "UPSTASH_REDIS_REST_TOKEN)"
+                )
+        elif token is not None:
             raise ConfigurationError(f"token= is only used by Upstash URLs, not {scheme}://")
+        if is_cluster(scheme):
+            # Every key of one script must hash to one slot; that is not optional here.
+            if hash_tags is False:
+                raise ConfigurationError(
+                    "redis+cluster:// needs hash_tags=True (or leave it unset)"
+                )
+            hash_tags = True
         self.storage = StorageConfig(url=url, token=token)
         self.options: ClientOptions = make_options(
             default_credits=default_credits,
@@ -47,11 +61,12 @@ class ClientBase(ABC):
             hash_tags=bool(hash_tags),
             idempotency_ttl=idempotency_ttl,
             retries=retries,
+            timeout=timeout,
         )
         if pricing is not None and not isinstance(pricing, PriceTable):
             raise ConfigurationError("pricing must be a PriceTable (see sparked_credits.pricing)")
         self._ops = Operations(self.options, pricing)
-        self._backend = self._open_backend(url, self.options)
+        self._backend = self._open_backend(self.storage, self.options)
 
     def calculate_cost(self, action: str, /, **usage: object) -> int:
         """What ``action`` costs for ``usage`` under this client's price table (no I/O),
@@ -59,8 +74,8 @@ class ClientBase(ABC):
         return self._ops.price_table().calculate_cost(action, **usage)
 
     @abstractmethod
-    def _open_backend(self, url: str, options: ClientOptions) -> Any:
-        """The sync or async backend for ``url``."""
+    def _open_backend(self, storage: StorageConfig, options: ClientOptions) -> Any:
+        """The sync or async backend for ``storage``."""
 
     @classmethod
     def from_url(cls: type[C], url: str, **options: Any) -> C:

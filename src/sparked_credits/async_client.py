@@ -13,6 +13,7 @@ from . import analytics, reconciliation
 from ._client_base import ClientBase
 from .backends import AsyncBackend, open_async_backend
 from .backends.errors import translate
+from .config import StorageConfig
 from .errors import CreditsError
 from .holds_context import AsyncHoldContext
 from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
@@ -33,8 +34,10 @@ class AsyncCreditsClient(ClientBase):
 
     _backend: AsyncBackend
 
-    def _open_backend(self, url: str, options: ClientOptions) -> AsyncBackend:
-        return open_async_backend(url, retries=options.retries)
+    def _open_backend(self, storage: StorageConfig, options: ClientOptions) -> AsyncBackend:
+        return open_async_backend(
+            storage.url, retries=options.retries, timeout=options.timeout, token=storage.token
+        )
 
     async def _run(self, op: Operation[T]) -> T:
         try:

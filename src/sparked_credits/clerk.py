@@ -522,9 +522,7 @@ def _outcome(
         outcome = "already_closed" if result.replayed else "closed"
         duplicate = result.replayed
         balance = result.balance
-    logger.info(
-        "clerk event %s (%s): account %s %s", event.type, delivery, step.account, outcome
-    )
+    logger.info("clerk event %s (%s): account %s %s", event.type, delivery, step.account, outcome)
     return EventOutcome(
         type=event.type,
         svix_id=delivery,

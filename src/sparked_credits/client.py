@@ -13,6 +13,7 @@ from . import analytics, reconciliation
 from ._client_base import ClientBase
 from .backends import SyncBackend, open_backend
 from .backends.errors import translate
+from .config import StorageConfig
 from .errors import CreditsError
 from .holds_context import HoldContext
 from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
@@ -37,8 +38,10 @@ class CreditsClient(ClientBase):
 
     _backend: SyncBackend
 
-    def _open_backend(self, url: str, options: ClientOptions) -> SyncBackend:
-        return open_backend(url, retries=options.retries)
+    def _open_backend(self, storage: StorageConfig, options: ClientOptions) -> SyncBackend:
+        return open_backend(
+            storage.url, retries=options.retries, timeout=options.timeout, token=storage.token
+        )
 
     def _run(self, op: Operation[T]) -> T:
         try:

@@ -28,7 +28,7 @@ from .keys import AccountKeys, KeySpace
 from .models import Hold, InitResult, LedgerEntry, MutationResult
 from .options import ClientOptions
 from .pricing import PriceTable, active_price_table
-from .requests import CommandCall, Operation, ScriptCall
+from .requests import CommandCall, Operation, ScanCall, ScriptCall
 from .scripts import SCRIPTS, Script
 
 __all__ = ["Operations", "new_idempotency_key"]
@@ -427,15 +427,11 @@ class Operations:
     ) -> Generator[Operation[Any], Any, int]:
         """Several round trips, as a generator both clients drive: find the accounts with
         holds (SCAN, when no account is given), then return each one's expired holds in
-        batches, each batch one atomic script call. Yields operations, returns the count."""
+        batches, each batch one atomic script call. Yields operations, returns the count.
+        The account search is one ScanCall: a cursor belongs to one server, so walking it
+        (once per primary on a cluster) is the backend's job."""
         if account is None:
-            accounts: list[str] = []
-            cursor = "0"
-            while True:
-                cursor, found = yield self._scan_hold_accounts(cursor)
-                accounts += found
-                if cursor == "0":
-                    break
+            accounts: list[str] = yield self._scan_hold_accounts()
         else:
             accounts = [v.account(account)]
         total = 0
@@ -447,16 +443,17 @@ class Operations:
                     break
         return total
 
-    def _scan_hold_accounts(self, cursor: str) -> Operation[tuple[str, list[str]]]:
+    def _scan_hold_accounts(self) -> Operation[list[str]]:
+        """The accounts with a hold-expiry key, found by a SCAN of every primary."""
         head = self.keys.account("*").hold_expiry[: -len("{*}")] + "{"
 
-        def decode(raw: Sequence[Any]) -> tuple[str, list[str]]:
-            names = [text(k) for k in raw[1]]
-            return text(raw[0]), [n[len(head) : -1] for n in names if n.startswith(head)]
+        def decode(raw: Sequence[Any]) -> list[str]:
+            names = [text(k) for k in raw]
+            return sorted({n[len(head) : -1] for n in names if n.startswith(head)})
 
         return Operation(
             name="sweep_expired_holds",
-            request=CommandCall(args=("SCAN", cursor, "MATCH", head + "*}", "COUNT", "500")),
+            request=ScanCall(match=head + "*}", count=500),
             decode=decode,
         )
 

@@ -45,6 +45,14 @@ class ClientOptions(BaseModel):
         description="Re-sends after a lost connection or timeout. Safe: every mutation "
         "carries its idempotency key, so a re-sent script replays instead of repeating.",
     )
+    timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Seconds to wait for a reply (connect, send, read) before a call fails "
+        "with a BackendError; then retried up to `retries` times. upstash-redis has no "
+        "timeout of its own, so without this a stalled request would hang forever.",
+    )
     idempotency_ttl: timedelta = Field(
         default=DEFAULT_IDEMPOTENCY_TTL,
         description="How long an idempotency key is remembered (at least; at most twice).",

@@ -16,7 +16,7 @@ from .decoding import text
 from .errors import ValidationError
 from .operations import Operations
 from .reports import ReconcileReport, ReconcileResult, TrimResult
-from .requests import CommandCall, Operation
+from .requests import Operation, ScanCall
 from .scripts import SCRIPTS
 
 __all__ = [
@@ -90,28 +90,18 @@ def trim(ops: Operations, account: str, before: str) -> Generator[Operation[Any]
 
 
 def find_accounts(ops: Operations) -> Generator[Operation[Any], Any, list[str]]:
-    """Every account with a ledger, by SCAN over ``txs:*`` (both key layouts)."""
+    """Every account with a ledger: a SCAN over ``txs:*`` (both key layouts) of the whole
+    keyspace, which on a cluster means every primary (the backend walks the cursors)."""
     prefix = ops.keys.prefix + "txs:"
 
-    def decode(raw: Sequence[Any]) -> tuple[str, list[str]]:
-        names = [text(k)[len(prefix) :] for k in raw[1]]
-        return text(raw[0]), [
-            n[1:-1] if n.startswith("{") and n.endswith("}") else n for n in names
-        ]
+    def decode(raw: Sequence[Any]) -> list[str]:
+        names = [text(k)[len(prefix) :] for k in raw]
+        return sorted({n[1:-1] if n.startswith("{") and n.endswith("}") else n for n in names})
 
-    accounts: list[str] = []
-    cursor = "0"
-    while True:
-        cursor, found = yield Operation(
-            name="find_accounts",
-            request=CommandCall(
-                args=("SCAN", cursor, "MATCH", prefix + "*", "COUNT", "1000", "TYPE", "stream")
-            ),
-            decode=decode,
-        )
-        accounts += found
-        if cursor == "0":
-            return sorted(set(accounts))
+    accounts: list[str] = yield Operation(
+        name="find_accounts", request=ScanCall(match=prefix + "*", count=1000), decode=decode
+    )
+    return accounts
 
 
 def check_account(

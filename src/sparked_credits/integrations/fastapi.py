@@ -100,9 +100,7 @@ class ClerkAuth:
             load_jwt_key(jwt_key)  # fail at startup on a bad key, not per request
         self._key: dict[str, Any] = {"jwt_key": jwt_key, "jwks_url": jwks_url, "jwks": jwks}
         self._key = {k: v for k, v in self._key.items() if v}
-        self.authorized_parties = (
-            None if authorized_parties is None else tuple(authorized_parties)
-        )
+        self.authorized_parties = None if authorized_parties is None else tuple(authorized_parties)
         self.leeway = leeway
 
     def verify(self, token: str) -> ClerkPrincipal:
@@ -200,7 +198,8 @@ def rate_limited(
     """
 
     def dependency(
-        request: Request, principal: ClerkPrincipal = Depends(auth)  # noqa: B008
+        request: Request,
+        principal: ClerkPrincipal = Depends(auth),  # noqa: B008
     ) -> ClerkPrincipal:
         active = limiter if limiter is not None else get_rate_limiter(request)
         if active is None:

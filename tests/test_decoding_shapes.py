@@ -1,0 +1,50 @@
+"""The decoders take replies as redis-py gives them (bytes) and as upstash-redis gives
+them (str, after base64), and produce the same typed results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sparked_credits import HoldState
+from sparked_credits.operations import Operations
+from sparked_credits.options import make_options
+
+ENTRY = ["debit", "-10", "90", "chat_message", "app.sparked.world", "", "", "k1", '{"m": 1}']
+FIELDS = ["type", "delta", "balance", "action", "app", "reason", "ref", "idem", "meta"]
+
+
+def _as_bytes(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_as_bytes(v) for v in value]
+    return value.encode() if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("shape", [lambda v: v, _as_bytes], ids=["str", "bytes"])
+def test_every_reply_shape_decodes_alike(shape: Any) -> None:
+    ops = Operations(make_options())
+    debit = ops.debit("user_1", 10, "chat_message", None, None, "k1")
+    result = debit.decode(shape(["ok", "0", "1700000000000-0", *ENTRY]))
+    assert (result.balance, result.entry.delta, result.replayed) == (90, -10, False)
+    assert result.entry.metadata == {"m": 1}
+
+    flat = [x for pair in zip(FIELDS, ENTRY, strict=True) for x in pair]
+    entries = ops.read_entries("user_1", "-", "+", 2, True).decode(
+        shape([["1700000000001-0", flat], ["1700000000000-0", flat]])
+    )
+    assert [e.id for e in entries] == ["1700000000001-0", "1700000000000-0"]
+    assert entries[0].balance_after == 90
+
+    reserve = ops.reserve("user_1", 10, "model_training", None, 60, None, None, "k2")
+    hold_entry = ["reserve", "-10", "90", "model_training", "", "", "", "k2", ""]
+    hold = reserve.decode(
+        shape(["ok", "0", "1700000000002-0", *hold_entry, "O|10|1700000060000|model_training|"])
+    )
+    assert hold.state is HoldState.OPEN
+    assert hold.amount == 10
+    assert hold.expires_at is not None
+
+    assert ops.get_balance("user_1").decode(shape("42")) == 42
+    accounts = ops._scan_hold_accounts().decode(shape(["holdexp:{user_1}", "holdexp:{u2}"]))
+    assert accounts == ["u2", "user_1"]
