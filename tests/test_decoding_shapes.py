@@ -48,3 +48,35 @@ def test_every_reply_shape_decodes_alike(shape: Any) -> None:
     assert ops.get_balance("user_1").decode(shape("42")) == 42
     accounts = ops._scan_hold_accounts().decode(shape(["holdexp:{user_1}", "holdexp:{u2}"]))
     assert accounts == ["u2", "user_1"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ("debit", "-10", "90", "chat_message", "app.sparked.world", "", "", "k1", ""),
+        ("refund", "10", "100", "video_generation", "studio", "failed", "1-0", "r", '{"a":[1]}'),
+        ("init", "0", "0", "initialize", "", "", "", "", ""),
+        ("adjust", "-9007199254740991", "-9007199254740991", "", "", "x", "", "", ""),
+    ],
+)
+@pytest.mark.parametrize("shape", [lambda v: v, _as_bytes], ids=["str", "bytes"])
+def test_trusted_decode_equals_validated(values: tuple[str, ...], shape: Any) -> None:
+    """The hot path builds results without re-validation; they must equal validated ones."""
+    from sparked_credits import decoding
+
+    assert decoding._TRUSTED_OK
+    fast = decoding._own_entry(shape("1700000000000-5"), shape(list(values)))
+    slow = decoding.entry_from_values("1700000000000-5", values)
+    assert fast == slow
+    assert fast.model_dump(mode="json") == slow.model_dump(mode="json")
+    assert type(fast.type) is type(slow.type)
+
+
+def test_trusted_decode_falls_back_for_foreign_entries() -> None:
+    """An entry another writer added with an unknown type is validated (and refused)."""
+    from pydantic import ValidationError as PydanticValidationError
+
+    from sparked_credits import decoding
+
+    with pytest.raises(PydanticValidationError):
+        decoding._own_entry("1-0", ["deduct", "-1", "1", "", "", "", "", "", ""])

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from . import validation as v
 from .errors import (
@@ -22,7 +24,9 @@ from .errors import (
     RefundError,
     ValidationError,
 )
-from .models import Hold, HoldState, LedgerEntry, MutationResult
+from .models import EntryType, Hold, HoldState, LedgerEntry, MutationResult
+
+M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
     "entry_from_fields",
@@ -85,6 +89,78 @@ def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
     )
 
 
+_ENTRY_TYPES = {t.value: t for t in EntryType}
+
+
+def _trusted(cls: type[M], fields: dict[str, Any]) -> M:
+    """A model built from values this SDK's own scripts wrote, without re-validating them.
+
+    A debit's reply is decoded on every call; validating two models costs more than the
+    rest of the client's work on the hot path. This is what ``model_construct`` does, minus
+    its per-field default handling; :data:`_TRUSTED_OK` checks at import that the result
+    equals a validated model, and the validated path is used if pydantic ever differs.
+    """
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "__dict__", fields)
+    object.__setattr__(obj, "__pydantic_fields_set__", _FIELD_SETS[cls])
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
+
+
+_FIELD_SETS: dict[type[BaseModel], frozenset[str]] = {
+    LedgerEntry: frozenset(LedgerEntry.model_fields),
+    MutationResult: frozenset(MutationResult.model_fields),
+}
+
+
+def _own_entry(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
+    """An entry from one of this SDK's script replies (trusted), else validated."""
+    if _TRUSTED_OK:
+        try:
+            typ, delta, balance, action, app, reason, ref, idem, meta = (text(x) for x in values)
+            return _trusted(
+                LedgerEntry,
+                {
+                    "id": text(entry_id),
+                    "type": _ENTRY_TYPES[typ],
+                    "delta": int(delta),
+                    "balance_after": int(balance),
+                    "action": action or None,
+                    "app": app or None,
+                    "reason": reason or None,
+                    "ref": ref or None,
+                    "idempotency_key": idem or None,
+                    "metadata": v.as_dict(meta) if meta else {},
+                },
+            )
+        except (KeyError, ValueError):
+            pass  # not what our scripts write (another writer's entry): validate it
+    return entry_from_values(entry_id, values)
+
+
+def _self_check() -> bool:
+    values = ("debit", "-10", "90", "chat_message", "app", "", "", "k", '{"a":1}')
+    entry = entry_from_values("1-0", values)
+    result = MutationResult(account="a", balance=90, entry=entry, replayed=False)
+    try:
+        fast = _trusted(LedgerEntry, dict(entry.__dict__))
+        fast_result = _trusted(
+            MutationResult, {"account": "a", "balance": 90, "entry": fast, "replayed": False}
+        )
+    except Exception:  # pragma: no cover - a pydantic without these internals
+        return False
+    return (
+        fast == entry
+        and fast_result == result
+        and repr(fast) == repr(entry)
+        and fast.model_dump() == entry.model_dump()
+    )
+
+
+_TRUSTED_OK = _self_check()
+
+
 def mutation_decoder(
     account: str,
     action: str | None,
@@ -98,13 +174,16 @@ def mutation_decoder(
             raise script_error(
                 status, raw, account, action, entry_id, idempotency_key, amount_field
             )
-        entry = entry_from_values(raw[2], raw[3:])
-        return MutationResult(
-            account=account,
-            balance=entry.balance_after,
-            entry=entry,
-            replayed=text(raw[1]) == "1",
-        )
+        entry = _own_entry(raw[2], raw[3:12])
+        fields: dict[str, Any] = {
+            "account": account,
+            "balance": entry.balance_after,
+            "entry": entry,
+            "replayed": text(raw[1]) == "1",
+        }
+        if _TRUSTED_OK:
+            return _trusted(MutationResult, fields)
+        return MutationResult(**fields)
 
     return decode
 

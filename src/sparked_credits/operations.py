@@ -77,6 +77,7 @@ class Operations:
         self.keys = KeySpace(prefix=options.key_prefix, hash_tags=options.hash_tags)
         self._app = options.app or ""
         self._account_keys: dict[str, AccountKeys] = {}
+        self._debit_memo: dict[tuple[str, int, str, str | None], tuple[tuple[str, ...], str]] = {}
         # ARGV[3..6], the same for every mutation of this client.
         self._argv_tail = (
             str(options.idempotency_ttl_ms),
@@ -105,6 +106,7 @@ class Operations:
         params: tuple[str, ...],
         refund: bool = False,
         effect: int | None = None,
+        fp: str | None = None,
     ) -> ScriptCall:
         """The one script call of a mutation: shared KEYS and ARGV, then its own params.
 
@@ -112,7 +114,8 @@ class Operations:
         that decide the effect) for operations whose default key is derived from what they
         close: a webhook's second delivery with another reason is still the same settle.
         """
-        fp = _fingerprint(name, account, self._app, *params[:effect])
+        if fp is None:
+            fp = _fingerprint(name, account, self._app, *params[:effect])
         keys = self._keys_of(account)
         return ScriptCall(
             script=script,
@@ -132,11 +135,12 @@ class Operations:
         refund: bool = False,
         effect: int | None = None,
         amount_field: str = "amount",
+        fp: str | None = None,
     ) -> Operation[MutationResult]:
         key = _key_or_new(idempotency_key)
         return Operation(
             name=name,
-            request=self._script_call(name, script, account, key, params, refund, effect),
+            request=self._script_call(name, script, account, key, params, refund, effect, fp),
             decode=mutation_decoder(account, action, key, entry_id, amount_field),
             idempotency_key=key,
         )
@@ -194,6 +198,24 @@ class Operations:
         metadata: dict[str, Any] | None,
         idempotency_key: str | None,
     ) -> Operation[MutationResult]:
+        # The hot path: a debit like one seen before (same account, amount, action, reason,
+        # no metadata) reuses its checked parameters and fingerprint. Exact types are part
+        # of the test, so True never passes for 1 and a str subclass is checked afresh.
+        memo_key: tuple[str, int, str, str | None] | None = None
+        if (
+            metadata is None
+            and type(account) is str
+            and type(amount) is int
+            and type(action) is str
+            and (reason is None or type(reason) is str)
+        ):
+            memo_key = (account, amount, action, reason)
+            hit = self._debit_memo.get(memo_key)
+            if hit is not None:
+                params, fp = hit
+                return self._mutation(
+                    "debit", SCRIPTS.debit, account, idempotency_key, params, action, fp=fp
+                )
         account = v.account(account)
         params = (
             str(v.amount(amount)),
@@ -201,7 +223,14 @@ class Operations:
             v.reason(reason),
             v.metadata(metadata),
         )
-        return self._mutation("debit", SCRIPTS.debit, account, idempotency_key, params, action)
+        fp = _fingerprint("debit", account, self._app, *params)
+        if memo_key is not None:
+            if len(self._debit_memo) >= 4096:
+                self._debit_memo.clear()
+            self._debit_memo[memo_key] = (params, fp)
+        return self._mutation(
+            "debit", SCRIPTS.debit, account, idempotency_key, params, action, fp=fp
+        )
 
     def price_table(self) -> PriceTable:
         """The client's table, or the active one (defaults, or the file named by
