@@ -272,6 +272,24 @@ def _shared_routes(settings: Settings) -> APIRouter:
             "next_cursor": page.next_cursor,
         }
 
+    @router.get("/api/credits/usage")
+    def usage(
+        user: User,
+        credits: Credits,
+        days: Annotated[int, Query(ge=1, le=90)] = 7,
+        group_by: Literal["action", "app"] = "action",
+        tz: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """Credits used per day (today last, idle days as 0) by action or app, in ``tz``
+        (an IANA name such as ``Europe/Paris``; default UTC): the usage chart's data."""
+        report = credits.usage(user.user_id, days=days, group_by=group_by, tz=tz)
+        return {
+            "group_by": report.group_by,
+            "time_zone": report.time_zone,
+            "total": report.total,
+            "days": [d.model_dump(mode="json") for d in report.days],
+        }
+
     @router.post("/api/webhooks/clerk")
     async def clerk_webhook(request: Request, credits: Credits) -> dict[str, Any]:
         if not settings.clerk_webhook_secret:
