@@ -24,7 +24,14 @@ Configuration (environment, read by :meth:`Settings.from_env`):
 ``TRAIN_WEBHOOK_SECRET``       the training provider's webhook signing secret
 ``CREDITS_RATE_LIMIT``         per user and spending route, e.g. ``20/minute`` (``off``)
 ``CREDITS_ORG_BALANCES``       ``1``: organization.created opens an org account
+``CREDITS_DEV_SIGNIN``         ``1``: development only, with ``REDIS_URL=memory://`` and no
+                               Clerk key: tokens signed by a throwaway key for a demo user
+                               (``POST /api/dev/signin``), so the credits page works
+                               without a Clerk account (see ``dev_signin.py``)
 =============================  ===========================================================
+
+The credits page (``GET /credits``, ``credits_page.py``, needs the ``page`` extra) shows the
+balance, history and usage of the signed-in user and spends through the routes below.
 
 The work itself (``process_chat_message``, ``generate_canvas``, ``render_video`` in
 ``app_flows.py``, ``submit_training_job`` here) is a placeholder for you to replace.
@@ -65,6 +72,7 @@ from sparked_credits.ratelimit import AccountRateLimiter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import app_flows  # the four apps' charging logic, shared with the tests
+from dev_signin import USER_ID, DevSignin
 
 logger = logging.getLogger("credits_app")
 
@@ -105,6 +113,10 @@ class Settings(BaseModel):
     rate_limit: str | None = "20/minute"
     default_credits: int = 100
     org_balances: bool = False
+    dev_signin: bool = Field(
+        default=False, description="Development only: local tokens for a demo user."
+    )
+    dev_user: str = "user_demo"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -123,6 +135,8 @@ class Settings(BaseModel):
             rate_limit=None if limit.lower() in ("", "off", "none") else limit,
             default_credits=int(env.get("CREDITS_DEFAULT", "100")),
             org_balances=env.get("CREDITS_ORG_BALANCES", "") in ("1", "true", "yes"),
+            dev_signin=env.get("CREDITS_DEV_SIGNIN", "") in ("1", "true", "yes"),
+            dev_user=env.get("CREDITS_DEV_USER", "user_demo"),
         )
 
 
@@ -183,6 +197,10 @@ class TrainWebhook(BaseModel):
     gpu_hours: float = Field(default=0, ge=0)
 
 
+class DevSigninRequest(BaseModel):
+    user: str | None = Field(default=None, pattern=USER_ID.pattern, description="user_...")
+
+
 class GrantRequest(BaseModel):
     user_id: str
     amount: int = Field(gt=0)
@@ -214,8 +232,18 @@ def create_app(
     """The app: ``uvicorn --factory credits_app:create_app`` reads the environment."""
     settings = settings or Settings.from_env()
     # Checked before the store is opened: a misconfigured app fails at once.
-    if not (settings.clerk_jwt_key or settings.clerk_jwks_url):
-        raise ConfigurationError("set CLERK_JWT_KEY (or CLERK_JWKS_URL) to verify sessions")
+    clerk_configured = bool(settings.clerk_jwt_key or settings.clerk_jwks_url)
+    if settings.dev_signin and clerk_configured:
+        raise ConfigurationError(
+            "CREDITS_DEV_SIGNIN=1 is for running without Clerk, but a Clerk key is set: "
+            "unset one of them"
+        )
+    if not (clerk_configured or settings.dev_signin):
+        raise ConfigurationError(
+            "set CLERK_JWT_KEY (or CLERK_JWKS_URL) to verify sessions; for local development "
+            "only, CREDITS_DEV_SIGNIN=1 with REDIS_URL=memory://"
+        )
+    given = client
     if client is None:
         options: dict[str, Any] = {
             "app": settings.app_name,
@@ -226,11 +254,22 @@ def create_app(
             if settings.storage_url
             else CreditsClient.from_env(**options)
         )
-    if settings.authorized_parties is None:
+    dev = None
+    if settings.dev_signin:
+        if not client.storage.url.startswith("memory://") or not USER_ID.match(settings.dev_user):
+            if client is not given:
+                client.close()
+            raise ConfigurationError(
+                "CREDITS_DEV_SIGNIN=1 works only on the in-process store (REDIS_URL=memory://),"
+                " never on a shared, real one, and with a CREDITS_DEV_USER like user_demo"
+            )
+        dev = DevSignin(settings.dev_user)
+        logger.warning("DEV SIGN-IN IS ON: anyone can sign in as a demo user (memory:// only)")
+    elif settings.authorized_parties is None:
         logger.warning("CLERK_AUTHORIZED_PARTIES is not set: token azp is not checked")
     auth = ClerkAuth(
-        jwt_key=settings.clerk_jwt_key,
-        jwks_url=None if settings.clerk_jwt_key else settings.clerk_jwks_url,
+        jwt_key=dev.public_pem if dev else settings.clerk_jwt_key,
+        jwks_url=None if dev or settings.clerk_jwt_key else settings.clerk_jwks_url,
         authorized_parties=settings.authorized_parties,
     )
     limiter = None
@@ -248,7 +287,33 @@ def create_app(
     setup_credits(app, client, auth=auth, rate_limiter=limiter)
     app.include_router(_shared_routes(settings))
     app.include_router(_app_routes(settings))
+    if dev is not None:
+        app.include_router(_dev_routes(dev))
+    try:
+        from credits_page import mount_credits_page
+    except ImportError as exc:  # jinja2 missing: the API works, the page does not
+        logger.warning("no credits page (%s): pip install 'sparked-credits[page]'", exc)
+    else:
+        mount_credits_page(app, client, app_name=settings.app_name, dev_signin=dev is not None)
     return app
+
+
+def _dev_routes(dev: DevSignin) -> APIRouter:
+    """``POST /api/dev/signin``: a session token for a demo user (development only)."""
+    router = APIRouter()
+
+    @router.post("/api/dev/signin")
+    def dev_signin(
+        request: Request, credits: Credits, body: DevSigninRequest | None = None
+    ) -> dict[str, Any]:
+        """Sign in as ``body.user`` (default the app's demo user); a new user gets the
+        default credits, once, like Clerk's user.created would give."""
+        user_id = (body.user if body else None) or dev.default_user
+        credits.initialize_user(user_id, reason="dev sign-in")
+        origin = f"{request.url.scheme}://{request.url.netloc}"
+        return {**dev.mint(user_id, origin=origin), "balance": credits.get_balance(user_id)}
+
+    return router
 
 
 def _shared_routes(settings: Settings) -> APIRouter:
@@ -270,6 +335,24 @@ def _shared_routes(settings: Settings) -> APIRouter:
         return {
             "transactions": [e.model_dump(mode="json") for e in page.entries],
             "next_cursor": page.next_cursor,
+        }
+
+    @router.get("/api/credits/usage")
+    def usage(
+        user: User,
+        credits: Credits,
+        days: Annotated[int, Query(ge=1, le=90)] = 7,
+        group_by: Literal["action", "app"] = "action",
+        tz: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """Credits used per day (today last, idle days as 0) by action or app, in ``tz``
+        (an IANA name such as ``Europe/Paris``; default UTC): the usage chart's data."""
+        report = credits.usage(user.user_id, days=days, group_by=group_by, tz=tz)
+        return {
+            "group_by": report.group_by,
+            "time_zone": report.time_zone,
+            "total": report.total,
+            "days": [d.model_dump(mode="json") for d in report.days],
         }
 
     @router.post("/api/webhooks/clerk")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -24,6 +24,19 @@ from sparked_credits.testing import RedisCluster, RedisServer
 from upstash_bridge import TOKEN, UpstashBridge
 
 _names = itertools.count()
+
+# Each phase's report on the test item, so fixtures can act on a failure in their teardown
+# (the browser tests save a screenshot).
+PHASE_REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    item.stash.setdefault(PHASE_REPORTS, {})[report.when] = report
+    return report
 
 
 class AsyncFacade:

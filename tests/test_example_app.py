@@ -216,6 +216,35 @@ def test_chat_costs_10_and_balance_is_shared(
     ]
 
 
+def test_usage_route_by_action_and_app(
+    app: httpx.Client, canvas: httpx.Client, keys: KeyPair
+) -> None:
+    new_user(app, "user_usage")
+    headers = auth(keys, "user_usage")
+    app.post("/api/chat", json={"message": "Hello"}, headers=headers)
+    canvas.post("/api/generate", json={"prompt": "a cat"}, headers=headers)
+    by_action = app.get("/api/credits/usage", headers=headers).json()
+    assert (by_action["group_by"], by_action["time_zone"], by_action["total"]) == (
+        "action", "UTC", 60
+    )
+    days = by_action["days"]
+    assert len(days) == 7
+    assert days[-1]["day"] == datetime.now(timezone.utc).date().isoformat()
+    assert days[-1]["by"] == {"chat_message": 10, "canvas_simple": 50}
+    assert [d["total"] for d in days[:-1]] == [0] * 6  # idle days are present, as zero
+    by_app = canvas.get(
+        "/api/credits/usage",
+        params={"days": 3, "group_by": "app", "tz": "Pacific/Kiritimati"},
+        headers=headers,
+    ).json()
+    assert len(by_app["days"]) == 3
+    assert by_app["time_zone"] == "Pacific/Kiritimati"
+    assert by_app["days"][-1]["by"] == {"app.sparked.world": 10, "canvas.sparked.world": 50}
+    bad = app.get("/api/credits/usage", params={"tz": "Mars/Base"}, headers=headers)
+    assert bad.status_code == 422
+    assert app.get("/api/credits/usage").status_code == 401
+
+
 def test_same_message_id_charged_once(app: httpx.Client, keys: KeyPair) -> None:
     new_user(app, "user_retry")
     headers = {**auth(keys, "user_retry"), "Idempotency-Key": "msg-42"}
