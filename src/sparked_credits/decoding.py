@@ -118,11 +118,13 @@ def _own_entry(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
     """An entry from one of this SDK's script replies (trusted), else validated."""
     if _TRUSTED_OK:
         try:
-            typ, delta, balance, action, app, reason, ref, idem, meta = (text(x) for x in values)
+            typ, delta, balance, action, app, reason, ref, idem, meta = [
+                x.decode() if type(x) is bytes else x for x in values
+            ]
             return _trusted(
                 LedgerEntry,
                 {
-                    "id": text(entry_id),
+                    "id": entry_id.decode() if type(entry_id) is bytes else entry_id,
                     "type": _ENTRY_TYPES[typ],
                     "delta": int(delta),
                     "balance_after": int(balance),
@@ -179,7 +181,7 @@ def mutation_decoder(
             "account": account,
             "balance": entry.balance_after,
             "entry": entry,
-            "replayed": text(raw[1]) == "1",
+            "replayed": raw[1] in (b"1", "1"),
         }
         if _TRUSTED_OK:
             return _trusted(MutationResult, fields)
