@@ -80,3 +80,17 @@ def test_trusted_decode_falls_back_for_foreign_entries() -> None:
 
     with pytest.raises(PydanticValidationError):
         decoding._own_entry("1-0", ["deduct", "-1", "1", "", "", "", "", "", ""])
+
+
+def test_foreign_entry_in_history_is_a_credits_error(redis_url: str) -> None:
+    """An entry another writer added in another shape is reported by id, as a CreditsError."""
+    import redis
+
+    from sparked_credits import CreditsClient, CreditsError
+
+    raw = redis.Redis.from_url(redis_url)
+    foreign = raw.xadd("txs:user_ts", {"type": "deduct", "amount": "10"}).decode()
+    raw.close()
+    with CreditsClient(redis_url) as client, pytest.raises(CreditsError, match=foreign) as info:
+        client.history("user_ts")
+    assert "type" in str(info.value)

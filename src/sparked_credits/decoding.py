@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from . import validation as v
 from .errors import (
@@ -64,8 +65,20 @@ def _field_values(fields: Any) -> tuple[Any, ...]:
 
 
 def entry_from_fields(entry_id: Any, fields: Any) -> LedgerEntry:
-    """Decode one stream entry as XRANGE/XREVRANGE return it."""
-    return entry_from_values(entry_id, _field_values(fields))
+    """Decode one stream entry as XRANGE/XREVRANGE return it.
+
+    An entry some other writer put in the stream (an unknown type, a non-integer delta)
+    becomes a CreditsError naming the entry, not a pydantic error from deep inside.
+    """
+    try:
+        return entry_from_values(entry_id, _field_values(fields))
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise CreditsError(
+            f"ledger entry {text(entry_id)} is not in this SDK's format ({problems})"
+        ) from None
 
 
 def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
