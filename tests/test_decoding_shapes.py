@@ -46,7 +46,8 @@ def test_every_reply_shape_decodes_alike(shape: Any) -> None:
     assert hold.expires_at is not None
 
     assert ops.get_balance("user_1").decode(shape("42")) == 42
-    accounts = ops._scan_hold_accounts().decode(shape(["holdexp:{user_1}", "holdexp:{u2}"]))
+    scan = ops.scan_accounts("holdexp", "sweep_expired_holds")
+    accounts = scan.decode(shape(["holdexp:{user_1}", "holdexp:{u2}"]))
     assert accounts == ["u2", "user_1"]
 
 

@@ -460,7 +460,7 @@ class Operations:
         The account search is one ScanCall: a cursor belongs to one server, so walking it
         (once per primary on a cluster) is the backend's job."""
         if account is None:
-            accounts: list[str] = yield self._scan_hold_accounts()
+            accounts: list[str] = yield self.scan_accounts("holdexp", "sweep_expired_holds")
         else:
             accounts = [v.account(account)]
         total = 0
@@ -472,19 +472,17 @@ class Operations:
                     break
         return total
 
-    def _scan_hold_accounts(self) -> Operation[list[str]]:
-        """The accounts with a hold-expiry key, found by a SCAN of every primary."""
-        head = self.keys.account("*").hold_expiry[: -len("{*}")] + "{"
+    def scan_accounts(self, kind: str, name: str) -> Operation[list[str]]:
+        """The accounts that have a ``<kind>:<account>`` key (either key layout), by one
+        ScanCall: a cursor belongs to one server, so walking it (once per primary on a
+        cluster) is the backend's job."""
+        head = f"{self.keys.prefix}{kind}:"
 
         def decode(raw: Sequence[Any]) -> list[str]:
-            names = [text(k) for k in raw]
-            return sorted({n[len(head) : -1] for n in names if n.startswith(head)})
+            names = [text(k)[len(head) :] for k in raw]
+            return sorted({n[1:-1] if n.startswith("{") and n.endswith("}") else n for n in names})
 
-        return Operation(
-            name="sweep_expired_holds",
-            request=ScanCall(match=head + "*}", count=500),
-            decode=decode,
-        )
+        return Operation(name=name, request=ScanCall(match=head + "*", count=1000), decode=decode)
 
     def read_entries(
         self, account: str, start: str, end: str, count: int, newest_first: bool

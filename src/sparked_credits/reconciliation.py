@@ -16,7 +16,7 @@ from .decoding import text
 from .errors import ValidationError
 from .operations import Operations
 from .reports import ReconcileReport, ReconcileResult, TrimResult
-from .requests import Operation, ScanCall
+from .requests import Operation
 from .scripts import SCRIPTS
 
 __all__ = [
@@ -90,17 +90,9 @@ def trim(ops: Operations, account: str, before: str) -> Generator[Operation[Any]
 
 
 def find_accounts(ops: Operations) -> Generator[Operation[Any], Any, list[str]]:
-    """Every account with a ledger: a SCAN over ``txs:*`` (both key layouts) of the whole
-    keyspace, which on a cluster means every primary (the backend walks the cursors)."""
-    prefix = ops.keys.prefix + "txs:"
-
-    def decode(raw: Sequence[Any]) -> list[str]:
-        names = [text(k)[len(prefix) :] for k in raw]
-        return sorted({n[1:-1] if n.startswith("{") and n.endswith("}") else n for n in names})
-
-    accounts: list[str] = yield Operation(
-        name="find_accounts", request=ScanCall(match=prefix + "*", count=1000), decode=decode
-    )
+    """Every account with a ledger: a SCAN over ``txs:*`` of the whole keyspace, which on
+    a cluster means every primary."""
+    accounts: list[str] = yield ops.scan_accounts("txs", "find_accounts")
     return accounts
 
 
