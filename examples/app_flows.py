@@ -92,14 +92,16 @@ def start_training(
     job_id: str,
     estimated_gpu_hours: float,
     max_runtime: timedelta = timedelta(hours=48),
+    request_id: str | None = None,
 ) -> TrainingJob:
-    """Reserve the estimate; a job that never reports is released when the hold expires."""
+    """Reserve the estimate; a job that never reports is released when the hold expires.
+    Once per ``request_id`` (default: the job id)."""
     hold = credits.reserve(
         user_id,
         action="model_training",
         usage={"gpu_hours": estimated_gpu_hours},
         ttl=max_runtime,
-        idempotency_key=f"train-start:{job_id}",
+        idempotency_key=f"train-start:{request_id or job_id}",
         metadata={"job_id": job_id},
     )
     return TrainingJob(job_id, user_id, hold.hold_id, hold.amount)

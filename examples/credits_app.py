@@ -43,14 +43,17 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import sys
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request
+import pydantic
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -63,11 +66,17 @@ from sparked_credits.clerk import (
 )
 from sparked_credits.integrations.fastapi import (
     ClerkAuth,
+    CreditsRoute,
+    IdempotentRequest,
+    authorize,
     get_clerk_user,
     get_credits,
+    idempotent,
     rate_limited,
+    read_body_limited,
     setup_credits,
 )
+from sparked_credits.integrations.http_errors import HTTPRefusal
 from sparked_credits.ratelimit import AccountRateLimiter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -164,55 +173,96 @@ def get_all_user_ids() -> list[str] | None:
 # -- request and response bodies --------------------------------------------------------
 
 
-class ChatRequest(BaseModel):
+class _Body(BaseModel):
+    """Request bodies: NaN and Infinity are not numbers a request may carry."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class ChatRequest(_Body):
     message: str = Field(min_length=1, max_length=10_000)
-    message_id: str | None = Field(default=None, description="Charged once per id.")
+    message_id: str | None = Field(
+        default=None, max_length=200, description="The request id (or Idempotency-Key)."
+    )
 
 
-class CanvasRequest(BaseModel):
+class CanvasRequest(_Body):
     prompt: str = Field(min_length=1, max_length=10_000)
     complex: bool = False
-    request_id: str | None = None
+    request_id: str | None = Field(default=None, max_length=200)
 
 
-class VideoRequest(BaseModel):
+class VideoRequest(_Body):
     prompt: str = Field(default="", max_length=10_000)
     duration: float = Field(gt=0, le=3600, description="Seconds of video: 10 credits each.")
-    request_id: str | None = None
+    request_id: str | None = Field(default=None, max_length=200)
 
 
-class TrainStartRequest(BaseModel):
+class TrainStartRequest(_Body):
     estimated_gpu_hours: float = Field(gt=0, le=10_000)
-    job_id: str | None = None
+    job_id: str | None = Field(default=None, pattern=r"^[\x21-\x7e]{1,100}$")
 
 
-class TrainWebhook(BaseModel):
-    """What the provider sends back when a job ends (with the metadata given at start)."""
+class TrainWebhook(_Body):
+    """What the provider sends back when a job ends (with the metadata given at start):
+    ``{"job_id", "user_id", "hold_id", "reserved", "status": "succeeded" | "failed",
+    "gpu_hours"}``, signed with ``X-Train-Signature: sha256=<hex HMAC-SHA256 of the raw
+    body with TRAIN_WEBHOOK_SECRET>``."""
 
-    job_id: str
-    user_id: str
-    hold_id: str
-    reserved: int = 0
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+    job_id: str = Field(min_length=1, max_length=100)
+    user_id: str = Field(min_length=1, max_length=128)
+    hold_id: str = Field(min_length=1, max_length=64)
+    reserved: int = Field(default=0, ge=0, le=2**53 - 1)
     status: Literal["succeeded", "failed"]
-    gpu_hours: float = Field(default=0, ge=0)
+    gpu_hours: float = Field(default=0, ge=0, le=100_000)
 
 
-class DevSigninRequest(BaseModel):
+class DevSigninRequest(_Body):
     user: str | None = Field(default=None, pattern=USER_ID.pattern, description="user_...")
 
 
-class GrantRequest(BaseModel):
-    user_id: str
-    amount: int = Field(gt=0)
-    reason: str | None = None
+class GrantRequest(_Body):
+    user_id: str = Field(min_length=1, max_length=128)
+    amount: int = Field(gt=0, le=2**53 - 1)
+    reason: str | None = Field(default=None, max_length=500)
 
 
 # -- the app ----------------------------------------------------------------------------
 
 
-def _request_id(given: str | None, header: str | None) -> str:
-    """The id a charge is made once for: the body's, the Idempotency-Key header, or new."""
-    return given or header or uuid.uuid4().hex
+_CURSOR = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+
+
+def _check_cursor(cursor: str | None) -> None:
+    """A history cursor is an entry id the previous page returned: anything else (or
+    ``0-0``, before the first possible entry) is the client's mistake, a 400."""
+    if cursor is None:
+        return
+    parts = [int(p) for p in cursor.split("-")] if _CURSOR.fullmatch(cursor) else []
+    if not parts or parts == [0, 0] or max(parts) >= 2**64:
+        raise HTTPRefusal(400, "invalid_cursor", "cursor must be a next_cursor from a page")
+
+
+def _check_time_zone(tz: str | None) -> None:
+    """An IANA zone name (``Europe/Paris``); ``America`` (a directory) or ``Mars/Base``
+    is a 400, never a crash in the zone database."""
+    if tz is None:
+        return
+    try:
+        ZoneInfo(tz)
+    except (ValueError, OSError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+        raise HTTPRefusal(
+            400, "invalid_time_zone", "tz must be an IANA time zone such as Europe/Paris"
+        ) from None
+
+
+def _is_admin(settings: Settings) -> Any:
+    def check(principal: ClerkPrincipal) -> bool:
+        return principal.user_id in settings.admin_user_ids  # replace with your admin check
+
+    return check
 
 
 def verify_train_signature(body: bytes, header: str | None, secret: str) -> bool:
@@ -318,7 +368,7 @@ def _dev_routes(dev: DevSignin) -> APIRouter:
 
 def _shared_routes(settings: Settings) -> APIRouter:
     """Balance, history, the Clerk webhook, admin grants, cron: the guide's shared routes."""
-    router = APIRouter()
+    router = APIRouter(route_class=CreditsRoute)
 
     @router.get("/api/credits/balance")
     def balance(user: User, credits: Credits) -> dict[str, Any]:
@@ -331,6 +381,7 @@ def _shared_routes(settings: Settings) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         cursor: str | None = None,
     ) -> dict[str, Any]:
+        _check_cursor(cursor)
         page = credits.history(user.user_id, limit=limit, cursor=cursor)
         return {
             "transactions": [e.model_dump(mode="json") for e in page.entries],
@@ -347,6 +398,7 @@ def _shared_routes(settings: Settings) -> APIRouter:
     ) -> dict[str, Any]:
         """Credits used per day (today last, idle days as 0) by action or app, in ``tz``
         (an IANA name such as ``Europe/Paris``; default UTC): the usage chart's data."""
+        _check_time_zone(tz)
         report = credits.usage(user.user_id, days=days, group_by=group_by, tz=tz)
         return {
             "group_by": report.group_by,
@@ -359,7 +411,8 @@ def _shared_routes(settings: Settings) -> APIRouter:
     async def clerk_webhook(request: Request, credits: Credits) -> dict[str, Any]:
         if not settings.clerk_webhook_secret:
             raise ConfigurationError("CLERK_WEBHOOK_SECRET is not set")
-        event = verify_webhook(await request.body(), request.headers, settings.clerk_webhook_secret)
+        body = await read_body_limited(request)  # 413 past 1 MiB, before reading it whole
+        event = verify_webhook(body, request.headers, settings.clerk_webhook_secret)
         # Blocking store calls leave the event loop for the thread pool.
         outcome = await run_in_threadpool(
             handle_clerk_event, credits, event, org_balances=settings.org_balances
@@ -367,22 +420,18 @@ def _shared_routes(settings: Settings) -> APIRouter:
         return {"received": True, **outcome.model_dump(mode="json")}
 
     @router.post("/api/admin/credits/grant")
+    @authorize(_is_admin(settings))  # 403 before the body is read: non-admins learn nothing
+    @idempotent("admin_grant")  # one grant per Idempotency-Key (and body)
     def grant(
-        body: GrantRequest,
-        user: User,
-        credits: Credits,
-        idempotency_key: Annotated[str | None, Header()] = None,
+        body: GrantRequest, user: User, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
-        if user.user_id not in settings.admin_user_ids:  # replace with your admin check
-            logger.warning("non-admin %s tried to grant credits", user.user_id)
-            raise HTTPException(403, detail={"error": "forbidden", "message": "admins only"})
         result = credits.credit(
             body.user_id,
             body.amount,
             source="admin_grant",
             reason=body.reason,
             metadata={"granted_by": user.user_id},
-            idempotency_key=idempotency_key,
+            idempotency_key=req.charge_key("grant"),
         )
         return {"balance": result.balance, "entry_id": result.entry.id, "replayed": result.replayed}
 
@@ -397,7 +446,7 @@ def _shared_routes(settings: Settings) -> APIRouter:
         Expired holds go back first, then every account's balance is checked against its
         ledger; ``?repair=true`` fixes a mismatch (the ledger wins, an entry records it)."""
         if not settings.cron_secret or not verify_cron_secret(authorization, settings.cron_secret):
-            raise HTTPException(401, detail={"error": "unauthorized", "message": "bad cron secret"})
+            raise HTTPRefusal(401, "unauthorized", "bad cron secret")
         report = credits.reconcile_all(account or get_all_user_ids(), repair=repair)
         if not report.clean:
             logger.warning(
@@ -411,57 +460,53 @@ def _shared_routes(settings: Settings) -> APIRouter:
 
 def _app_routes(settings: Settings) -> APIRouter:
     """The four apps' spending routes, rate limited per user and route."""
-    router = APIRouter()
+    router = APIRouter(route_class=CreditsRoute)
 
+    # Each spending route is idempotent: its request id (the Idempotency-Key header or the
+    # body's id field) is bound to the user, the route and the body. A repeat answers the
+    # first response without running the work again; another body with the same id is a
+    # 409. Charge keys derive from req.request_id, so a retry after a lost answer or a
+    # crash replays the charge instead of charging twice.
 
     @router.post("/api/chat")
+    @idempotent("chat", body_field="message_id")
     def chat(
-        body: ChatRequest,
-        user: ChatUser,
-        credits: Credits,
-        idempotency_key: Annotated[str | None, Header()] = None,
+        body: ChatRequest, user: ChatUser, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
-        message_id = _request_id(body.message_id, idempotency_key)
         reply, charged = app_flows.send_chat_message(
-            credits, user.user_id, message_id, body.message
+            credits, user.user_id, req.request_id, body.message
         )
         return {"reply": reply, "credits_used": charged.entry.amount, "balance": charged.balance}
 
     @router.post("/api/generate")
+    @idempotent("canvas", body_field="request_id")
     def generate(
-        body: CanvasRequest,
-        user: CanvasUser,
-        credits: Credits,
-        idempotency_key: Annotated[str | None, Header()] = None,
+        body: CanvasRequest, user: CanvasUser, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
-        request_id = _request_id(body.request_id, idempotency_key)
         canvas, charged = app_flows.create_canvas(
-            credits, user.user_id, request_id, body.prompt, body.complex
+            credits, user.user_id, req.request_id, body.prompt, body.complex
         )
         return {"canvas": canvas, "credits_used": charged.entry.amount, "balance": charged.balance}
 
     @router.post("/api/video/generate")
+    @idempotent("video", body_field="request_id")
     def video(
-        body: VideoRequest,
-        user: VideoUser,
-        credits: Credits,
-        idempotency_key: Annotated[str | None, Header()] = None,
+        body: VideoRequest, user: VideoUser, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
-        request_id = _request_id(body.request_id, idempotency_key)
         result, charged = app_flows.create_video(
-            credits, user.user_id, request_id, body.prompt, body.duration
+            credits, user.user_id, req.request_id, body.prompt, body.duration
         )
         return {"video": result, "credits_used": charged.entry.amount, "balance": charged.balance}
 
     @router.post("/api/train/start")
+    @idempotent("train", body_field="job_id")
     def train_start(
-        body: TrainStartRequest,
-        user: TrainUser,
-        credits: Credits,
-        idempotency_key: Annotated[str | None, Header()] = None,
+        body: TrainStartRequest, user: TrainUser, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
-        job_id = _request_id(body.job_id, idempotency_key)
-        job = app_flows.start_training(credits, user.user_id, job_id, body.estimated_gpu_hours)
+        job_id = body.job_id or req.request_id
+        job = app_flows.start_training(
+            credits, user.user_id, job_id, body.estimated_gpu_hours, request_id=req.request_id
+        )
         try:
             submit_training_job(job.job_id, job.user_id, job.hold_id, body.estimated_gpu_hours)
         except Exception:
@@ -482,10 +527,14 @@ def _app_routes(settings: Settings) -> APIRouter:
     ) -> dict[str, Any]:
         if not settings.train_webhook_secret:
             raise ConfigurationError("TRAIN_WEBHOOK_SECRET is not set")
-        raw = await request.body()
+        raw = await read_body_limited(request)  # 413 past 1 MiB, before reading it whole
         if not verify_train_signature(raw, x_train_signature, settings.train_webhook_secret):
-            raise HTTPException(400, detail={"error": "bad_signature"})
-        report = TrainWebhook.model_validate_json(raw)
+            raise HTTPRefusal(400, "bad_signature", "X-Train-Signature does not verify")
+        try:
+            report = TrainWebhook.model_validate_json(raw)
+        except (pydantic.ValidationError, RecursionError) as exc:  # signed, but not a report
+            errors = exc.errors() if isinstance(exc, pydantic.ValidationError) else []
+            raise RequestValidationError(errors or [{"loc": ("body",), "msg": "too deep"}]) from exc
         return await run_in_threadpool(_finish_training, credits, report)
 
     return router

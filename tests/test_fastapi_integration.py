@@ -127,7 +127,7 @@ def test_auth_failures_are_401(http: TestClient, keys: KeyPair) -> None:
     other = KeyPair("ins_other")
     forged = http.post("/debit/1", headers=bearer(other))
     assert forged.status_code == 401
-    assert forged.json()["detail"]["reason"] == "bad_signature"
+    assert forged.json()["reason"] == "bad_signature"
 
 
 def test_no_token_in_logs(http: TestClient, caplog: pytest.LogCaptureFixture) -> None:

@@ -338,3 +338,9 @@ class CreditsClient(ClientBase):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def run_request_step(self, op: Operation[T]) -> T:
+        """Run one step of an idempotent HTTP request's record (built by
+        :mod:`sparked_credits.integrations.idempotency`) on this client's store, with its
+        retries and error translation: the records live beside the balances."""
+        return self._run(op)

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import ConfigurationError, ValidationError
+from .errors import ConfigurationError, CreditsError, ValidationError
 
-__all__ = ["AccountRateLimiter", "RateLimitDecision", "limits_storage_url"]
+__all__ = ["AccountRateLimiter", "RateLimitDecision", "RateLimitedError", "limits_storage_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,22 @@ def limits_storage_url(credits_url: str) -> str:
     raise ConfigurationError(
         f"no rate-limit storage for {scheme}:// URLs; pass storage_url= (a limits URL)"
     )
+
+
+class RateLimitedError(CreditsError):
+    """Past the rate limit (HTTP 429, with ``retry_after`` seconds for the Retry-After
+    header); refused before the route ran, so nothing was charged."""
+
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, limit: str, retry_after: int) -> None:
+        super().__init__(f"too many requests: {limit}")
+        self.limit = limit
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "limit": self.limit, "retry_after": self.retry_after}
 
 
 class RateLimitDecision(BaseModel):
@@ -135,6 +151,13 @@ class AccountRateLimiter:
         return RateLimitDecision(
             allowed=False, limit=str(refused), remaining=0, retry_after=retry_after
         )
+
+    def check(self, account: str, scope: str = "default") -> RateLimitDecision:
+        """:meth:`hit`, raising :class:`RateLimitedError` when refused."""
+        decision = self.hit(account, scope)
+        if not decision.allowed:
+            raise RateLimitedError(decision.limit, decision.retry_after)
+        return decision
 
     def reset(self, account: str, scope: str = "default") -> None:
         """Forget an account's counts on a scope (tests, support tooling)."""

@@ -15,25 +15,56 @@ Needs the ``fastapi`` extra (``pip install 'sparked-credits[fastapi]'``: FastAPI
 
 and an InsufficientCreditsError raised inside becomes ``402 Payment Required`` with
 ``{"error", "message", "account", "balance", "required", "shortfall", "action"}``; every
-other CreditsError its own status (404, 409, 422, 403...) and ``to_dict()`` body.
+other CreditsError its own status (404, 409, 422, 403...) and ``to_dict()`` body. Every
+other refusal answers the same flat shape, ``{"error", "message", ...fields}``: a refused
+session (401), a rate limit (429), a malformed body (422), FastAPI's own 404/405.
+
+Idempotent routes (one request id, one piece of work, one answer; see
+:mod:`sparked_credits.integrations.idempotency`)::
+
+    router = APIRouter(route_class=CreditsRoute)
+
+    @router.post("/api/chat")
+    @idempotent(body_field="message_id")
+    def chat(body: ChatRequest, user: User, credits: Credits, req: IdempotentRequest):
+        charged = credits.charge(user.user_id, "chat_message",
+                                 idempotency_key=req.charge_key())
+        ...
+
+A :class:`CreditsRoute` route marked :func:`idempotent` or :func:`authorize` checks the
+session (and the route's authorization) before the body is read or validated.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 from ..async_client import AsyncCreditsClient
-from ..clerk import DEFAULT_LEEWAY, ClerkPrincipal, session_token_from, verify_session_token
+from ..clerk.errors import TokenVerificationError
+from ..clerk.tokens import (
+    DEFAULT_LEEWAY,
+    ClerkPrincipal,
+    session_token_from,
+    verify_session_token,
+)
+from ..clerk.webhooks import DEFAULT_MAX_WEBHOOK_BYTES
 from ..client import CreditsClient
-from ..errors import ConfigurationError, CreditsError, TokenVerificationError
+from ..errors import ConfigurationError, CreditsError
 from ..ratelimit import AccountRateLimiter
+from . import idempotency as idem
+from .http_errors import HTTPRefusal, dumps, error_parts, read_limited, status_code_name
+from .http_errors import validation_body as _validation_body
 
 try:
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import JSONResponse
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import Response
+    from fastapi.routing import APIRoute
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigurationError(
         "the FastAPI integration needs FastAPI: pip install 'sparked-credits[fastapi]'"
@@ -41,15 +72,23 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = [
     "ClerkAuth",
+    "CreditsRoute",
+    "IdempotentRequest",
     "add_exception_handlers",
+    "authorize",
     "credits_error_response",
     "get_async_credits",
     "get_clerk_user",
     "get_credits",
+    "get_idempotent_request",
     "get_rate_limiter",
+    "idempotent",
     "rate_limited",
+    "read_body_limited",
     "setup_credits",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 logger = logging.getLogger(__name__)
 
@@ -61,21 +100,13 @@ _STATE_AUTH = "sparked_credits_clerk_auth"
 # -- auth -------------------------------------------------------------------------------
 
 
-def _unauthorized(exc: TokenVerificationError) -> HTTPException:
-    headers = {}
-    if exc.http_status == 401:
-        headers["WWW-Authenticate"] = (
-            f'Bearer error="invalid_token", error_description="{exc.reason}"'
-        )
-    return HTTPException(status_code=exc.http_status, detail=exc.to_dict(), headers=headers)
-
-
 class ClerkAuth:
     """A dependency yielding the request's verified :class:`ClerkPrincipal`.
 
     The token comes from ``Authorization: Bearer`` or the ``__session`` cookie; any failure
-    answers 401 (503 when the JWKS cannot be fetched) with ``{"detail": {"error",
-    "reason", ...}}`` and a ``WWW-Authenticate`` header. The key source is checked when
+    answers 401 (503 when the JWKS cannot be fetched) with ``{"error", "message",
+    "reason"}`` and a ``WWW-Authenticate`` header. A request is verified once, however
+    many dependencies ask. The key source is checked when
     the app starts, not on the first request. It is a plain ``def``: FastAPI runs it in
     its thread pool, so a JWKS refetch never blocks the event loop.
     """
@@ -110,12 +141,15 @@ class ClerkAuth:
         )
 
     def __call__(self, request: Request) -> ClerkPrincipal:
+        known = getattr(request.state, "clerk_principal", None)
+        if isinstance(known, ClerkPrincipal):
+            return known
         try:
             token = session_token_from(request.headers.get("authorization"), request.cookies)
             principal = self.verify(token)
         except TokenVerificationError as exc:
             logger.info("session token refused: %s", exc.reason)
-            raise _unauthorized(exc) from exc
+            raise
         request.state.clerk_principal = principal
         return principal
 
@@ -204,17 +238,7 @@ def rate_limited(
         active = limiter if limiter is not None else get_rate_limiter(request)
         if active is None:
             return principal
-        decision = active.hit(principal.user_id, scope)
-        if not decision.allowed:
-            raise HTTPException(
-                status_code=429,
-                detail={
-                    "error": "rate_limited",
-                    "message": f"too many requests: {decision.limit}",
-                    "retry_after": decision.retry_after,
-                },
-                headers={"Retry-After": str(decision.retry_after)},
-            )
+        active.check(principal.user_id, scope)  # RateLimitedError: 429 with Retry-After
         return principal
 
     dependency.__name__ = f"rate_limited_{scope}"
@@ -224,32 +248,210 @@ def rate_limited(
 # -- errors -----------------------------------------------------------------------------
 
 
-def credits_error_response(exc: CreditsError) -> JSONResponse:
-    """The HTTP answer for a CreditsError: its ``http_status`` and ``to_dict()`` body
-    (402 for InsufficientCreditsError, with balance, required and action).
-
-    Server-side failures (5xx: storage down, misconfiguration) answer with the error code
-    only: their messages can name hosts or settings, which a client has no business seeing.
-    """
-    status = exc.http_status
-    headers: dict[str, str] = {}
-    if status >= 500:
-        logger.error("credits error answered %d: %s", status, exc, exc_info=exc)
-        body: dict[str, Any] = {"error": exc.code, "message": "the credits service failed"}
-        if status == 503:
-            headers["Retry-After"] = "1"
-    else:
-        body = exc.to_dict()
-        if isinstance(exc, TokenVerificationError):
-            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-    return JSONResponse(body, status_code=status, headers=headers)
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(body), status_code=status, headers=headers, media_type="application/json")
 
 
-async def _handle(request: Request, exc: Exception) -> JSONResponse:
+def credits_error_response(exc: CreditsError) -> Response:
+    """The HTTP answer for a CreditsError: its ``http_status`` and flat ``to_dict()`` body
+    (402 for InsufficientCreditsError, with balance, required and action); 5xx answers
+    carry the code only (see :func:`~sparked_credits.integrations.http_errors.error_parts`)."""
+    status, body, headers = error_parts(exc)
+    return _json(status, body, headers)
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CreditsError)
     return credits_error_response(exc)
 
 
+async def _handle_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return _json(422, _validation_body(exc.errors()))
+
+
+async def _handle_http(request: Request, exc: Exception) -> Response:
+    """FastAPI's and Starlette's own HTTPExceptions (404, 405, a route's own raise) in the
+    flat shape: a dict detail with an ``error`` is the body; any other detail the message."""
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail
+    if isinstance(detail, dict) and isinstance(detail.get("error"), str):
+        body = {"message": detail["error"], **detail}
+    else:
+        body = {"error": status_code_name(exc.status_code), "message": str(detail)}
+    return _json(exc.status_code, body, dict(exc.headers or {}))
+
+
 def add_exception_handlers(app: FastAPI) -> None:
-    """Answer every CreditsError a route lets escape with :func:`credits_error_response`."""
+    """Answer every refusal in the one flat shape: CreditsError (and so 401 and 429),
+    request validation (422, never echoing the input) and HTTPException."""
     app.add_exception_handler(CreditsError, _handle)
+    app.add_exception_handler(RequestValidationError, _handle_validation)
+    app.add_exception_handler(StarletteHTTPException, _handle_http)
+
+
+# -- request bodies ---------------------------------------------------------------------
+
+
+async def read_body_limited(request: Request, limit: int = DEFAULT_MAX_WEBHOOK_BYTES) -> bytes:
+    """The raw body, refused with 413 before it is read whole when it is over ``limit``
+    (1 MiB default): by Content-Length when sent, else while streaming. For webhook
+    routes, which must read the raw bytes to check a signature."""
+    cached = getattr(request, "_body", None)
+    if isinstance(cached, bytes):
+        if len(cached) > limit:
+            raise HTTPRefusal(413, "payload_too_large", f"the request body is over {limit} bytes")
+        return cached
+    body = await read_limited(request.stream(), request.headers.get("content-length"), limit)
+    request._body = body  # later readers (FastAPI's body parsing) see the same bytes
+    return body
+
+
+# -- authorization first, idempotent requests ---------------------------------------------
+
+_SPEC_ATTR = "__sparked_credits_route__"
+
+
+class _RouteSpec:
+    __slots__ = ("authorize", "idempotency")
+
+    def __init__(self) -> None:
+        self.authorize: Callable[[ClerkPrincipal], bool] | None = None
+        self.idempotency: idem.IdempotencySpec | None = None
+
+
+def _spec(endpoint: Callable[..., Any]) -> _RouteSpec:
+    spec = getattr(endpoint, _SPEC_ATTR, None)
+    if spec is None:
+        spec = _RouteSpec()
+        setattr(endpoint, _SPEC_ATTR, spec)
+    return spec
+
+
+def idempotent(
+    scope: str | None = None,
+    *,
+    body_field: str | None = None,
+    lease: timedelta = idem.DEFAULT_LEASE,
+) -> Callable[[F], F]:
+    """Mark a :class:`CreditsRoute` route idempotent: its ``Idempotency-Key`` (or
+    ``body_field`` of the JSON body) is bound to the user, the route (``scope``, default
+    its path) and a digest of the body; a repeat answers the stored response without
+    running the route (header ``Idempotent-Replayed: true``), another body 409
+    ``idempotency_conflict``, a repeat while the first runs 409 ``request_in_progress``.
+    ``lease``: how long a running attempt holds the request before a retry may take over
+    (its process may have died). Derive charge keys from :data:`IdempotentRequest`."""
+
+    def mark(endpoint: F) -> F:
+        _spec(endpoint).idempotency = idem.IdempotencySpec(scope, body_field, lease)
+        return endpoint
+
+    return mark
+
+
+def authorize(check: Callable[[ClerkPrincipal], bool]) -> Callable[[F], F]:
+    """Mark a :class:`CreditsRoute` route as allowed only to users for whom ``check``
+    holds (else 403 ``forbidden``), checked after the session and before the body is
+    read or validated, so a non-admin learns nothing from the route's validation."""
+
+    def mark(endpoint: F) -> F:
+        _spec(endpoint).authorize = check
+        return endpoint
+
+    return mark
+
+
+def get_idempotent_request(request: Request) -> idem.RequestContext:
+    """Dependency: this request's :class:`~.idempotency.RequestContext` (a fresh one,
+    with no client key, on routes that are not idempotent)."""
+    ctx = getattr(request.state, "idempotent_request", None)
+    if isinstance(ctx, idem.RequestContext):
+        return ctx
+    principal = getattr(request.state, "clerk_principal", None)
+    account = principal.user_id if isinstance(principal, ClerkPrincipal) else ""
+    ctx = idem.RequestContext(account=account, scope=request.url.path, key=None)
+    request.state.idempotent_request = ctx
+    return ctx
+
+
+IdempotentRequest = Annotated[idem.RequestContext, Depends(get_idempotent_request)]
+"""The route's idempotent request: ``req.charge_key()`` for each charge's key."""
+
+
+async def _step(client: Any, op: Any) -> Any:
+    if isinstance(client, AsyncCreditsClient):
+        return await client.run_request_step(op)
+    return await run_in_threadpool(client.run_request_step, op)
+
+
+class CreditsRoute(APIRoute):
+    """An APIRoute that runs the session check, the :func:`authorize` check and the
+    :func:`idempotent` record around the route, before FastAPI reads the body: use it as
+    ``APIRouter(route_class=CreditsRoute)``. Routes without either mark run unchanged."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        inner = super().get_route_handler()
+        spec: _RouteSpec | None = getattr(self.endpoint, _SPEC_ATTR, None)
+        if spec is None:
+            return inner
+        path = self.path
+
+        async def handler(request: Request) -> Response:
+            auth: ClerkAuth | None = getattr(request.app.state, _STATE_AUTH, None)
+            if auth is None:
+                raise ConfigurationError("no ClerkAuth on this app: setup_credits(..., auth=)")
+            principal = await run_in_threadpool(auth, request)
+            if spec.authorize is not None and not spec.authorize(principal):
+                logger.warning("user %s refused on %s", principal.user_id, path)
+                raise HTTPRefusal(403, "forbidden", "you may not use this route")
+            if spec.idempotency is None:
+                return await inner(request)
+            return await _idempotent(request, inner, principal, spec.idempotency, path)
+
+        return handler
+
+
+async def _idempotent(
+    request: Request,
+    inner: Callable[[Request], Coroutine[Any, Any, Response]],
+    principal: ClerkPrincipal,
+    spec: idem.IdempotencySpec,
+    path: str,
+) -> Response:
+    client = _client(request)
+    body = await request.body()
+    key = idem.request_key(request.headers.get(idem.IDEMPOTENCY_HEADER), body, spec.body_field)
+    ctx = idem.RequestContext(account=principal.user_id, scope=spec.scope or path, key=key)
+    request.state.idempotent_request = ctx
+    if key is None:
+        return await inner(request)
+    fp = idem.fingerprint(request.method, body)
+    options = client.options
+    begun = await _step(client, idem.begin_operation(options, ctx, fp, spec.lease))
+    if isinstance(begun, idem.Done):
+        return Response(
+            begun.body,
+            status_code=begun.status,
+            media_type=begun.content_type or None,
+            headers={idem.REPLAYED_HEADER: "true"},
+        )
+    ctx.attempt = begun.attempt
+    try:
+        response = await inner(request)
+    except BaseException as exc:
+        status = exc.http_status if isinstance(exc, CreditsError) else 500
+        mode = idem.failure_mode(ctx, exc, status)
+        await _step(client, idem.fail_operation(options, ctx, fp, mode))
+        raise
+    stored = idem.storable_text(response.status_code, getattr(response, "body", None))
+    if stored is None:
+        mode = idem.failure_mode(ctx, None, response.status_code)
+        await _step(client, idem.fail_operation(options, ctx, fp, mode))
+        return response
+    content_type = response.headers.get("content-type", "")
+    await _step(
+        client,
+        idem.finish_operation(options, ctx, fp, response.status_code, content_type, stored),
+    )
+    response.headers[idem.REPLAYED_HEADER] = "false"
+    return response
