@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from sparked_credits import CreditsClient
+from sparked_credits import ConfigurationError, CreditsClient
 
 
 def get_all_user_ids() -> list[str] | None:
@@ -32,11 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    credits = (
-        CreditsClient(args.url, app="reconcile-script")
-        if args.url
-        else CreditsClient.from_env(app="reconcile-script")
-    )
+    try:
+        credits = (
+            CreditsClient(args.url, app="reconcile-script")
+            if args.url
+            else CreditsClient.from_env(app="reconcile-script")
+        )
+    except ConfigurationError as exc:
+        print(
+            f"error: {exc.message.split(':')[0]}: pass --url redis://localhost:6379/0 "
+            "(or --url memory://), or set REDIS_URL (or UPSTASH_REDIS_REST_URL and "
+            "UPSTASH_REDIS_REST_TOKEN)",
+            file=sys.stderr,
+        )
+        return 2
     with credits:
         report = credits.reconcile_all(args.accounts or get_all_user_ids(), repair=args.repair)
 

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from .client import CreditsClient
 from .demo import DemoFailure, run_demo
-from .errors import CreditsError
+from .errors import ConfigurationError, CreditsError
 from .models import EntryType
 
 __all__ = ["main"]
@@ -41,7 +41,13 @@ def _client(ctx: click.Context) -> CreditsClient:
     opts = ctx.obj
     if opts["url"]:
         return CreditsClient(opts["url"], token=opts["token"], app=opts["app"])
-    return CreditsClient.from_env(app=opts["app"])
+    try:
+        return CreditsClient.from_env(app=opts["app"])
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            "no storage configured: pass --url redis://localhost:6379/0 (or --url memory://), "
+            "or set REDIS_URL (or UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN)"
+        ) from exc
 
 
 def _errors_exit_2(fn: F) -> F:
@@ -208,13 +214,16 @@ def usage(
         _print_json(report)
         return
     peak = max((d.total for d in report.days), default=0) or 1
+    # The bar takes what the terminal has left (day ~15, used ~8, the split ~30 columns),
+    # between 8 and 40 characters, so the chart fits an 80-column terminal whole.
+    bar_width = max(8, min(40, out.width - 60))
     table = Table(title=f"{account}: credits used per day ({report.time_zone})")
-    table.add_column("day")
-    table.add_column("used", justify="right")
-    table.add_column("")
-    table.add_column(f"by {group_by}")
+    table.add_column("day", no_wrap=True)
+    table.add_column("used", justify="right", no_wrap=True)
+    table.add_column("", no_wrap=True, min_width=bar_width)
+    table.add_column(f"by {group_by}", overflow="fold")
     for d in report.days:
-        bar = "█" * round(max(d.total, 0) / peak * 40)
+        bar = "█" * round(max(d.total, 0) / peak * bar_width)
         split = ", ".join(f"{k} {v}" for k, v in d.by.items() if v)
         table.add_row(f"{d.day:%a %Y-%m-%d}", str(d.total), f"[cyan]{bar}[/]", split)
     out.print(table)
@@ -244,7 +253,7 @@ def reconcile(
                     repair=repair, on_progress=lambda _: progress.advance(task)
                 )
     if as_json:
-        _print_json(report)
+        _print_json({"clean": report.clean, **report.model_dump(mode="json")})
     else:
         table = Table(title="reconciliation")
         for col in ("account", "balance", "ledger sum", "entries read", "status"):
