@@ -363,3 +363,33 @@ def test_history_is_paged_newest_first(page: Page, server: ThreadServer, user: s
     page.click("#history-newer")
     expect(rows).to_have_count(10)
     expect(page.locator("#history-newer")).to_be_disabled()
+
+
+def test_phone_width_no_sideways_scroll_and_one_signin(
+    browser: Browser, server: ThreadServer, user: str
+) -> None:
+    """At 390 px (a phone) the page fits its width (only the history table scrolls, inside
+    its wrapper), every control is usable, and one page load signs in once."""
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, timezone_id=BROWSER_TZ, locale="en-GB",
+        device_scale_factor=2, is_mobile=True, has_touch=True,
+    )
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    signins: list[str] = []
+    tab.on("request", lambda r: signins.append(r.url) if "/api/dev/signin" in r.url else None)
+    try:
+        tab.goto(f"{server.url}/credits?user={user}")
+        expect(tab.locator("#balance")).to_have_attribute("data-balance", "100")
+        expect(tab.locator("#history-rows tr[data-entry-id]")).to_have_count(1)
+        expect(tab.locator("#usage-chart g.day")).to_have_count(7)
+        assert len(signins) == 1, signins
+        width = tab.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width} px wide at a 390 px viewport"
+        for selector in ("#balance-badge", "#usage-chart", "main button"):
+            box = tab.locator(selector).first.bounding_box()
+            assert box is not None
+            assert box["x"] >= 0
+            assert box["x"] + box["width"] <= 390, (selector, box)
+    finally:
+        context.close()

@@ -34,9 +34,16 @@
     $("#user").textContent = session.user_id;
   }
 
+  // The page loads balance, history and usage at once: they share one sign-in in flight
+  // rather than each starting its own.
+  let signingIn = null;
+
   async function sessionToken() {
     if (config.devSignin) {
-      if (!state.token || Date.now() > state.expiresAt - 10000) await devSignIn();
+      if (!state.token || Date.now() > state.expiresAt - 10000) {
+        if (!signingIn) signingIn = devSignIn().finally(() => { signingIn = null; });
+        await signingIn;
+      }
       return state.token;
     }
     // Clerk's frontend, when the page loads it; else its __session cookie rides along.
