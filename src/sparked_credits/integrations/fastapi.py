@@ -38,17 +38,13 @@ session (and the route's authorization) before the body is read or validated.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 from ..async_client import AsyncCreditsClient
-from ..clerk.errors import TokenVerificationError
 from ..clerk.tokens import (
-    DEFAULT_LEEWAY,
     ClerkPrincipal,
-    session_token_from,
-    verify_session_token,
 )
 from ..clerk.webhooks import DEFAULT_MAX_WEBHOOK_BYTES
 from ..client import CreditsClient
@@ -57,6 +53,7 @@ from ..ratelimit import AccountRateLimiter
 from . import idempotency as idem
 from .http_errors import HTTPRefusal, dumps, error_parts, read_limited, status_code_name
 from .http_errors import validation_body as _validation_body
+from .session import SessionAuth
 
 try:
     from fastapi import Depends, FastAPI, Request
@@ -100,56 +97,21 @@ _STATE_AUTH = "sparked_credits_clerk_auth"
 # -- auth -------------------------------------------------------------------------------
 
 
-class ClerkAuth:
+class ClerkAuth(SessionAuth):
     """A dependency yielding the request's verified :class:`ClerkPrincipal`.
 
     The token comes from ``Authorization: Bearer`` or the ``__session`` cookie; any failure
     answers 401 (503 when the JWKS cannot be fetched) with ``{"error", "message",
     "reason"}`` and a ``WWW-Authenticate`` header. A request is verified once, however
-    many dependencies ask. The key source is checked when
-    the app starts, not on the first request. It is a plain ``def``: FastAPI runs it in
-    its thread pool, so a JWKS refetch never blocks the event loop.
+    many dependencies ask. It is a plain ``def``: FastAPI runs it in its thread pool, so
+    a JWKS refetch never blocks the event loop.
     """
-
-    def __init__(
-        self,
-        *,
-        jwt_key: str | None = None,
-        jwks_url: str | None = None,
-        jwks: Any | None = None,
-        authorized_parties: Iterable[str] | None = None,
-        leeway: timedelta | float = DEFAULT_LEEWAY,
-    ) -> None:
-        given = [x for x in (jwt_key, jwks_url, jwks) if x]
-        if len(given) != 1:
-            raise ConfigurationError(
-                "ClerkAuth needs exactly one of jwt_key= (CLERK_JWT_KEY), jwks_url= or jwks="
-            )
-        if jwt_key:
-            from ..clerk import load_jwt_key
-
-            load_jwt_key(jwt_key)  # fail at startup on a bad key, not per request
-        self._key: dict[str, Any] = {"jwt_key": jwt_key, "jwks_url": jwks_url, "jwks": jwks}
-        self._key = {k: v for k, v in self._key.items() if v}
-        self.authorized_parties = None if authorized_parties is None else tuple(authorized_parties)
-        self.leeway = leeway
-
-    def verify(self, token: str) -> ClerkPrincipal:
-        """Verify one token with this dependency's settings (raises TokenVerificationError)."""
-        return verify_session_token(
-            token, authorized_parties=self.authorized_parties, leeway=self.leeway, **self._key
-        )
 
     def __call__(self, request: Request) -> ClerkPrincipal:
         known = getattr(request.state, "clerk_principal", None)
         if isinstance(known, ClerkPrincipal):
             return known
-        try:
-            token = session_token_from(request.headers.get("authorization"), request.cookies)
-            principal = self.verify(token)
-        except TokenVerificationError as exc:
-            logger.info("session token refused: %s", exc.reason)
-            raise
+        principal = self.from_request(request.headers.get("authorization"), request.cookies)
         request.state.clerk_principal = principal
         return principal
 
