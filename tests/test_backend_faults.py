@@ -16,8 +16,8 @@ import pytest
 import redis
 
 from conftest import UPSTASH_TOKEN, AsyncFacade, ledger_sum
+from redis_servers import RedisCluster, free_port
 from sparked_credits import AsyncCreditsClient, BackendError, CreditsClient, EntryType
-from sparked_credits.testing import RedisCluster, free_port
 from upstash_bridge import UpstashBridge
 
 ACCT = "user_2abc"

@@ -18,10 +18,10 @@ import redis
 
 from conftest import ledger_sum
 from proxy import DroppingProxy
+from redis_servers import RedisServer
 from sparked_credits import CreditsClient, IdempotencyConflictError, ValidationError
 from sparked_credits.models import EntryType
 from sparked_credits.operations import _fingerprints
-from sparked_credits.testing import RedisServer
 
 ACCT = "user_2abc"
 

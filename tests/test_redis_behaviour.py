@@ -13,9 +13,9 @@ import redis
 from conftest import ledger_sum
 from contention_worker import hammer
 from proxy import DroppingProxy
+from redis_servers import RedisServer, free_port
 from sparked_credits import BackendError, CreditsClient, EntryType
 from sparked_credits.scripts import SCRIPTS
-from sparked_credits.testing import RedisServer, free_port
 
 ACCT = "user_2abc"
 

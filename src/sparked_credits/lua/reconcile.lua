@@ -122,7 +122,10 @@ local function close_hold(v)
   local rec = redis.call('HGET', K_HOLDS, hid)
   local state, amount = nil, nil
   if rec then state, amount = parse_hold(rec) end
-  if state and state ~= 'O' then return end
+  if state and state ~= 'O' then
+    if redis.call('ZREM', K_HOLD_EXP, hid) == 1 then rebuilt = rebuilt + 1 end
+    return
+  end
   if not amount then
     local found = redis.call('XRANGE', K_TXS, hid, hid)
     if #found == 0 then return end
