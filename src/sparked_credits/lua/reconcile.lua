@@ -101,7 +101,7 @@ local function check_key(id, v)
   if ms_of(id) < NOW - 2 * IDEM_TTL then return false end  -- its record expired anyway
   local rec = redis.call('HGET', K_IDEM, key) or redis.call('HGET', K_IDEM_PREV, key)
   if not rec then
-    idem_record_as(key, sc_fields(v[9]) or '', id)
+    idem_record_as(key, sc_fields(v[9]) or '*', id)
     rebuilt = rebuilt + 1
     return false
   end
