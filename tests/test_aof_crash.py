@@ -13,6 +13,7 @@ it, and the balance equal to the ledger's sum.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -116,3 +117,36 @@ def _open_holds(server: RedisServer) -> list[str]:
         )
     finally:
         raw.close()
+
+
+def test_torn_expiry_and_two_restarts(aof_server: RedisServer) -> None:
+    """A torn sweep: its 'expire' entry comes back after the hold was expired again in
+    between. A hold closes once: the repair compensates the repeat."""
+    server = aof_server
+    with CreditsClient(server.url, app="app.sparked.world", retries=0) as client:
+        client.initialize_user(ACCT, 100)
+        client.reserve(ACCT, 30, action="video_generation", ttl=0.02)
+        time.sleep(0.05)
+        assert client.reconcile(ACCT).matched is True
+        offset = aof.size(server.directory)
+        assert client.sweep_expired_holds(ACCT) == 1
+    _cut_inside_last_multi(server, offset)
+
+    server.start()
+    with CreditsClient(server.url, app="app.sparked.world") as client:
+        assert client.get_balance(ACCT) == 70  # the expiry is gone
+        assert client.sweep_expired_holds(ACCT) == 1  # and happens again
+        client.debit(ACCT, 5, action="chat_message")
+        assert client.reconcile(ACCT).matched is True
+
+    server.restart()
+    with CreditsClient(server.url, app="app.sparked.world") as client:
+        expiries = [e for e in client.history(ACCT, limit=100).entries if e.type_name == "expire"]
+        assert len(expiries) == 2, "the torn prefix did not come back on this server line"
+        assert client.reconcile(ACCT).matched is False
+        fixed = client.reconcile(ACCT, full=True, repair=True)
+        assert fixed.duplicates == 1
+        assert client.get_balance(ACCT) == 95 == fixed.ledger_sum
+        assert client.reconcile(ACCT, full=True, repair=True).duplicates == 0  # once
+        assert client.get_balance(ACCT) == 95
+        assert _open_holds(server) == []

@@ -28,16 +28,22 @@ local chunk, mode, full = tonumber(ARGV[12]), ARGV[13], ARGV[14] == 'full'
 local rebuild = full and mode == 'repair'
 local rebuilt, dups = 0, 0
 local SCRATCH = 'rb:'  -- meta fields summing refunds per refunded entry during a repair
+local CLOSED_BY = 'hc:'  -- meta fields: hold id -> its closing entry, during a repair
 
 local function next_id(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return ms .. '-' .. fmt(tonumber(seq) + 1)
 end
 
+local function is_scratch(name)
+  local head = string.sub(name, 1, 3)
+  return head == SCRATCH or head == CLOSED_BY
+end
+
 local function clear_scratch()
   local names = redis.call('HKEYS', K_META)
   for i = 1, #names do
-    if string.sub(names[i], 1, #SCRATCH) == SCRATCH then redis.call('HDEL', K_META, names[i]) end
+    if is_scratch(names[i]) then redis.call('HDEL', K_META, names[i]) end
   end
 end
 
@@ -117,10 +123,31 @@ local function check_key(id, v)
   return true
 end
 
+local CLOSE_STATE = {settle = 'S', release = 'R', expire = 'E'}
+
 -- Close a hold the ledger says is closed (settle, release, expire entries name it in ref).
-local function close_hold(v)
+-- A hold closes once: a second closing entry (a torn expiry replayed after the hold was
+-- closed again) repeats the first; the one the hold record agrees with stands.
+local function close_hold(id, v)
   local hid = v[7]
   if hid == '' then return end
+  local seen = redis.call('HGET', K_META, CLOSED_BY .. hid)
+  if seen and seen ~= id then
+    local found = redis.call('XRANGE', K_TXS, seen, seen)
+    local rec = redis.call('HGET', K_HOLDS, hid)
+    local state = rec and parse_hold(rec)
+    if #found > 0 then
+      local fv = entry_values(found[1][2])
+      if CLOSE_STATE[fv[1]] ~= state and CLOSE_STATE[v[1]] == state then
+        compensate(seen, fv, id, 'hold ' .. hid .. ' closed twice:')
+        redis.call('HSET', K_META, CLOSED_BY .. hid, id)
+        return
+      end
+    end
+    compensate(id, v, seen, 'hold ' .. hid .. ' closed twice:')
+    return
+  end
+  redis.call('HSET', K_META, CLOSED_BY .. hid, id)
   local rec = redis.call('HGET', K_HOLDS, hid)
   local state, amount = nil, nil
   if rec then state, amount = parse_hold(rec) end
@@ -183,7 +210,7 @@ local function rebuild_entry(id, v)
       end
     end
   elseif typ == 'settle' or typ == 'release' or typ == 'expire' then
-    close_hold(v)
+    close_hold(id, v)
   elseif typ == 'refund' and v[7] ~= '' then
     redis.call('HINCRBY', K_META, SCRATCH .. v[7], tonumber(v[2]))
   end
@@ -219,18 +246,31 @@ local function finish(status, id, balance)
 end
 
 if rebuild then
-  -- The refunds hash from the refund entries (never lowered: a concurrent refund after
-  -- this pass has its own increment there already).
+  -- The refunds hash from the refund entries. This chunk read to the end of the ledger in
+  -- this same script, so the sums are exact now (a refund after it adds its own
+  -- increment); a refunded entry's refunds are never older than it, so a trim that kept
+  -- the entry kept them. A total with no refund entry behind it goes, unless its entry is
+  -- gone too (trimmed: nothing can be refunded there any more).
+  local totals = {}
   local names = redis.call('HKEYS', K_META)
   for i = 1, #names do
-    if string.sub(names[i], 1, #SCRATCH) == SCRATCH then
-      local eid = string.sub(names[i], #SCRATCH + 1)
-      local total = tonumber(redis.call('HGET', K_META, names[i]))
-      if tonumber(redis.call('HGET', K_REFUNDS, eid) or '0') < total then
-        redis.call('HSET', K_REFUNDS, eid, fmt(total))
-        rebuilt = rebuilt + 1
-      end
-      redis.call('HDEL', K_META, names[i])
+    if string.sub(names[i], 1, 3) == SCRATCH then
+      totals[string.sub(names[i], 4)] = redis.call('HGET', K_META, names[i])
+    end
+    if is_scratch(names[i]) then redis.call('HDEL', K_META, names[i]) end
+  end
+  for eid, total in pairs(totals) do
+    if redis.call('HGET', K_REFUNDS, eid) ~= total then
+      redis.call('HSET', K_REFUNDS, eid, total)
+      rebuilt = rebuilt + 1
+    end
+  end
+  local stored = redis.call('HKEYS', K_REFUNDS)
+  for i = 1, #stored do
+    local eid = stored[i]
+    if not totals[eid] and #redis.call('XRANGE', K_TXS, eid, eid) > 0 then
+      redis.call('HDEL', K_REFUNDS, eid)
+      rebuilt = rebuilt + 1
     end
   end
 end
