@@ -74,13 +74,17 @@ def test_trusted_decode_equals_validated(values: tuple[str, ...], shape: Any) ->
 
 
 def test_trusted_decode_falls_back_for_foreign_entries() -> None:
-    """An entry another writer added with an unknown type is validated (and refused)."""
+    """An entry of a type this version does not know is validated and keeps its raw type;
+    one whose delta is not an integer is refused."""
     from pydantic import ValidationError as PydanticValidationError
 
     from sparked_credits import decoding
 
+    newer = decoding._own_entry("1-0", ["deduct", "-1", "1", "", "", "", "", "", ""])
+    assert newer.type == "deduct"
+    assert newer.delta == -1
     with pytest.raises(PydanticValidationError):
-        decoding._own_entry("1-0", ["deduct", "-1", "1", "", "", "", "", "", ""])
+        decoding._own_entry("1-0", ["debit", "one", "1", "", "", "", "", "", ""])
 
 
 def test_foreign_entry_in_history_is_a_credits_error(redis_url: str) -> None:
@@ -94,4 +98,4 @@ def test_foreign_entry_in_history_is_a_credits_error(redis_url: str) -> None:
     raw.close()
     with CreditsClient(redis_url) as client, pytest.raises(CreditsError, match=foreign) as info:
         client.history("user_ts")
-    assert "type" in str(info.value)
+    assert "delta" in str(info.value)  # no delta: not an entry of any version

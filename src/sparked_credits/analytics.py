@@ -34,12 +34,16 @@ USAGE_TYPES = frozenset(
     }
 )
 """Entries that spend or give back spent credits; usage is minus the sum of their deltas,
-so a refunded or released charge nets out. Grants, init and adjustments are not usage."""
+so a refunded or released charge nets out. Grants, init and adjustments are not usage, and
+neither are entry types this version does not know (a newer version's lot expiry is not
+usage either): they count in reconciliation by their delta, not here."""
 
 _BATCH = 500
 
 
 def _types(value: Collection[EntryType | str] | None) -> frozenset[EntryType] | None:
+    """The entry types to keep: names this version knows (a typo is an error, not an
+    empty page). Entries of newer types are still listed by an unfiltered page."""
     if value is None:
         return None
     if isinstance(value, str):
