@@ -38,6 +38,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     consumes,
     invariant,
+    multiple,
     rule,
 )
 from starlette.testclient import TestClient
@@ -130,6 +131,7 @@ def make_machine(http: TestClient, redis_url: str) -> type[RuleBasedStateMachine
             super().__init__()
             raw.flushall()
             self.model: dict[str, int] = {u: 0 for u in USERS}
+            self.grants: dict[str, dict[str, Any]] = {}  # grant request id -> its body
             self.credits = CreditsClient(redis_url, app="app.sparked.world")
 
         def teardown(self) -> None:
@@ -189,17 +191,22 @@ def make_machine(http: TestClient, redis_url: str) -> type[RuleBasedStateMachine
             if first:
                 self.model[user] -= response.json()["credits_used"]
             if key is None or response.status_code >= 400:
-                return None  # nothing to repeat
+                return multiple()  # nothing to repeat
             return (user, route, key, body, response.json())
 
         @rule(target=sent, key=request_ids, amount=st.integers(1, 300), to=users,
               admin=st.booleans())
         def grant(self, key: str, amount: int, to: str, admin: bool) -> Any:
+            body = {"user_id": to, "amount": amount}
             response, first = self.post(ADMIN if admin else to, "/api/admin/credits/grant",
-                                        {"user_id": to, "amount": amount}, key)
+                                        body, key)
             if not admin:
                 assert response.status_code == 403, response.text
-                return None
+                return multiple()
+            if self.grants.setdefault(key, body) != body:  # this id bought another grant
+                assert response.status_code == 409, response.text
+                assert response.json()["error"] == "idempotency_conflict"
+                return multiple()
             assert response.status_code == 200, response.text
             if first:
                 self.model[to] += amount
@@ -208,8 +215,6 @@ def make_machine(http: TestClient, redis_url: str) -> type[RuleBasedStateMachine
 
         @rule(previous=sent)
         def repeat(self, previous: Any) -> None:
-            if previous is None:
-                return
             user, route, key, body, answer = previous
             response, first = self.post(user, route, body, key)
             assert not first, (route, body, key, response.text)
@@ -219,8 +224,6 @@ def make_machine(http: TestClient, redis_url: str) -> type[RuleBasedStateMachine
 
         @rule(previous=sent, other=st.integers(5, 9))
         def reuse_id_for_other_work(self, previous: Any, other: int) -> None:
-            if previous is None:
-                return
             user, route, key, body, _ = previous
             changed = {**body, "amount": body.get("amount", 0) + other} if "amount" in body \
                 else {**body, "prompt": f"other {other}", "message": f"other {other}"}
@@ -234,18 +237,16 @@ def make_machine(http: TestClient, redis_url: str) -> type[RuleBasedStateMachine
             response, first = self.post(user, "/api/train/start",
                                         {"estimated_gpu_hours": hours, "job_id": f"j{key}"}, None)
             if response.status_code != 200:
-                return None
+                return multiple()
             job = response.json()
             if not first:
-                return None  # a replay of an earlier start: its hold is already in play
+                return multiple()  # a replay of an earlier start: its hold is already in play
             self.model[user] -= job["reserved"]
             return (user, job)
 
         @rule(held=consumes(holds), used=st.sampled_from([0.0, 0.02, 0.1]),
               ok=st.booleans())
         def train_report(self, held: Any, used: float, ok: bool) -> None:
-            if held is None:
-                return
             user, job = held
             raw_body = json.dumps({
                 "job_id": job["job_id"], "user_id": user, "hold_id": job["hold_id"],
@@ -303,5 +304,6 @@ def test_http_sequences_keep_the_ledger(http: TestClient, redis_url: str) -> Non
     machine: Callable[[], RuleBasedStateMachine] = make_machine(http, redis_url)
     REPLAYS.clear()
     run_state_machine_as_test(machine, settings=STEPS)
-    assert {"/api/chat", "/api/admin/credits/grant"} <= set(REPLAYS), REPLAYS
+    assert "/api/admin/credits/grant" in REPLAYS, REPLAYS
+    assert {"/api/chat", "/api/generate", "/api/video/generate"} & set(REPLAYS), REPLAYS
 
