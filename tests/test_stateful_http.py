@@ -133,6 +133,7 @@ def make_machine(http: TestClient, redis_url: str) -> type[RuleBasedStateMachine
             self.model: dict[str, int] = {u: 0 for u in USERS}
             self.grants: dict[str, dict[str, Any]] = {}  # grant request id -> its body
             self.credits = CreditsClient(redis_url, app="app.sparked.world")
+            self.sign_up(USERS[0])  # one user starts with credits, the other with none
 
         def teardown(self) -> None:
             self.credits.close()
