@@ -156,6 +156,7 @@ def make_machine(http: TestClient, redis_url: str) -> type[RuleBasedStateMachine
                 assert failed_render, where
                 assert response.status_code == 502, where
                 assert response.json()["error"] == "generation_failed", where
+                assert "could not be rendered" in response.json()["message"], where
             if response.status_code >= 400:
                 assert isinstance(response.json().get("error"), str), where
                 if response.status_code < 500:
