@@ -200,3 +200,56 @@ def test_in_progress_then_takeover_after_the_lease(http: TestClient,
     assert balance_checked(credits) == 80  # r-3x's charge replayed: charged once
     assert post(http, body, key="r-3x").headers[idem.REPLAYED_HEADER] == "true"
     assert balance_checked(credits) == 80
+
+
+def test_flask_route_on_every_backend(backend_url: str) -> None:
+    """The Flask integration runs the same flow (``RequestFlow``) on each backend: first
+    run, replay, conflict, a refusal before any charge forgotten."""
+    pytest.importorskip("flask")
+    from flask import Flask, request
+
+    from sparked_credits.integrations import flask as credits_flask
+    from sparked_credits.integrations.flask import credits_route, current_request, current_user
+
+    credits = CreditsClient(backend_url, **_options(backend_url))
+    credits.initialize_user(USER, 100)
+    app = Flask(__name__)
+    credits_flask.setup_credits(app, credits, auth=credits_flask.ClerkAuth(
+        jwt_key=KEYS.public_pem, authorized_parties=[ORIGIN]))
+    runs: list[str] = []
+
+    @app.post("/api/spend")
+    @credits_route(idempotent="spend", body_field="request_id")
+    def spend() -> Any:
+        body = Spend.model_validate_json(request.get_data())
+        if body.refuse:
+            raise HTTPRefusal(400, "refused", "refused before any charge")
+        runs.append(body.note)
+        charged = credits.charge(current_user().user_id, "chat_message",
+                                 idempotency_key=current_request().charge_key())
+        return {"note": body.note, "balance": charged.balance, "run": len(runs)}
+
+    web = app.test_client()
+    headers = {"Authorization": f"Bearer {KEYS.token(sub=USER)}",
+               "content-type": "application/json"}
+    try:
+        body = json.dumps({"note": "f", "request_id": "f-1"})
+        first = web.post("/api/spend", data=body, headers=headers)
+        assert first.status_code == 200, first.get_data(as_text=True)
+        assert first.headers[idem.REPLAYED_HEADER] == "false"
+        again = web.post("/api/spend", data=body, headers=headers)
+        assert again.headers[idem.REPLAYED_HEADER] == "true"
+        assert again.get_json() == first.get_json()
+        other = web.post("/api/spend", data=json.dumps({"note": "g", "request_id": "f-1"}),
+                         headers=headers)
+        assert other.status_code == 409
+        assert other.get_json()["error"] == "idempotency_conflict"
+        refused = json.dumps({"note": "r", "refuse": True, "request_id": "f-2"})
+        for _ in range(2):
+            answer = web.post("/api/spend", data=refused, headers=headers)
+            assert answer.status_code == 400
+            assert answer.get_json()["error"] == "refused"
+        assert runs == ["f"]
+        assert balance_checked(credits) == 90
+    finally:
+        credits.close()
