@@ -57,7 +57,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from sparked_credits import ConfigurationError, CreditsClient, HoldNotFoundError
+from sparked_credits import ConfigurationError, CreditsClient, CreditsError, HoldNotFoundError
 from sparked_credits.clerk import (
     ClerkPrincipal,
     handle_clerk_event,
@@ -493,9 +493,15 @@ def _app_routes(settings: Settings) -> APIRouter:
     def video(
         body: VideoRequest, user: VideoUser, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
-        result, charged = app_flows.create_video(
-            credits, user.user_id, req.request_id, body.prompt, body.duration
-        )
+        try:
+            result, charged = app_flows.create_video(
+                credits, user.user_id, req.request_id, body.prompt, body.duration
+            )
+        except CreditsError:
+            raise  # 402, 503...: nothing was charged, or the SDK says what may have applied
+        except Exception as exc:  # the rendering failed: create_video refunded the charge
+            logger.exception("video rendering failed for %s", user.user_id)
+            raise HTTPRefusal(502, "generation_failed", "the video could not be rendered") from exc
         return {"video": result, "credits_used": charged.entry.amount, "balance": charged.balance}
 
     @router.post("/api/train/start")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from clerk_keys import KeyPair
+from clerk_keys import ORIGIN, KeyPair
 from test_example_app import (  # noqa: F401  (fixtures)
     ADMIN,
     TRAIN_SECRET,
@@ -233,3 +233,51 @@ def test_failed_before_charge_may_be_retried(app: httpx.Client, keys: KeyPair,
     ok = app.post("/api/video/generate", json={"duration": 5}, headers=headers)
     assert ok.status_code == 200, ok.text
     assert balance(app, keys, "user_poor") == 50
+
+
+# -- review of the edge's rules ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("azp", [None, [ORIGIN], 5, {"origin": ORIGIN}, True,
+                                 "https://evil.test", ""])
+def test_azp_must_be_an_allowed_string(app: httpx.Client, keys: KeyPair, azp: object) -> None:
+    """With CLERK_AUTHORIZED_PARTIES set, ``azp`` must be a string naming one of them:
+    missing, empty, another type or another origin is 401 wrong_party."""
+    refused = app.get("/api/credits/balance", headers=auth(keys, "user_azp", azp=azp))
+    assert flat(refused, 401)["reason"] == "wrong_party"
+    assert app.get("/api/credits/balance",
+                   headers=auth(keys, "user_azp", azp=ORIGIN)).status_code == 200
+
+
+def test_without_authorized_parties_azp_is_not_required(redis_url: str) -> None:
+    """Without the setting (the app logs a warning), a token without ``azp`` passes, as
+    in Clerk's SDKs; an ``azp`` that is not a string is still refused."""
+    from starlette.testclient import TestClient
+
+    from credits_app import Settings, create_app
+
+    pair = KeyPair("ins_noparties")
+    app_ = create_app(Settings(storage_url=redis_url, clerk_jwt_key=pair.public_pem,
+                               rate_limit=None))
+    with TestClient(app_) as http:
+        ok = http.get("/api/credits/balance", headers=auth(pair, "user_np", azp=None))
+        assert ok.status_code == 200, ok.text
+        other = http.get("/api/credits/balance", headers=auth(pair, "user_np", azp=[ORIGIN]))
+        assert other.status_code == 401
+        assert other.json()["reason"] == "wrong_party"
+
+
+@pytest.mark.parametrize("tz", ["America", "Europe/", "../etc", "/etc/localtime", "Mars/Base",
+                                "", "Europe/Paris\x00"])
+def test_unknown_time_zone_is_400_and_a_validation_error_in_the_sdk(
+    app: httpx.Client, keys: KeyPair, redis_url: str, tz: str
+) -> None:
+    """The app answers 400 invalid_time_zone; the SDK itself raises ValidationError (tz)
+    for the same names, so a user's own route cannot crash on a directory name either."""
+    from sparked_credits import CreditsClient, ValidationError
+
+    bad = app.get("/api/credits/usage", params={"tz": tz}, headers=auth(keys, "user_tz"))
+    assert flat(bad, 400)["error"] == "invalid_time_zone"
+    with CreditsClient(redis_url) as credits, pytest.raises(ValidationError) as err:
+        credits.usage("user_tz", tz=tz)
+    assert err.value.field == "tz"

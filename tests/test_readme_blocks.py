@@ -1,19 +1,25 @@
-"""The README's example-app command blocks, run as written: the export block and the
-four-process loop (four uvicorn processes, four different ports, one Redis).
+"""The README's example-app command blocks, run as written: the export block, the
+four-process loop (four uvicorn processes, four different ports, one Redis), the guide's
+curl checks, the one-process and the dev sign-in commands, the training report body.
 
-Two substitutions only: the test's redis-server in place of ``localhost:6379`` and, so
-that a busy machine cannot collide, a free base port in place of ``8000``.
+Nothing is substituted: the blocks take ``REDIS_URL`` and ``PORT`` from the environment
+(defaults ``redis://localhost:6379/0`` and ``8000``), which the tests set to their own
+redis-server and free ports; ``$TOKEN`` is a session token the test signs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -48,24 +54,80 @@ def free_run(count: int) -> int:
     raise RuntimeError("no free ports")
 
 
-def test_four_process_loop_uses_four_ports(redis_url: str, tmp_path: Path) -> None:
-    (tmp_path / "clerk-public.pem").write_text(KeyPair("ins_readme").public_pem)
+class Shell:
+    """README blocks run as one bash script, in its own process group (the servers the
+    blocks start in the background die with it)."""
+
+    def __init__(self, script: str, cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(["bash", "-c", script], cwd=cwd, env=env,
+                                     start_new_session=True, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+def shell_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("UPSTASH", "CLERK", "CREDITS_")) and k not in ("REDIS_URL",)}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def wait_for(path: Path, shell: Shell, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if shell.proc.poll() is not None and not path.exists():
+            raise AssertionError(shell.proc.stderr.read().decode() if shell.proc.stderr else "")
+        assert time.monotonic() < deadline, f"timed out waiting for {path.name}"
+        time.sleep(0.2)
+
+
+def checkout(tmp_path: Path) -> Path:
+    """A directory to run the blocks from, as a checkout: examples/ and clerk-public.pem."""
+    (tmp_path / "clerk-public.pem").write_text(README_KEYS.public_pem)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    return tmp_path
+
+
+README_KEYS = KeyPair("ins_readme")
+WAIT_FOR_PORTS = (  # glue between two blocks: the servers of the loop answer
+    'for p in $(seq "$PORT" $((PORT + 3))); do\n'
+    '  until curl -s -o /dev/null "localhost:$p/openapi.json"; do sleep 0.2; done\n'
+    "done\n"
+)
+
+
+def test_walk_through_as_written(redis_url: str, tmp_path: Path) -> None:
+    """The export block, the four-process loop (four ports, one Redis) and the guide's
+    curl checks, in one shell, as a reader runs them; the answers are the ones shown."""
+    from sparked_credits import CreditsClient
+
     exports = block_with("export CLERK_JWT_KEY")
     exports = "\n".join(line for line in exports.splitlines() if not line.startswith("pip "))
     loop = block_with("for app in app canvas studio train")
+    checks = block_with("curl $API/api/credits/balance")
+    with CreditsClient(redis_url, app="app.sparked.world") as credits:
+        credits.initialize_user("user_readme")  # what Clerk's user.created does
+    token = README_KEYS.token(sub="user_readme", azp="http://localhost:3000",
+                              exp=int(time.time()) + 600)
     base = free_run(4)
-    loop = loop.replace("redis://localhost:6379/0", redis_url).replace("port=8000",
-                                                                       f"port={base}")
-    (tmp_path / "examples").symlink_to(ROOT / "examples")
-    script = f"set -e\n{exports}\n{loop}\necho $TRAIN_WEBHOOK_SECRET > secret\nwait\n"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UPSTASH", "CLERK"))}
-    env["PYTHONPATH"] = str(ROOT / "src")
-    proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    cwd = checkout(tmp_path)
+    script = (f"set -e\n{exports}\n{loop}\n{WAIT_FOR_PORTS}"
+              f"({checks}) > checks.out 2>&1 || echo failed >> checks.out\n"
+              "touch checks.done\nwait\n")
+    shell = Shell(script, cwd, shell_env(REDIS_URL=redis_url, PORT=str(base), TOKEN=token))
     try:
-        deadline = time.monotonic() + 60
         titles: dict[int, str] = {}
+        deadline = time.monotonic() + 90
         while len(titles) < 4 and time.monotonic() < deadline:
             for port in range(base, base + 4):
                 if port in titles:
@@ -78,14 +140,84 @@ def test_four_process_loop_uses_four_ports(redis_url: str, tmp_path: Path) -> No
         assert sorted(titles.values()) == sorted(
             f"sparked credits ({app}.sparked.world)" for app in ("app", "canvas", "studio", "train")
         ), titles
-        assert (tmp_path / "secret").read_text().strip()  # TRAIN_WEBHOOK_SECRET is exported
+        wait_for(cwd / "checks.done", shell)
+        out = (cwd / "checks.out").read_text()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        shell.stop()
+    assert "failed" not in out.splitlines(), out
+    assert out.count('{"balance":100}') == 1, out
+    assert out.count('{"balance":90}') == 1, out
+    assert "HTTP/1.1 402 Payment Required" in out, out
+    decode = json.JSONDecoder().raw_decode  # curl prints the bodies without newlines
+    refused, _ = decode(out, out.index('{"error"'))
+    assert refused["error"] == "insufficient_credits"
+    assert (refused["balance"], refused["required"], refused["shortfall"]) == (90, 600, 510)
+    cron, _ = decode(out, out.index('{"clean"'))
+    assert cron["clean"] is True
+    assert cron["checked"] >= 1
+    with CreditsClient(redis_url) as credits:
+        assert credits.get_balance("user_readme") == 90
+
+
+def test_one_process_and_dev_signin_blocks(tmp_path: Path) -> None:
+    """The one-process command (after the export block) and the credits page's dev
+    sign-in command (in a fresh shell: it refuses to start next to a Clerk key)."""
+    exports = block_with("export CLERK_JWT_KEY")
+    exports = "\n".join(line for line in exports.splitlines() if not line.startswith("pip "))
+    one = block_with("# one process, in-process store")
+    dev = block_with("CREDITS_DEV_SIGNIN=1 REDIS_URL=memory://")
+    cwd = checkout(tmp_path)
+    first = free_run(2)
+    second = first + 1
+    shells = [Shell(f"set -e\n{exports}\n{one}\n", cwd, shell_env(PORT=str(first))),
+              Shell(f"set -e\n{dev}\n", cwd, shell_env(PORT=str(second)))]
+    try:
+        token = README_KEYS.token(sub="user_one", azp="http://localhost:3000")
+        answer = _get_when_up(f"http://127.0.0.1:{first}/api/credits/balance",
+                              {"Authorization": f"Bearer {token}"})
+        assert answer == {"balance": 0}  # memory://: nobody delivered user.created
+        signin = _post_when_up(f"http://127.0.0.1:{second}/api/dev/signin")
+        assert signin["balance"] == 100
+        assert _get_when_up(f"http://127.0.0.1:{second}/api/credits/balance",
+                            {"Authorization": f"Bearer {signin['token']}"}) == {"balance": 100}
+    finally:
+        for shell in shells:
+            shell.stop()
+
+
+def _get_when_up(url: str, headers: dict[str, str]) -> Any:
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            response = httpx.get(url, headers=headers, timeout=2)
+            assert response.status_code == 200, response.text
+            return response.json()
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, url
+            time.sleep(0.2)
+
+
+def _post_when_up(url: str) -> Any:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            response = httpx.post(url, json={}, timeout=2)
+            assert response.status_code == 200, response.text
+            return response.json()
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, url
+            time.sleep(0.2)
+
+
+def test_training_report_block_is_a_valid_report() -> None:
+    """The training webhook's body as the README shows it validates as the app reads it."""
+    import credits_app
+
+    block = re.findall(r"```json\n(.*?)```", README, flags=re.S)
+    reports = [json.loads(b) for b in block if '"hold_id"' in b]
+    assert len(reports) == 1
+    report = credits_app.TrainWebhook.model_validate(reports[0])
+    assert report.status == "succeeded"
 
 
 def test_export_block_names_every_secret_the_app_needs() -> None:

@@ -102,7 +102,7 @@ def _zone(tz: str | tzinfo | None) -> tzinfo:
         return tz
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # "America": a directory
         raise ValidationError("tz", f"unknown time zone {tz!r}") from None
 
 

@@ -382,38 +382,35 @@ async def _idempotent(
 ) -> Response:
     client = _client(request)
     body = await request.body()
-    key = idem.request_key(request.headers.get(idem.IDEMPOTENCY_HEADER), body, spec.body_field)
-    ctx = idem.RequestContext(account=principal.user_id, scope=spec.scope or path, key=key)
-    request.state.idempotent_request = ctx
-    if key is None:
+    flow = idem.RequestFlow.open(
+        client.options, principal.user_id, spec.scope or path, spec.lease, request.method,
+        request.headers.get(idem.IDEMPOTENCY_HEADER), body, spec.body_field,
+    )
+    request.state.idempotent_request = flow.ctx
+    if not flow.tracked:
         return await inner(request)
-    fp = idem.fingerprint(request.method, body)
-    options = client.options
-    begun = await _step(client, idem.begin_operation(options, ctx, fp, spec.lease))
-    if isinstance(begun, idem.Done):
+    done = flow.begun(await _step(client, flow.begin()))
+    if done is not None:
         return Response(
-            begun.body,
-            status_code=begun.status,
-            media_type=begun.content_type or None,
+            done.body,
+            status_code=done.status,
+            media_type=done.content_type or None,
             headers={idem.REPLAYED_HEADER: "true"},
         )
-    ctx.attempt = begun.attempt
     try:
         response = await inner(request)
     except BaseException as exc:
-        status = exc.http_status if isinstance(exc, CreditsError) else 500
-        mode = idem.failure_mode(ctx, exc, status)
-        await _step(client, idem.fail_operation(options, ctx, fp, mode))
+        try:
+            await _step(client, flow.failed(exc))
+        except CreditsError:  # the record keeps running; its lease ends it
+            logger.warning("could not record the failed attempt of %s", path, exc_info=True)
         raise
-    stored = idem.storable_text(response.status_code, getattr(response, "body", None))
-    if stored is None:
-        mode = idem.failure_mode(ctx, None, response.status_code)
-        await _step(client, idem.fail_operation(options, ctx, fp, mode))
-        return response
-    content_type = response.headers.get("content-type", "")
-    await _step(
-        client,
-        idem.finish_operation(options, ctx, fp, response.status_code, content_type, stored),
+    step, stored = flow.answered(
+        response.status_code,
+        response.headers.get("content-type", ""),
+        getattr(response, "body", None),
     )
-    response.headers[idem.REPLAYED_HEADER] = "false"
+    await _step(client, step)
+    if stored:
+        response.headers[idem.REPLAYED_HEADER] = "false"
     return response

@@ -174,37 +174,33 @@ def _run_idempotent(
     view: Callable[[], Any],
 ) -> Response:
     body = request.get_data(cache=True)
-    key = idem.request_key(request.headers.get(idem.IDEMPOTENCY_HEADER), body, body_field)
-    ctx = idem.RequestContext(account=principal.user_id, scope=scope, key=key)
-    g.idempotent_request = ctx
-    if key is None:
+    flow = idem.RequestFlow.open(
+        client.options, principal.user_id, scope, lease, request.method,
+        request.headers.get(idem.IDEMPOTENCY_HEADER), body, body_field,
+    )
+    g.idempotent_request = flow.ctx
+    if not flow.tracked:
         return current_app.make_response(view())
-    fp = idem.fingerprint(request.method, body)
-    begun = client.run_request_step(idem.begin_operation(client.options, ctx, fp, lease))
-    if isinstance(begun, idem.Done):
+    done = flow.begun(client.run_request_step(flow.begin()))
+    if done is not None:
         return Response(
-            begun.body,
-            status=begun.status,
-            content_type=begun.content_type or None,
+            done.body,
+            status=done.status,
+            content_type=done.content_type or None,
             headers={idem.REPLAYED_HEADER: "true"},
         )
-    ctx.attempt = begun.attempt
     try:
         response = current_app.make_response(view())
     except BaseException as exc:
-        status = exc.http_status if isinstance(exc, CreditsError) else 500
-        mode = idem.failure_mode(ctx, exc, status)
-        client.run_request_step(idem.fail_operation(client.options, ctx, fp, mode))
+        try:
+            client.run_request_step(flow.failed(exc))
+        except CreditsError:  # the record keeps running; its lease ends it
+            logger.warning("could not record the failed attempt on %s", scope, exc_info=True)
         raise
-    stored = idem.storable_text(response.status_code, response.get_data())
-    if stored is None:
-        mode = idem.failure_mode(ctx, None, response.status_code)
-        client.run_request_step(idem.fail_operation(client.options, ctx, fp, mode))
-        return response
-    client.run_request_step(
-        idem.finish_operation(
-            client.options, ctx, fp, response.status_code, response.content_type or "", stored
-        )
+    step, stored = flow.answered(
+        response.status_code, response.content_type or "", response.get_data()
     )
-    response.headers[idem.REPLAYED_HEADER] = "false"
+    client.run_request_step(step)
+    if stored:
+        response.headers[idem.REPLAYED_HEADER] = "false"
     return response

@@ -95,9 +95,14 @@ def error_parts(exc: CreditsError) -> tuple[int, dict[str, Any], dict[str, str]]
 
     Server-side failures (5xx: storage down, misconfiguration) answer with the error code
     only: their messages can name hosts or settings, which a client has no business seeing.
+    An :class:`HTTPRefusal` is the route's own answer, written for the client: its message
+    and fields are kept at any status (``502 generation_failed``).
     """
     status = exc.http_status
     headers: dict[str, str] = dict(getattr(exc, "headers", None) or {})
+    if status >= 500 and isinstance(exc, HTTPRefusal):
+        logger.error("answered %d %s: %s", status, exc.code, exc.message)
+        return status, exc.to_dict(), headers
     if status >= 500:
         logger.error("credits error answered %d: %s", status, exc, exc_info=exc)
         body: dict[str, Any] = {"error": exc.code, "message": "the credits service failed"}

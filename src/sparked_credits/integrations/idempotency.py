@@ -53,6 +53,7 @@ __all__ = [
     "IdempotencySpec",
     "RequestConflictError",
     "RequestContext",
+    "RequestFlow",
     "RequestInProgressError",
     "Started",
     "begin_operation",
@@ -278,3 +279,78 @@ def storable_text(status: int, body: bytes | None) -> str | None:
         return body.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+@dataclass
+class RequestFlow:
+    """The decisions of one idempotent request, without I/O.
+
+    Each framework integration (async FastAPI, blocking Flask) runs the operations this
+    hands out on its own client and reports the outcome back, so the rules above are
+    written once::
+
+        flow = RequestFlow.open(options, account, scope, lease, method, header, body, field)
+        if flow.tracked:
+            done = flow.begun(run(flow.begin()))   # a Done: answer it, replayed
+            ... run the handler ...
+            run(flow.failed(exc))                  # it raised
+            op, stored = flow.answered(status, content_type, body)
+            run(op)
+    """
+
+    options: ClientOptions
+    ctx: RequestContext
+    fp: str
+    lease: timedelta
+
+    @classmethod
+    def open(
+        cls,
+        options: ClientOptions,
+        account: str,
+        scope: str,
+        lease: timedelta,
+        method: str,
+        header: str | None,
+        body: bytes,
+        body_field: str | None,
+    ) -> RequestFlow:
+        """The request's flow: its id from the header or ``body_field`` (ValidationError
+        when malformed); untracked (``tracked`` False) when it names none."""
+        key = request_key(header, body, body_field)
+        ctx = RequestContext(account=account, scope=scope, key=key)
+        return cls(options, ctx, fingerprint(method, body), lease)
+
+    @property
+    def tracked(self) -> bool:
+        return self.ctx.key is not None
+
+    def begin(self) -> Operation[Begin]:
+        return begin_operation(self.options, self.ctx, self.fp, self.lease)
+
+    def begun(self, result: Begin) -> Done | None:
+        """The stored answer to replay, or None: this attempt runs the handler."""
+        if isinstance(result, Done):
+            return result
+        self.ctx.attempt = result.attempt
+        return None
+
+    def failed(self, exc: BaseException) -> Operation[str]:
+        """The handler raised: what its record keeps for the next attempt."""
+        status = exc.http_status if isinstance(exc, CreditsError) else 500
+        mode = failure_mode(self.ctx, exc, status)
+        return fail_operation(self.options, self.ctx, self.fp, mode)
+
+    def answered(
+        self, status: int, content_type: str, body: bytes | None
+    ) -> tuple[Operation[str], bool]:
+        """The handler answered: (the step storing it or failing the attempt, whether the
+        answer was stored and will be replayed)."""
+        stored = storable_text(status, body)
+        if stored is None:
+            mode = failure_mode(self.ctx, None, status)
+            return fail_operation(self.options, self.ctx, self.fp, mode), False
+        return (
+            finish_operation(self.options, self.ctx, self.fp, status, content_type, stored),
+            True,
+        )
