@@ -33,7 +33,7 @@ from clerk_keys import KeyPair
 try:  # the test servers' helpers, wherever this checkout keeps them
     from redis_servers import free_port
 except ImportError:
-    from sparked_credits.testing import free_port
+    from redis_servers import free_port
 
 HERE = Path(__file__).resolve().parent
 KEYS = KeyPair("ins_worker")
