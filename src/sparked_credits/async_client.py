@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable, Collection, Generator, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import timedelta, tzinfo
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from . import analytics, reconciliation
 from ._client_base import ClientBase
-from .backends import AsyncBackend, open_async_backend
+from .backends import AsyncBackend, Settings, open_async_backend
 from .backends.errors import translate
-from .config import StorageConfig
-from .errors import CreditsError
 from .holds_context import AsyncHoldContext
 from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
-from .options import DEFAULT_HOLD_TTL, ClientOptions
+from .options import DEFAULT_HOLD_TTL
 from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
 from .requests import Operation
+from .steps import Steps, drive_async
 
 __all__ = ["AsyncCreditsClient"]
 
@@ -34,27 +31,20 @@ class AsyncCreditsClient(ClientBase):
 
     _backend: AsyncBackend
 
-    def _open_backend(self, storage: StorageConfig, options: ClientOptions) -> AsyncBackend:
-        return open_async_backend(
-            storage.url, retries=options.retries, timeout=options.timeout, token=storage.token
-        )
+    def _open_backend(self, url: str, settings: Settings) -> AsyncBackend:
+        return open_async_backend(url, settings)
 
     async def _run(self, op: Operation[T]) -> T:
         try:
             raw = await self._backend.execute(op.request)
         except Exception as exc:
-            raise translate(exc, op) from exc
+            error, cause = translate(exc, op, self._backend.classify)
+            raise error from cause
         return op.decode(raw)
 
-    async def _drive(self, procedure: Generator[Operation[Any], Any, T]) -> T:
-        """Run a multi-step procedure of the pure core, one operation at a time."""
-        try:
-            op = next(procedure)
-            while True:
-                op = procedure.send(await self._run(op))
-        except StopIteration as done:
-            result: T = done.value
-            return result
+    async def _drive(self, procedure: Steps[T]) -> T:
+        """Run a multi-step procedure of the pure core, one step at a time."""
+        return await drive_async(procedure, self._run)
 
     async def initialize_user(
         self, account: str, credits: int | None = None, *, reason: str | None = None
@@ -268,28 +258,7 @@ class AsyncCreditsClient(ClientBase):
         """Sweep expired holds and reconcile every account given (the seed's
         ``getAllUserIds()``) or, with None, every account with a ledger (SCAN), at most
         ``concurrency`` at a time. Failures are reported per account, not raised."""
-        started = time.monotonic()
-        ids = (
-            sorted(set(accounts))
-            if accounts is not None
-            else await self._drive(reconciliation.find_accounts(self._ops))
-        )
-        outcomes: dict[str, tuple[int, ReconcileResult] | BaseException] = {}
-        gate = asyncio.Semaphore(max(1, concurrency))
-
-        async def check(account: str) -> None:
-            async with gate:
-                try:
-                    outcomes[account] = await self._drive(
-                        reconciliation.check_account(self._ops, account, repair)
-                    )
-                except CreditsError as exc:
-                    outcomes[account] = exc
-            if on_progress is not None:
-                on_progress(account)
-
-        await asyncio.gather(*(check(a) for a in ids))
-        return reconciliation.build_report(outcomes, time.monotonic() - started)
+        return await self._drive(self._reconcile_all(accounts, repair, concurrency, on_progress))
 
     async def trim_ledger(self, account: str, *, before: str) -> TrimResult:
         """Remove entries older than entry id ``before``, never past the last
@@ -326,8 +295,12 @@ class AsyncCreditsClient(ClientBase):
         Refunds, releases and expired holds net out of the day they happen."""
         return await self._drive(analytics.usage(self._ops, account, days, group_by, tz))
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
+        """Release connections (``async with`` does it on exit)."""
         await self._backend.close()
+
+    close = aclose
+    """The same as :meth:`aclose` (the name this client used before)."""
 
     async def __aenter__(self) -> AsyncCreditsClient:
         return self
@@ -338,4 +311,4 @@ class AsyncCreditsClient(ClientBase):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.close()
+        await self.aclose()

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection, Generator, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterable
 from datetime import timedelta, tzinfo
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from . import analytics, reconciliation
 from ._client_base import ClientBase
-from .backends import SyncBackend, open_backend
+from .backends import Settings, SyncBackend, open_backend
 from .backends.errors import translate
-from .config import StorageConfig
-from .errors import CreditsError
 from .holds_context import HoldContext
 from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
-from .options import DEFAULT_HOLD_TTL, ClientOptions
+from .options import DEFAULT_HOLD_TTL
 from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
 from .requests import Operation
+from .steps import Steps, drive
 
 __all__ = ["CreditsClient"]
 
@@ -38,27 +35,20 @@ class CreditsClient(ClientBase):
 
     _backend: SyncBackend
 
-    def _open_backend(self, storage: StorageConfig, options: ClientOptions) -> SyncBackend:
-        return open_backend(
-            storage.url, retries=options.retries, timeout=options.timeout, token=storage.token
-        )
+    def _open_backend(self, url: str, settings: Settings) -> SyncBackend:
+        return open_backend(url, settings)
 
     def _run(self, op: Operation[T]) -> T:
         try:
             raw = self._backend.execute(op.request)
         except Exception as exc:
-            raise translate(exc, op) from exc
+            error, cause = translate(exc, op, self._backend.classify)
+            raise error from cause
         return op.decode(raw)
 
-    def _drive(self, procedure: Generator[Operation[Any], Any, T]) -> T:
-        """Run a multi-step procedure of the pure core, one operation at a time."""
-        try:
-            op = next(procedure)
-            while True:
-                op = procedure.send(self._run(op))
-        except StopIteration as done:
-            result: T = done.value
-            return result
+    def _drive(self, procedure: Steps[T]) -> T:
+        """Run a multi-step procedure of the pure core, one step at a time."""
+        return drive(procedure, self._run)
 
     def initialize_user(
         self, account: str, credits: int | None = None, *, reason: str | None = None
@@ -270,27 +260,7 @@ class CreditsClient(ClientBase):
         """Sweep expired holds and reconcile every account given (the seed's
         ``getAllUserIds()``) or, with None, every account with a ledger (SCAN), at most
         ``concurrency`` at a time. Failures are reported per account, not raised."""
-        started = time.monotonic()
-        ids = (
-            sorted(set(accounts))
-            if accounts is not None
-            else self._drive(reconciliation.find_accounts(self._ops))
-        )
-        outcomes: dict[str, tuple[int, ReconcileResult] | BaseException] = {}
-
-        def check(account: str) -> None:
-            try:
-                outcomes[account] = self._drive(
-                    reconciliation.check_account(self._ops, account, repair)
-                )
-            except CreditsError as exc:
-                outcomes[account] = exc
-            if on_progress is not None:
-                on_progress(account)
-
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            list(pool.map(check, ids))
-        return reconciliation.build_report(outcomes, time.monotonic() - started)
+        return self._drive(self._reconcile_all(accounts, repair, concurrency, on_progress))
 
     def trim_ledger(self, account: str, *, before: str) -> TrimResult:
         """Remove entries older than entry id ``before``, never past the last
@@ -326,6 +296,7 @@ class CreditsClient(ClientBase):
         return self._drive(analytics.usage(self._ops, account, days, group_by, tz))
 
     def close(self) -> None:
+        """Release connections (``with`` does it on exit)."""
         self._backend.close()
 
     def __enter__(self) -> CreditsClient:

@@ -16,16 +16,26 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import redis.asyncio.cluster
+import redis.cluster
+
 from ..errors import ConfigurationError
 from ..requests import ScanCall
-from .redis_py import AsyncRedisBackend, RedisBackend
+from .redis_py import AsyncRedisBackend, RedisBackend, no_retries
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import redis.cluster
+    from .registry import Settings
 
-__all__ = ["ClusterBackend", "ClusterTarget", "open_async_cluster", "open_cluster", "parse"]
+__all__ = [
+    "AsyncClusterBackend",
+    "ClusterBackend",
+    "ClusterTarget",
+    "open_async",
+    "open_sync",
+    "parse",
+]
 
 
 class ClusterTarget:
@@ -60,28 +70,27 @@ def parse(url: str) -> ClusterTarget:
     return ClusterTarget(nodes, username, password)
 
 
-def _kwargs(target: ClusterTarget, redis: Any, retry: Any, timeout: float) -> dict[str, Any]:
+def _kwargs(target: ClusterTarget, asyncio: bool, settings: Settings) -> dict[str, Any]:
+    node = redis.asyncio.cluster.ClusterNode if asyncio else redis.cluster.ClusterNode
     return {
-        "startup_nodes": [redis.cluster.ClusterNode(h, p) for h, p in target.nodes],
+        "startup_nodes": [node(h, p) for h, p in target.nodes],
         "username": target.username,
         "password": target.password,
-        "retry": retry,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
+        "retry": no_retries(asyncio),
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.timeout,
     }
 
 
 class ClusterBackend(RedisBackend):
     """A RedisBackend whose RedisCluster is built (and the slot map fetched) on first use."""
 
-    def __init__(self, factory: Callable[[], redis.cluster.RedisCluster]) -> None:
-        from redis.exceptions import ResponseError
-
+    def __init__(self, factory: Callable[[], redis.cluster.RedisCluster], retries: int) -> None:
         self._factory = factory
         self._lock = threading.Lock()
         self._cluster: redis.cluster.RedisCluster | None = None
-        self._response_error = ResponseError
-        self._execute = self._connect_and_execute
+        self.retries = retries
+        self._call = self._connect_and_call
 
     def _connected(self) -> redis.cluster.RedisCluster:
         cluster = self._cluster
@@ -90,14 +99,15 @@ class ClusterBackend(RedisBackend):
                 if self._cluster is None:
                     self._cluster = self._factory()
                 cluster = self._cluster
-            self._execute = cluster.execute_command
+            self._call = cluster.execute_command
         return cluster
 
-    def _connect_and_execute(self, *args: Any) -> Any:
+    def _connect_and_call(self, *args: Any) -> Any:
         self._connected()
-        return self._execute(*args)
+        return self._call(*args)
 
     def scan_keys(self, call: ScanCall) -> list[Any]:
+        # redis-py's scan_iter follows one cursor per primary.
         return list(self._connected().scan_iter(match=call.match, count=call.count))
 
     def close(self) -> None:
@@ -105,13 +115,21 @@ class ClusterBackend(RedisBackend):
             self._cluster.close()
 
 
-def open_cluster(url: str, redis: Any, retry: Any, timeout: float) -> ClusterBackend:
-    kwargs = _kwargs(parse(url), redis, retry, timeout)
-    return ClusterBackend(lambda: redis.cluster.RedisCluster(**kwargs))
+class AsyncClusterBackend(AsyncRedisBackend):
+    """An AsyncRedisBackend on the asyncio RedisCluster (which connects on first use)."""
+
+    client: redis.asyncio.cluster.RedisCluster  # type: ignore[assignment]
+
+    async def scan_keys(self, call: ScanCall) -> list[Any]:
+        # redis-py's scan_iter follows one cursor per primary.
+        return [key async for key in self.client.scan_iter(match=call.match, count=call.count)]
 
 
-def open_async_cluster(url: str, redis: Any, retry: Any, timeout: float) -> AsyncRedisBackend:
-    # The asyncio RedisCluster connects lazily by itself, on its first command.
-    kwargs = _kwargs(parse(url), redis, retry, timeout)
-    kwargs["startup_nodes"] = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in parse(url).nodes]
-    return AsyncRedisBackend(redis.asyncio.cluster.RedisCluster(**kwargs))
+def open_sync(url: str, settings: Settings) -> ClusterBackend:
+    kwargs = _kwargs(parse(url), False, settings)
+    return ClusterBackend(lambda: redis.cluster.RedisCluster(**kwargs), settings.retries)
+
+
+def open_async(url: str, settings: Settings) -> AsyncClusterBackend:
+    cluster = redis.asyncio.cluster.RedisCluster(**_kwargs(parse(url), True, settings))
+    return AsyncClusterBackend(cluster, settings.retries)  # type: ignore[arg-type]
