@@ -209,3 +209,43 @@ def test_every_scheme_has_one_backend() -> None:
     assert len(schemes) == len(set(schemes))
     with pytest.raises(ConfigurationError, match="unknown storage URL scheme"):
         registry.kind_of("ftp://x")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_cluster_scripts_go_to_the_slot_owner_and_follow_moved(
+    cluster_url: str, mode: str
+) -> None:
+    """A script goes straight to the primary of the account's slot; when that guess is
+    wrong (a MOVED reply), RedisCluster carries it and the route is learned again."""
+    key = f"balance:{{{ACCT}}}"
+    if mode == "sync":
+        client: Any = CreditsClient(cluster_url)
+        client.initialize_user(ACCT)
+        backend = client._backend
+        owner = backend._routes[key]
+        cluster = backend._cluster
+        wrong = next(
+            cluster.get_redis_connection(n).execute_command
+            for n in cluster.get_primaries()
+            if cluster.get_redis_connection(n).execute_command != owner
+        )
+        backend._routes[key] = wrong
+        assert client.debit(ACCT, 10, action="chat_message").balance == 90
+        assert client.debit(ACCT, 10, action="chat_message").balance == 80  # learns again
+        assert backend._routes[key] == owner
+        assert client.get_balance(ACCT) == 80
+        client.close()
+        return
+    aclient = AsyncCreditsClient(cluster_url)
+    try:
+        await aclient.initialize_user(ACCT)
+        backend = aclient._backend
+        owner = backend._routes[key]
+        wrong = next(n for n in backend.client.get_primaries() if n is not owner)
+        backend._routes[key] = wrong
+        assert (await aclient.debit(ACCT, 10, action="chat_message")).balance == 90
+        assert (await aclient.debit(ACCT, 10, action="chat_message")).balance == 80
+        assert backend._routes[key] is owner
+        assert await aclient.get_balance(ACCT) == 80
+    finally:
+        await aclient.aclose()

@@ -21,7 +21,7 @@ from ..requests import CommandCall, Request, ScanCall, ScriptCall
 from ..steps import Steps, drive, drive_async
 from .recovery import Failure, recover
 
-__all__ = ["AsyncBackend", "SyncBackend", "scan_steps"]
+__all__ = ["AsyncBackend", "SyncBackend", "eval_", "evalsha", "scan_steps"]
 
 
 def scan_steps(call: ScanCall) -> Steps[list[Any]]:
@@ -37,11 +37,11 @@ def scan_steps(call: ScanCall) -> Steps[list[Any]]:
             return found
 
 
-def _evalsha(call: ScriptCall) -> tuple[Any, ...]:
+def evalsha(call: ScriptCall) -> tuple[Any, ...]:
     return ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
 
 
-def _eval(call: ScriptCall) -> tuple[Any, ...]:
+def eval_(call: ScriptCall) -> tuple[Any, ...]:
     return ("EVAL", call.script.source, len(call.keys), *call.keys, *call.args)
 
 
@@ -84,7 +84,7 @@ class SyncBackend(ABC):
         try:
             return self._call("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
         except Exception as exc:
-            steps = recover(exc, _evalsha(call), self.classify, self.retries, _eval(call))
+            steps = recover(exc, evalsha(call), self.classify, self.retries, eval_(call))
             return drive(steps, self._send_raw, time.sleep)
 
     def scan_keys(self, call: ScanCall) -> list[Any]:
@@ -137,7 +137,7 @@ class AsyncBackend(ABC):
                 "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
             )
         except Exception as exc:
-            steps = recover(exc, _evalsha(call), self.classify, self.retries, _eval(call))
+            steps = recover(exc, evalsha(call), self.classify, self.retries, eval_(call))
             return await drive_async(steps, self._send_raw, asyncio.sleep)
 
     async def scan_keys(self, call: ScanCall) -> list[Any]:
