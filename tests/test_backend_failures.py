@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import sys
+import uuid
 from typing import Any
 
 import pytest
@@ -18,11 +19,11 @@ import redis
 
 from conftest import UPSTASH_TOKEN
 from proxy import DroppingProxy
+from redis_servers import RedisServer, free_port
 from sparked_credits import AsyncCreditsClient, BackendError, ConfigurationError, CreditsClient
 from sparked_credits.backends import registry
 from sparked_credits.backends.recovery import Failure, GaveUp, recover
 from sparked_credits.steps import Sleep, drive
-from sparked_credits.testing import RedisServer, free_port
 
 ACCT = "user_2abc"
 UNRESOLVABLE = "no-such-host.invalid"
@@ -137,7 +138,7 @@ def test_an_error_raised_inside_a_script_may_have_applied(
 ) -> None:
     """Redis does not roll a script back when it fails halfway, so an error reply from a
     script is never reported as 'not applied'."""
-    url = "memory://script-error" if url_kind == "memory" else redis_url
+    url = f"memory://script-error-{uuid.uuid4().hex}" if url_kind == "memory" else redis_url
     with CreditsClient(url) as client:
         client.initialize_user(ACCT)
         store: Any = raw_redis if url_kind == "redis" else client._backend.client

@@ -84,6 +84,7 @@ class ClientBase(ABC):
         self,
         accounts: Iterable[str] | None,
         repair: bool,
+        full: bool,
         concurrency: int,
         on_progress: Callable[[str], None] | None,
     ) -> Steps[ReconcileReport]:
@@ -94,18 +95,22 @@ class ClientBase(ABC):
             ids = sorted(set(accounts))
         else:
             ids = yield from reconciliation.find_accounts(self._ops)
-        checks = tuple(self._check_account(a, repair, on_progress) for a in ids)
+        checks = tuple(self._check_account(a, repair, full, on_progress) for a in ids)
         outcomes = yield Fanout(checks, concurrency)
         found = dict(zip(ids, outcomes, strict=True))
         return reconciliation.build_report(found, time.monotonic() - started)
 
     def _check_account(
-        self, account: str, repair: bool, on_progress: Callable[[str], None] | None
+        self,
+        account: str,
+        repair: bool,
+        full: bool,
+        on_progress: Callable[[str], None] | None,
     ) -> Steps[tuple[int, ReconcileResult] | CreditsError]:
         """One account of reconcile_all; its failure is its outcome, not raised."""
         outcome: tuple[int, ReconcileResult] | CreditsError
         try:
-            outcome = yield from reconciliation.check_account(self._ops, account, repair)
+            outcome = yield from reconciliation.check_account(self._ops, account, repair, full)
         except CreditsError as exc:
             outcome = exc
         if on_progress is not None:
