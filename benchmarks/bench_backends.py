@@ -27,10 +27,10 @@ import redis.cluster
 
 from redis_servers import RedisCluster, RedisServer
 from sparked_credits import AsyncCreditsClient, CreditsClient
+from sparked_credits._core.operations import Operations
+from sparked_credits._core.options import make_options
+from sparked_credits._core.requests import ScriptCall
 from sparked_credits.backends.cluster import parse
-from sparked_credits.operations import Operations
-from sparked_credits.options import make_options
-from sparked_credits.requests import ScriptCall
 from upstash_bridge import TOKEN, UpstashBridge
 
 CONCURRENCY = 50

@@ -50,8 +50,8 @@ import redis
 import redis.asyncio
 
 from sparked_credits import AsyncCreditsClient, CreditsClient
-from sparked_credits.operations import new_idempotency_key
-from sparked_credits.scripts import SCRIPTS
+from sparked_credits._core.operations import new_idempotency_key
+from sparked_credits._core.scripts import SCRIPTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from redis_servers import RedisServer

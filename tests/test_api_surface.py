@@ -9,9 +9,9 @@ from redis.crc import key_slot
 
 import sparked_credits
 from sparked_credits import AsyncCreditsClient, ConfigurationError, CreditsClient
-from sparked_credits.operations import Operations
-from sparked_credits.options import make_options
-from sparked_credits.requests import ScriptCall
+from sparked_credits._core.operations import Operations
+from sparked_credits._core.options import make_options
+from sparked_credits._core.requests import ScriptCall
 
 PUBLIC = sorted(
     name for name, _ in inspect.getmembers(CreditsClient, inspect.isfunction)

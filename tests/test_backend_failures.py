@@ -21,9 +21,10 @@ from conftest import UPSTASH_TOKEN
 from proxy import DroppingProxy
 from redis_servers import RedisServer, free_port
 from sparked_credits import AsyncCreditsClient, BackendError, ConfigurationError, CreditsClient
+from sparked_credits._core.steps import Sleep
+from sparked_credits._drive import drive
 from sparked_credits.backends import registry
 from sparked_credits.backends.recovery import Failure, GaveUp, recover
-from sparked_credits.steps import Sleep, drive
 
 ACCT = "user_2abc"
 UNRESOLVABLE = "no-such-host.invalid"
@@ -196,8 +197,10 @@ def test_a_missing_client_library_names_the_extra(
 ) -> None:
     _, kind = registry.kind_of(url)
     for name in list(sys.modules):
-        if name == module or name.startswith(f"{module}.") or name.startswith(
-            f"sparked_credits.backends{kind.module}"
+        if (
+            name == module
+            or name.startswith(f"{module}.")
+            or name.startswith(f"sparked_credits.backends{kind.module}")
         ):
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError(name=module)

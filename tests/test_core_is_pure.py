@@ -21,13 +21,13 @@ PACKAGE = CORE.parent
 ALLOWED_INSIDE = {
     "sparked_credits._core",
     "sparked_credits.errors",
-    "sparked_credits.validation",
+    "sparked_credits._core.validation",
     "sparked_credits.pricing",
     "sparked_credits.models",
     "sparked_credits.reports",
-    "sparked_credits.steps",
-    "sparked_credits.options",
-    "sparked_credits.config",
+    "sparked_credits._core.steps",
+    "sparked_credits._core.options",
+    "sparked_credits._core.config",
     "sparked_credits._version",
 }
 FORBIDDEN_OUTSIDE = (
@@ -51,6 +51,26 @@ FORBIDDEN_OUTSIDE = (
     "jwt",
     "svix",
     "limits",
+)
+
+
+# Client libraries that do I/O; the core must not even load them (the standard library's own
+# modules, such as threading, come along with pydantic and are not listed).
+IO_LIBRARIES = (
+    "redis",
+    "httpx",
+    "upstash_redis",
+    "fakeredis",
+    "lupa",
+    "click",
+    "rich",
+    "fastapi",
+    "starlette",
+    "jwt",
+    "svix",
+    "limits",
+    "hiredis",
+    "anyio",
 )
 
 
@@ -101,17 +121,27 @@ def hook(event, args):
     elif event == "open" and isinstance(args[1], str) and any(c in args[1] for c in "wax+"):
         events.append(f"open {args[0]} {args[1]}")
 sys.addaudithook(hook)
-import importlib, types
-# The package root imports the clients; stand in for it so only what the core imports loads.
-root = types.ModuleType("sparked_credits")
-root.__path__ = [sys.argv[3]]
-sys.modules["sparked_credits"] = root
+import importlib, importlib.util, os
+# The package root imports the clients: load its module object without running it, so
+# only what the core itself imports gets loaded.
+spec = importlib.util.spec_from_file_location(
+    "sparked_credits", os.path.join(sys.argv[3], "__init__.py"),
+    submodule_search_locations=[sys.argv[3]],
+)
+sys.modules["sparked_credits"] = importlib.util.module_from_spec(spec)
 for name in json.loads(sys.argv[1]):
     importlib.import_module(name)
 from sparked_credits._core import protocol
 spec = protocol.SPECS["debit"]
 spec.values(amount="1", action="a", reason="", metadata="")
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in json.loads(sys.argv[2]))
+libraries = json.loads(sys.argv[2])
+loaded = sorted(
+    m for m in sys.modules
+    if m.split(".")[0] in libraries
+    or (m.startswith("sparked_credits.") and not m.startswith(("sparked_credits._core",
+        "sparked_credits.errors", "sparked_credits.models", "sparked_credits.reports",
+        "sparked_credits.pricing", "sparked_credits._version", "sparked_credits.clerk")))
+)
 print(json.dumps({"events": events, "loaded": loaded}))
 """
 
@@ -123,7 +153,7 @@ def test_importing_and_using_the_core_does_no_io() -> None:
             "-c",
             _PROBE,
             json.dumps(_core_modules()),
-            json.dumps(list(FORBIDDEN_OUTSIDE)),
+            json.dumps(list(IO_LIBRARIES)),
             str(PACKAGE),
         ],
         capture_output=True,

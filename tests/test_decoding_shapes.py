@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from sparked_credits import HoldState
-from sparked_credits.operations import Operations
-from sparked_credits.options import make_options
+from sparked_credits._core.operations import Operations
+from sparked_credits._core.options import make_options
 
 ENTRY = ["debit", "-10", "90", "chat_message", "app.sparked.world", "", "", "k1", '{"m": 1}']
 FIELDS = ["type", "delta", "balance", "action", "app", "reason", "ref", "idem", "meta"]
@@ -63,7 +63,7 @@ def test_every_reply_shape_decodes_alike(shape: Any) -> None:
 @pytest.mark.parametrize("shape", [lambda v: v, _as_bytes], ids=["str", "bytes"])
 def test_trusted_decode_equals_validated(values: tuple[str, ...], shape: Any) -> None:
     """The hot path builds results without re-validation; they must equal validated ones."""
-    from sparked_credits import decoding
+    from sparked_credits._core import decoding
 
     assert decoding._TRUSTED_OK
     fast = decoding._own_entry(shape("1700000000000-5"), shape(list(values)))
@@ -74,13 +74,16 @@ def test_trusted_decode_equals_validated(values: tuple[str, ...], shape: Any) ->
 
 
 def test_trusted_decode_falls_back_for_foreign_entries() -> None:
-    """An entry another writer added with an unknown type is validated (and refused)."""
+    """An entry of a type this version does not know keeps its raw type; one whose values
+    are not what the scripts write is validated (and refused)."""
     from pydantic import ValidationError as PydanticValidationError
 
-    from sparked_credits import decoding
+    from sparked_credits._core import decoding
 
+    entry = decoding._own_entry("1-0", ["deduct", "-1", "1", "", "", "", "", "", ""])
+    assert entry.type == "deduct"
     with pytest.raises(PydanticValidationError):
-        decoding._own_entry("1-0", ["deduct", "-1", "1", "", "", "", "", "", ""])
+        decoding._own_entry("1-0", ["debit", "minus one", "1", "", "", "", "", "", ""])
 
 
 def test_foreign_entry_in_history_is_a_credits_error(redis_url: str) -> None:
@@ -94,4 +97,4 @@ def test_foreign_entry_in_history_is_a_credits_error(redis_url: str) -> None:
     raw.close()
     with CreditsClient(redis_url) as client, pytest.raises(CreditsError, match=foreign) as info:
         client.history("user_ts")
-    assert "type" in str(info.value)
+    assert "delta" in str(info.value)  # an unknown type is kept raw; a missing delta is not

@@ -3,8 +3,8 @@ unasync): take the async source, drop ``async``/``await``, rename the async-only
 it must equal the sync source, logical line by logical line, except for an allow-list.
 
 Logic that is not the same in both (driving a multi-step procedure, the retry loop, the
-fan-out of reconcile_all) lives once in the pure core (``steps``, ``backends.recovery``,
-``_client_base``); what is left here is the typed surface, which stays hand-written.
+fan-out of reconcile_all) lives once in the pure core (``_core.steps``, ``backends.recovery``,
+``_client_base``, ``_drive``); what is left here is the typed surface, which stays hand-written.
 """
 
 from __future__ import annotations

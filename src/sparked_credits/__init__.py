@@ -6,6 +6,7 @@ ledger entry together, exactly once per idempotency key.
 
 from __future__ import annotations
 
+from ._core.validation import MAX_CREDITS
 from ._version import __version__
 from .async_client import AsyncCreditsClient
 from .client import CreditsClient
@@ -47,7 +48,6 @@ from .models import (
 )
 from .pricing import DEFAULT_TABLE, PriceTable, calculate_cost, load_price_table
 from .reports import DailyUsage, ReconcileReport, ReconcileResult, TrimResult, UsageReport
-from .validation import MAX_CREDITS
 
 __all__ = [
     "DEFAULT_TABLE",

@@ -9,14 +9,14 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from . import reconciliation
+from ._core.config import StorageConfig, storage_from_env
+from ._core.operations import Operations
+from ._core.options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, make_options
+from ._core.steps import Fanout, Steps
 from .backends import Settings, kind_of
-from .config import StorageConfig, storage_from_env
 from .errors import ConfigurationError, CreditsError
-from .operations import Operations
-from .options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, make_options
 from .pricing import PriceTable
 from .reports import ReconcileReport, ReconcileResult
-from .steps import Fanout, Steps
 
 __all__ = ["ClientBase"]
 

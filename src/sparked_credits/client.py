@@ -9,14 +9,15 @@ from typing import Any, Literal, TypeVar
 
 from . import analytics, reconciliation
 from ._client_base import ClientBase
+from ._core.options import DEFAULT_HOLD_TTL
+from ._core.requests import Operation
+from ._core.steps import Steps
+from ._drive import drive
 from .backends import Settings, SyncBackend, open_backend
 from .backends.errors import translate
 from .holds_context import HoldContext
 from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
-from .options import DEFAULT_HOLD_TTL
 from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
-from .requests import Operation
-from .steps import Steps, drive
 
 __all__ = ["CreditsClient"]
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._core.steps import Steps
 from .errors import HoldExpiredError
 from .models import Hold, MutationResult
-from .steps import Steps
 
 if TYPE_CHECKING:
+    from ._core.operations import Operations
     from .async_client import AsyncCreditsClient
     from .client import CreditsClient
-    from .operations import Operations
 
 __all__ = ["AsyncHoldContext", "HoldContext"]
 

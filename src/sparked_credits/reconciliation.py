@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from . import validation as v
-from .decoding import text
+from ._core import validation as v
+from ._core.decoding import text
+from ._core.operations import Operations
+from ._core.requests import Operation
+from ._core.scripts import SCRIPTS
 from .errors import ValidationError
-from .operations import Operations
 from .reports import ReconcileReport, ReconcileResult, TrimResult
-from .requests import Operation
-from .scripts import SCRIPTS
 
 __all__ = [
     "DEFAULT_CHUNK",

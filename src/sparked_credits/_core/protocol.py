@@ -109,7 +109,7 @@ _HOLD_STATE_NAMES = {"O": "open", "S": "settled", "R": "released", "E": "expired
 
 
 def _overflow(c: Context, a: Sequence[str]) -> CreditsError:
-    from .. import validation as v
+    from . import validation as v
 
     return ValidationError(
         c.amount_field,

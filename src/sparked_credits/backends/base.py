@@ -17,8 +17,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..requests import CommandCall, Request, ScanCall, ScriptCall
-from ..steps import Steps, drive, drive_async
+from .._core.requests import CommandCall, Request, ScanCall, ScriptCall
+from .._core.steps import Steps
+from .._drive import drive, drive_async
 from .recovery import Failure, recover
 
 __all__ = ["AsyncBackend", "SyncBackend", "eval_", "evalsha", "scan_steps"]

@@ -23,9 +23,9 @@ import redis.cluster
 from redis import exceptions as rx
 from redis.crc import key_slot
 
+from .._core.requests import ScanCall, ScriptCall
+from .._drive import drive, drive_async
 from ..errors import ConfigurationError
-from ..requests import ScanCall, ScriptCall
-from ..steps import drive, drive_async
 from .base import eval_, evalsha
 from .recovery import recover
 from .redis_py import AsyncRedisBackend, RedisBackend, no_retries

@@ -18,8 +18,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from .._core.requests import Operation, ScriptCall
 from ..errors import BackendError, CreditsError
-from ..requests import Operation, ScriptCall
 from .recovery import Failure, GaveUp
 
 __all__ = [

@@ -5,7 +5,7 @@ exception to :func:`recover`, a generator that decides, from the backend's own
 classification, what to do next: EVAL the script after a NOSCRIPT, sleep and re-send after
 a transient failure, or give up with :class:`GaveUp`, which sums up every attempt (a
 request "may have applied" if any attempt may have). The twins carry the steps out with
-:func:`~sparked_credits.steps.drive` or :func:`~sparked_credits.steps.drive_async`.
+:func:`~sparked_credits._drive.drive` or :func:`~sparked_credits._drive.drive_async`.
 
 Re-sending is safe for every request the SDK makes: each script carries its idempotency
 key (the server applies it once and a repeat replays the first outcome), and reads change
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..steps import Sleep, Steps
+from .._core.steps import Sleep, Steps
 
 __all__ = ["Failure", "GaveUp", "backoff", "recover", "summarize"]
 

@@ -12,8 +12,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from . import validation as v
-from .errors import (
+from ..errors import (
     AccountClosedError,
     CreditsError,
     EntryNotFoundError,
@@ -25,7 +24,8 @@ from .errors import (
     RefundError,
     ValidationError,
 )
-from .models import EntryType, Hold, HoldState, LedgerEntry, MutationResult
+from ..models import EntryType, Hold, HoldState, LedgerEntry, MutationResult
+from . import validation as v
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -14,6 +14,9 @@ import secrets
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 
+from ..errors import ValidationError
+from ..models import Hold, InitResult, LedgerEntry, MutationResult
+from ..pricing import PriceTable, active_price_table
 from . import validation as v
 from .decoding import (
     entry_from_fields,
@@ -23,11 +26,8 @@ from .decoding import (
     script_error,
     text,
 )
-from .errors import ValidationError
 from .keys import AccountKeys, KeySpace
-from .models import Hold, InitResult, LedgerEntry, MutationResult
 from .options import ClientOptions
-from .pricing import PriceTable, active_price_table
 from .requests import CommandCall, Operation, ScanCall, ScriptCall
 from .scripts import SCRIPTS, Script
 

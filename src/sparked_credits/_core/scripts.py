@@ -27,7 +27,12 @@ class Script:
 
 
 def _read(name: str) -> str:
-    return resources.files(__package__).joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+    return (
+        resources.files("sparked_credits")
+        .joinpath("lua")
+        .joinpath(f"{name}.lua")
+        .read_text("utf-8")
+    )
 
 
 def _load(name: str) -> Script:

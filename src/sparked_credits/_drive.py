@@ -1,46 +1,19 @@
-"""Procedures and their two drivers: the one place where sync and async differ in kind.
-
-Anything that takes more than one round trip (a reconcile in chunks, a hold sweep, a
-history page with filters, a retry after a failure, every account of ``reconcile_all``) is
-written once, as a generator: it yields steps and receives their results. A step is a
-request for the client or backend to carry out, :class:`Sleep`, or :class:`Fanout` (run
-several procedures at once). An exception a step raised is thrown back into the procedure,
-which may handle it. :func:`drive` carries the steps out with blocking calls and threads,
-:func:`drive_async` with awaits and tasks; nothing else needs writing twice.
-"""
+"""The two drivers of the core's procedures (``_core.steps``): the one place where the
+blocking and the asyncio clients differ in kind, and nothing else needs writing twice."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Fanout", "Sleep", "Steps", "drive", "drive_async"]
+from ._core.steps import Fanout, Sleep, Steps
+
+__all__ = ["drive", "drive_async"]
 
 T = TypeVar("T")
-
-Steps = Generator[Any, Any, T]
-"""A procedure: yields steps, receives each step's result (or has its exception thrown in)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    """Wait this long before the next step."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Fanout:
-    """Run these procedures, at most ``concurrency`` at a time; the result is the list of
-    their results in order. A procedure's exception propagates (catch it inside it to
-    collect it instead)."""
-
-    procedures: tuple[Steps[Any], ...]
-    concurrency: int
 
 
 def drive(
