@@ -60,7 +60,7 @@ def raw_debits(url: str, n: int) -> float:
     ops = Operations(make_options(hash_tags=True))
     calls = []
     for _ in range(n + 50):
-        request = ops.debit("bench_raw", 1, "chat_message", None, None, None).request
+        request = ops.debit("bench_raw", 1, action="chat_message").request
         assert isinstance(request, ScriptCall)
         calls.append(request)
     with CreditsClient(url, hash_tags=True) as client:

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from . import analytics, reconciliation
 from ._client_base import ClientBase
+from ._core.operations import Extras
 from ._core.options import DEFAULT_HOLD_TTL
 from ._core.requests import Operation
 from ._core.steps import Steps
@@ -52,7 +53,7 @@ class AsyncCreditsClient(ClientBase):
     ) -> InitResult:
         """Give a new account its starting credits, once ever; later calls change nothing
         and return ``created=False``. ``credits`` defaults to the client's default_credits."""
-        return await self._run(self._ops.initialize_user(account, credits, reason))
+        return await self._run(self._ops.initialize_user(account, credits=credits, reason=reason))
 
     async def get_balance(self, account: str) -> int:
         """The balance (one GET). A never-initialized account reads as 0, or as
@@ -71,8 +72,14 @@ class AsyncCreditsClient(ClientBase):
     ) -> MutationResult:
         """Take ``amount`` credits for ``action``; InsufficientCreditsError (nothing written)
         when the balance is short."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
-            self._ops.debit(account, amount, action, reason, metadata, idempotency_key)
+            self._ops.debit(
+                account,
+                amount,
+                action=action,
+                extras=extras,
+            )
         )
 
     async def charge(
@@ -87,8 +94,14 @@ class AsyncCreditsClient(ClientBase):
     ) -> MutationResult:
         """Price ``action`` for ``usage`` (``charge(acct, "video_generation", seconds=60)``)
         with the client's price table and debit it, tagged with the action, in one call."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
-            self._ops.charge(account, action, usage, reason, metadata, idempotency_key)
+            self._ops.charge(
+                account,
+                action=action,
+                usage=usage,
+                extras=extras,
+            )
         )
 
     async def credit(
@@ -102,8 +115,14 @@ class AsyncCreditsClient(ClientBase):
         idempotency_key: str | None = None,
     ) -> MutationResult:
         """Add ``amount`` credits (admin grant, purchase, referral: say which in ``source``)."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
-            self._ops.credit(account, amount, source, reason, metadata, idempotency_key)
+            self._ops.credit(
+                account,
+                amount,
+                source=source,
+                extras=extras,
+            )
         )
 
     async def refund(
@@ -118,8 +137,14 @@ class AsyncCreditsClient(ClientBase):
     ) -> MutationResult:
         """Give back a debit, in full (default, once) or in parts never adding up to more
         than it took."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
-            self._ops.refund(account, entry_id, amount, reason, metadata, idempotency_key)
+            self._ops.refund(
+                account,
+                entry_id,
+                amount=amount,
+                extras=extras,
+            )
         )
 
     async def adjust(
@@ -135,9 +160,14 @@ class AsyncCreditsClient(ClientBase):
     ) -> MutationResult:
         """A signed admin correction; may take the balance below zero only with
         ``allow_overdraft=True``."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
             self._ops.adjust(
-                account, delta, allow_overdraft, action, reason, metadata, idempotency_key
+                account,
+                delta,
+                allow_overdraft=allow_overdraft,
+                action=action,
+                extras=extras,
             )
         )
 
@@ -156,9 +186,15 @@ class AsyncCreditsClient(ClientBase):
         """Take ``credits`` (or the price of an estimated ``usage`` of ``action``) now, for
         work whose cost is known only at the end; returns the hold to settle() or release().
         Past ``ttl`` (server time) it returns by itself."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
             self._ops.reserve(
-                account, credits, action, usage, ttl, reason, metadata, idempotency_key
+                account,
+                credits,
+                action=action,
+                usage=usage,
+                ttl=ttl,
+                extras=extras,
             )
         )
 
@@ -176,9 +212,14 @@ class AsyncCreditsClient(ClientBase):
         """Keep ``actual`` credits of an open hold and give back the rest, once per hold
         (a repeat returns the first outcome). Above the reservation only with
         ``allow_overage=True`` and a balance that covers the difference."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
             self._ops.settle(
-                account, hold_id, actual, allow_overage, reason, metadata, idempotency_key
+                account,
+                hold_id,
+                actual,
+                allow_overage=allow_overage,
+                extras=extras,
             )
         )
 
@@ -192,8 +233,13 @@ class AsyncCreditsClient(ClientBase):
         idempotency_key: str | None = None,
     ) -> MutationResult:
         """Give an open hold back in full, once per hold."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
-            self._ops.release(account, hold_id, reason, metadata, idempotency_key)
+            self._ops.release(
+                account,
+                hold_id,
+                extras=extras,
+            )
         )
 
     async def close_account(
@@ -207,7 +253,7 @@ class AsyncCreditsClient(ClientBase):
         AccountClosedError, initialize_user grants nothing, and the balance, ledger and
         open holds stay (settle, release, refund and credit still work). Once per account:
         a repeat returns the first close entry with ``replayed=True``."""
-        return await self._run(self._ops.close_account(account, reason, metadata))
+        return await self._run(self._ops.close_account(account, reason=reason, metadata=metadata))
 
     async def sweep_expired_holds(self, account: str | None = None) -> int:
         """Return every hold past its ttl, of one account or (None) of all accounts found

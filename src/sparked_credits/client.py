@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from . import analytics, reconciliation
 from ._client_base import ClientBase
+from ._core.operations import Extras
 from ._core.options import DEFAULT_HOLD_TTL
 from ._core.requests import Operation
 from ._core.steps import Steps
@@ -56,7 +57,7 @@ class CreditsClient(ClientBase):
     ) -> InitResult:
         """Give a new account its starting credits, once ever; later calls change nothing
         and return ``created=False``. ``credits`` defaults to the client's default_credits."""
-        return self._run(self._ops.initialize_user(account, credits, reason))
+        return self._run(self._ops.initialize_user(account, credits=credits, reason=reason))
 
     def get_balance(self, account: str) -> int:
         """The balance (one GET). A never-initialized account reads as 0, or as
@@ -75,8 +76,14 @@ class CreditsClient(ClientBase):
     ) -> MutationResult:
         """Take ``amount`` credits for ``action``; InsufficientCreditsError (nothing written)
         when the balance is short."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
-            self._ops.debit(account, amount, action, reason, metadata, idempotency_key)
+            self._ops.debit(
+                account,
+                amount,
+                action=action,
+                extras=extras,
+            )
         )
 
     def charge(
@@ -91,8 +98,14 @@ class CreditsClient(ClientBase):
     ) -> MutationResult:
         """Price ``action`` for ``usage`` (``charge(acct, "video_generation", seconds=60)``)
         with the client's price table and debit it, tagged with the action, in one call."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
-            self._ops.charge(account, action, usage, reason, metadata, idempotency_key)
+            self._ops.charge(
+                account,
+                action=action,
+                usage=usage,
+                extras=extras,
+            )
         )
 
     def credit(
@@ -106,8 +119,14 @@ class CreditsClient(ClientBase):
         idempotency_key: str | None = None,
     ) -> MutationResult:
         """Add ``amount`` credits (admin grant, purchase, referral: say which in ``source``)."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
-            self._ops.credit(account, amount, source, reason, metadata, idempotency_key)
+            self._ops.credit(
+                account,
+                amount,
+                source=source,
+                extras=extras,
+            )
         )
 
     def refund(
@@ -122,8 +141,14 @@ class CreditsClient(ClientBase):
     ) -> MutationResult:
         """Give back a debit, in full (default, once) or in parts never adding up to more
         than it took."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
-            self._ops.refund(account, entry_id, amount, reason, metadata, idempotency_key)
+            self._ops.refund(
+                account,
+                entry_id,
+                amount=amount,
+                extras=extras,
+            )
         )
 
     def adjust(
@@ -139,9 +164,14 @@ class CreditsClient(ClientBase):
     ) -> MutationResult:
         """A signed admin correction; may take the balance below zero only with
         ``allow_overdraft=True``."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
             self._ops.adjust(
-                account, delta, allow_overdraft, action, reason, metadata, idempotency_key
+                account,
+                delta,
+                allow_overdraft=allow_overdraft,
+                action=action,
+                extras=extras,
             )
         )
 
@@ -160,9 +190,15 @@ class CreditsClient(ClientBase):
         """Take ``credits`` (or the price of an estimated ``usage`` of ``action``) now, for
         work whose cost is known only at the end; returns the hold to settle() or release().
         Past ``ttl`` (server time) it returns by itself."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
             self._ops.reserve(
-                account, credits, action, usage, ttl, reason, metadata, idempotency_key
+                account,
+                credits,
+                action=action,
+                usage=usage,
+                ttl=ttl,
+                extras=extras,
             )
         )
 
@@ -180,9 +216,14 @@ class CreditsClient(ClientBase):
         """Keep ``actual`` credits of an open hold and give back the rest, once per hold
         (a repeat returns the first outcome). Above the reservation only with
         ``allow_overage=True`` and a balance that covers the difference."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
             self._ops.settle(
-                account, hold_id, actual, allow_overage, reason, metadata, idempotency_key
+                account,
+                hold_id,
+                actual,
+                allow_overage=allow_overage,
+                extras=extras,
             )
         )
 
@@ -196,7 +237,14 @@ class CreditsClient(ClientBase):
         idempotency_key: str | None = None,
     ) -> MutationResult:
         """Give an open hold back in full, once per hold."""
-        return self._run(self._ops.release(account, hold_id, reason, metadata, idempotency_key))
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
+        return self._run(
+            self._ops.release(
+                account,
+                hold_id,
+                extras=extras,
+            )
+        )
 
     def close_account(
         self,
@@ -209,7 +257,7 @@ class CreditsClient(ClientBase):
         AccountClosedError, initialize_user grants nothing, and the balance, ledger and
         open holds stay (settle, release, refund and credit still work). Once per account:
         a repeat returns the first close entry with ``replayed=True``."""
-        return self._run(self._ops.close_account(account, reason, metadata))
+        return self._run(self._ops.close_account(account, reason=reason, metadata=metadata))
 
     def sweep_expired_holds(self, account: str | None = None) -> int:
         """Return every hold past its ttl, of one account or (None) of all accounts found

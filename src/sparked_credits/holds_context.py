@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._core.operations import Extras
 from ._core.steps import Steps
 from .errors import HoldExpiredError
 from .models import Hold, MutationResult
@@ -57,14 +58,14 @@ class _HoldState:
             try:
                 reason = f"work failed: {failed.__name__}"
                 self._closed_with(
-                    (yield ops.release(self.account, self.hold_id, reason, None, None))
+                    (yield ops.release(self.account, self.hold_id, extras=Extras(reason=reason)))
                 )
             except HoldExpiredError:
                 self.closed = True  # its credits already went back
             return
         actual = self.hold.amount if self.actual is None else self.actual
         self._closed_with(
-            (yield ops.settle(self.account, self.hold_id, actual, False, None, None, None))
+            (yield ops.settle(self.account, self.hold_id, actual, allow_overage=False))
         )
 
     def _closed_with(self, result: MutationResult) -> MutationResult:

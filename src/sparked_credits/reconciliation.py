@@ -15,7 +15,6 @@ from ._core import validation as v
 from ._core.decoding import text
 from ._core.operations import Operations
 from ._core.requests import Operation
-from ._core.scripts import SCRIPTS
 from .errors import ValidationError
 from .reports import ReconcileReport, ReconcileResult, TrimResult
 
@@ -61,15 +60,17 @@ def _chunk(
             balance,
         )
 
-    params = (
-        start,
-        str(total),
-        str(count),
-        str(chunk),
-        "repair" if repair else "check",
-        "full" if full else "ckpt",
+    return ops.maintenance(
+        "reconcile",
+        account,
+        decode=decode,
+        start=start,
+        sum=str(total),
+        count=str(count),
+        chunk=str(chunk),
+        mode="repair" if repair else "check",
+        scope="full" if full else "ckpt",
     )
-    return ops.maintenance("reconcile", SCRIPTS.reconcile, account, params, decode, refund=True)
 
 
 def _pass(
@@ -142,7 +143,7 @@ def trim(ops: Operations, account: str, before: str) -> Generator[Operation[Any]
             return TrimResult(account=account, removed=0, kept_from=None)
         return TrimResult(account=account, removed=int(raw[1]), kept_from=text(raw[2]))
 
-    result: TrimResult = yield ops.maintenance("trim", SCRIPTS.trim, account, (minid,), decode)
+    result: TrimResult = yield ops.maintenance("trim", account, decode=decode, before=minid)
     return result
 
 

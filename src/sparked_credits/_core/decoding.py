@@ -1,33 +1,26 @@
 """Turning script replies into typed results, and script refusals into typed errors.
 
-Pure functions shared by every operation builder; no I/O.
+One decoder: every entry, from a script's reply or from XRANGE, becomes the same dict of
+raw values, which pydantic validates in one call together with the result around it (a
+mutation's result and its entry are one ``model_validate``; no model is built around
+pydantic's back). The fast path is reading by position: script replies always carry the
+nine values in the scripts' field order, and stream entries written by this SDK (or the
+TypeScript one) have that order too; only another writer's entry is read by name.
+Refusals map to typed errors through :data:`.protocol.REFUSALS`, a table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from ..errors import (
-    AccountClosedError,
-    CreditsError,
-    EntryNotFoundError,
-    HoldExpiredError,
-    HoldNotFoundError,
-    HoldOverageError,
-    IdempotencyConflictError,
-    InsufficientCreditsError,
-    RefundError,
-    ValidationError,
-)
+from ..errors import CreditsError
 from ..models import EntryType, Hold, HoldState, LedgerEntry, MutationResult
 from . import validation as v
-
-M = TypeVar("M", bound=BaseModel)
+from .protocol import Context, refusal
 
 _ENTRY_TYPES = {t.value: t for t in EntryType}
 
@@ -107,171 +100,52 @@ def entry_type(value: Any) -> EntryType | str:
     return _ENTRY_TYPES.get(typ, typ)
 
 
-def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
-    """An entry from its id and its nine values in _FIELDS order (as the scripts reply).
-
-    Validated: pydantic-core's validation is faster than model_construct, and an entry
-    written by another writer gets checked on the way in.
-    """
+def _entry_dict(entry_id: Any, values: Sequence[Any]) -> dict[str, Any]:
+    """The fields of a LedgerEntry from its id and nine values in _FIELDS order, raw as
+    the client returned them (bytes or str): pydantic converts them while it validates."""
     typ, delta, balance, action, app, reason, ref, idem, meta = values
-    return LedgerEntry(
-        id=entry_id,
-        type=entry_type(typ or ""),
-        delta=delta,
-        balance_after=balance,
-        action=action or None,
-        app=app or None,
-        reason=reason or None,
-        ref=ref or None,
-        idempotency_key=idem or None,
-        metadata=user_metadata(meta),
-    )
+    return {
+        "id": entry_id,
+        "type": entry_type(typ or ""),
+        "delta": delta,
+        "balance_after": balance,
+        "action": action or None,
+        "app": app or None,
+        "reason": reason or None,
+        "ref": ref or None,
+        "idempotency_key": idem or None,
+        "metadata": user_metadata(meta),
+    }
 
 
-def _trusted(cls: type[M], fields: dict[str, Any]) -> M:
-    """A model built from values this SDK's own scripts wrote, without re-validating them.
-
-    A debit's reply is decoded on every call; validating two models costs more than the
-    rest of the client's work on the hot path. This is what ``model_construct`` does, minus
-    its per-field default handling; :data:`_TRUSTED_OK` checks at import that the result
-    equals a validated model, and the validated path is used if pydantic ever differs.
-    """
-    obj = object.__new__(cls)
-    object.__setattr__(obj, "__dict__", fields)
-    object.__setattr__(obj, "__pydantic_fields_set__", _FIELD_SETS[cls])
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
+def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
+    """An entry from its id and its nine values in _FIELDS order (as the scripts reply)."""
+    return LedgerEntry.model_validate(_entry_dict(entry_id, values))
 
 
-_FIELD_SETS: dict[type[BaseModel], frozenset[str]] = {
-    LedgerEntry: frozenset(LedgerEntry.model_fields),
-    MutationResult: frozenset(MutationResult.model_fields),
-}
+def script_error(status: str, raw: Sequence[Any], context: Context) -> CreditsError:
+    """The typed error for a script's refusal (see protocol.REFUSALS)."""
+    return refusal(status, raw[1:], context)
 
 
-def _own_entry(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
-    """An entry from one of this SDK's script replies (trusted), else validated."""
-    if _TRUSTED_OK:
-        try:
-            typ, delta, balance, action, app, reason, ref, idem, meta = [
-                x.decode() if type(x) is bytes else x for x in values
-            ]
-            return _trusted(
-                LedgerEntry,
-                {
-                    "id": entry_id.decode() if type(entry_id) is bytes else entry_id,
-                    "type": _ENTRY_TYPES[typ],
-                    "delta": int(delta),
-                    "balance_after": int(balance),
-                    "action": action or None,
-                    "app": app or None,
-                    "reason": reason or None,
-                    "ref": ref or None,
-                    "idempotency_key": idem or None,
-                    "metadata": user_metadata(meta),
-                },
-            )
-        except (KeyError, ValueError):
-            pass  # not what our scripts write (another writer's entry): validate it
-    return entry_from_values(entry_id, values)
+def mutation_decoder(context: Context) -> Callable[[Any], MutationResult]:
+    """Decode a mutation's reply: ``{'ok', replayed, id, nine values}`` or a refusal."""
+    account = context.account
 
-
-def _self_check() -> bool:
-    values = ("debit", "-10", "90", "chat_message", "app", "", "", "k", '{"a":1}')
-    entry = entry_from_values("1-0", values)
-    result = MutationResult(account="a", balance=90, entry=entry, replayed=False)
-    try:
-        fast = _trusted(LedgerEntry, dict(entry.__dict__))
-        fast_result = _trusted(
-            MutationResult, {"account": "a", "balance": 90, "entry": fast, "replayed": False}
-        )
-    except Exception:  # pragma: no cover - a pydantic without these internals
-        return False
-    return (
-        fast == entry
-        and fast_result == result
-        and repr(fast) == repr(entry)
-        and fast.model_dump() == entry.model_dump()
-    )
-
-
-_TRUSTED_OK = _self_check()
-
-
-def mutation_decoder(
-    account: str,
-    action: str | None,
-    idempotency_key: str,
-    entry_id: str | None,
-    amount_field: str = "amount",
-) -> Callable[[Any], MutationResult]:
     def decode(raw: Sequence[Any]) -> MutationResult:
-        status = text(raw[0])
-        if status != "ok":
-            raise script_error(
-                status, raw, account, action, entry_id, idempotency_key, amount_field
-            )
-        entry = _own_entry(raw[2], raw[3:12])
-        fields: dict[str, Any] = {
-            "account": account,
-            "balance": entry.balance_after,
-            "entry": entry,
-            "replayed": raw[1] in (b"1", "1"),
-        }
-        if _TRUSTED_OK:
-            return _trusted(MutationResult, fields)
-        return MutationResult(**fields)
+        status = raw[0]
+        if status != b"ok" and status != "ok":
+            raise script_error(text(status), raw, context)
+        return MutationResult.model_validate(
+            {
+                "account": account,
+                "balance": raw[5],
+                "entry": _entry_dict(raw[2], raw[3:12]),
+                "replayed": raw[1] == b"1" or raw[1] == "1",
+            }
+        )
 
     return decode
-
-
-def script_error(
-    status: str,
-    raw: Sequence[Any],
-    account: str,
-    action: str | None,
-    entry_id: str | None,
-    idempotency_key: str | None = None,
-    amount_field: str = "amount",
-) -> CreditsError:
-    """Map a script's refusal to the typed error a caller can act on."""
-    args = [text(x) for x in raw[1:]]
-    if status == "insufficient":
-        return InsufficientCreditsError(account, int(args[0]), int(args[1]), action)
-    if status == "closed":
-        return AccountClosedError(account, action)
-    if status == "conflict":
-        return IdempotencyConflictError(account, idempotency_key or "")
-    if status == "overflow":
-        return ValidationError(
-            amount_field,
-            f"the balance {args[0]} plus {args[1]} would leave the range of ±{v.MAX_CREDITS}",
-        )
-    eid = entry_id or ""
-    if status == "not_found":
-        return EntryNotFoundError(account, eid)
-    if status == "not_refundable":
-        return RefundError(account, eid, f"a {args[0] or 'missing'} entry is not refundable")
-    if status == "fully_refunded":
-        return RefundError(account, eid, f"all {args[0]} credits were already refunded")
-    if status == "refund_exceeds":
-        return RefundError(
-            account, eid, f"only {args[0]} credits are left to refund", refundable=int(args[0])
-        )
-    if status == "hold_not_found":
-        return HoldNotFoundError(account, args[0])
-    if status == "hold_expired":
-        return HoldExpiredError(account, args[0])
-    if status == "hold_closed":
-        return HoldNotFoundError(account, args[0], _HOLD_STATES[args[1]].value)
-    if status == "overage":
-        return HoldOverageError(account, entry_id or "", int(args[0]), int(args[1]))
-    if status == "replay_gone":
-        return CreditsError(
-            f"the entry {args[0]} this idempotency key produced is no longer in the ledger"
-        )
-    return CreditsError(f"unexpected script reply {status!r}")
 
 
 _HOLD_STATES = {
@@ -282,30 +156,33 @@ _HOLD_STATES = {
 }
 
 
-def hold_decoder(account: str, action: str, idempotency_key: str) -> Callable[[Any], Hold]:
+def hold_decoder(context: Context) -> Callable[[Any], Hold]:
     """Decode reserve's reply: the reserve entry, then the hold's record
     ('O|amount|expires_ms|action|app' while open; 'S|...', 'R|...', 'E|...' once closed)."""
+    account = context.account
 
     def decode(raw: Sequence[Any]) -> Hold:
         status = text(raw[0])
         if status != "ok":
-            raise script_error(status, raw, account, action, None, idempotency_key)
-        entry = entry_from_values(raw[2], raw[3:12])
+            raise script_error(status, raw, context)
+        entry = _entry_dict(raw[2], raw[3:12])
         record = text(raw[12]).split("|")
         expires = None
         if record[0] == "O":
             expires = datetime.fromtimestamp(int(record[2]) / 1000, tz=timezone.utc)
-        return Hold(
-            account=account,
-            hold_id=entry.id,
-            amount=entry.amount,
-            action=entry.action,
-            app=entry.app,
-            state=_HOLD_STATES.get(record[0], HoldState.EXPIRED),
-            expires_at=expires,
-            balance=entry.balance_after,
-            entry=entry,
-            replayed=text(raw[1]) == "1",
+        return Hold.model_validate(
+            {
+                "account": account,
+                "hold_id": entry["id"],
+                "amount": abs(int(entry["delta"])),
+                "action": entry["action"],
+                "app": entry["app"],
+                "state": _HOLD_STATES.get(record[0], HoldState.EXPIRED),
+                "expires_at": expires,
+                "balance": entry["balance_after"],
+                "entry": entry,
+                "replayed": text(raw[1]) == "1",
+            }
         )
 
     return decode

@@ -51,8 +51,17 @@ __all__ = [
     "refusal",
 ]
 
-SHARED_KEYS = ("balance", "ledger", "meta", "idem", "idem_prev", "holds", "hold_expiry")
-"""KEYS[1..7], in this order, for every script (see lua/prelude.lua)."""
+SHARED_KEYS = (
+    "balance",
+    "ledger",
+    "meta",
+    "idempotency",
+    "idempotency_previous",
+    "holds",
+    "hold_expiry",
+)
+"""KEYS[1..7], in this order, for every script (see lua/prelude.lua); the names are
+:class:`~.keys.AccountKeys` attributes, as are a spec's ``extra_keys``."""
 
 SHARED_ARGS = (
     "idempotency_key",
@@ -184,6 +193,8 @@ class ScriptSpec:
     """KEYS after the seven shared ones (e.g. the refunds hash)."""
     keyed: bool = True
     """Carries an idempotency key (False: maintenance, safe to repeat as is)."""
+    operation: str = ""
+    """The operation's name (errors, and the fingerprint's first part); default: ``name``."""
     _positions: Mapping[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +205,8 @@ class ScriptSpec:
         if not set(chosen) <= set(self.args):
             raise ValueError(f"{self.name}: fingerprint names unknown arguments")
         object.__setattr__(self, "_positions", {n: i for i, n in enumerate(self.args)})
+        if not self.operation:
+            object.__setattr__(self, "operation", self.name)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -229,7 +242,14 @@ def _mutation(name: str, args: tuple[str, ...], *refusals: str, **options: Any) 
 SPECS: Mapping[str, ScriptSpec] = {
     spec.name: spec
     for spec in (
-        ScriptSpec("initialize", ("credits", "reason"), "init", ("overflow",), keyed=False),
+        ScriptSpec(
+            "initialize",
+            ("credits", "reason"),
+            "init",
+            ("overflow",),
+            keyed=False,
+            operation="initialize_user",
+        ),
         _mutation("debit", ("amount", "action", "reason", "metadata"), "closed", "insufficient"),
         _mutation("credit", ("amount", "source", "reason", "metadata"), "overflow"),
         _mutation(
@@ -273,8 +293,8 @@ SPECS: Mapping[str, ScriptSpec] = {
             "hold_closed",
             fingerprint=("hold_id",),
         ),
-        _mutation("close", ("reason", "metadata")),
-        ScriptSpec("sweep", ("limit",), "swept", keyed=False),
+        _mutation("close", ("reason", "metadata"), operation="close_account"),
+        ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired_holds"),
         ScriptSpec("trim", ("before",), "trimmed", keyed=False),
         ScriptSpec(
             "reconcile",
