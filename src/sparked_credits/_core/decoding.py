@@ -22,7 +22,10 @@ from ..models import EntryType, Hold, HoldState, LedgerEntry, MutationResult
 from . import validation as v
 from .protocol import Context, refusal
 
-_ENTRY_TYPES = {t.value: t for t in EntryType}
+_ENTRY_TYPES: dict[Any, EntryType] = {
+    **{t.value: t for t in EntryType},
+    **{t.value.encode(): t for t in EntryType},
+}
 
 __all__ = [
     "entry_from_fields",
@@ -96,6 +99,9 @@ def user_metadata(meta: Any) -> dict[str, Any]:
 def entry_type(value: Any) -> EntryType | str:
     """A known type as its EntryType; a type this version does not know (written by a
     newer SDK in another app) as its raw text, never an error."""
+    known = _ENTRY_TYPES.get(value)
+    if known is not None:
+        return known
     typ = text(value)
     return _ENTRY_TYPES.get(typ, typ)
 

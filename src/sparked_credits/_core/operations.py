@@ -30,7 +30,7 @@ from .keys import AccountKeys, KeySpace
 from .options import ClientOptions
 from .protocol import SPECS, Context, ScriptSpec
 from .requests import CommandCall, Operation, ScanCall, ScriptCall
-from .scripts import SCRIPTS
+from .scripts import SCRIPTS, Script
 
 __all__ = ["NO_EXTRAS", "Extras", "Operations", "new_idempotency_key"]
 
@@ -126,8 +126,11 @@ class Operations:
         self.keys = KeySpace(prefix=options.key_prefix, hash_tags=options.hash_tags)
         self._app = options.app or ""
         self._account_keys: dict[str, AccountKeys] = {}
+        # debit's memo: (account, amount, action, reason) -> (script, KEYS, ARGV[2..6],
+        # ARGV[8..]); a call adds ARGV[1] (key) and ARGV[7] (nonce).
         self._debit_memo: dict[
-            tuple[str, int, str, str | None], tuple[tuple[str, ...], tuple[str, str]]
+            tuple[str, int, str, str | None],
+            tuple[Script, tuple[str, ...], tuple[str, ...], tuple[str, ...]],
         ] = {}
         # ARGV[3..6], the same for every call of this client.
         self._argv_tail = (
@@ -245,8 +248,9 @@ class Operations:
         self, account: str, amount: int, *, action: str, extras: Extras = NO_EXTRAS
     ) -> Operation[MutationResult]:
         # The hot path: a debit like one seen before (same account, amount, action, reason,
-        # no metadata) reuses its checked values and fingerprints. Exact types are part of
-        # the test, so True never passes for 1 and a str subclass is checked afresh.
+        # no metadata) reuses its checked call: keys, values, fingerprints and script. Exact
+        # types are part of the test, so True never passes for 1 and a str subclass is
+        # checked afresh. Only the idempotency key and nonce are new per call.
         reason, metadata, idempotency_key = extras
         memo_key: tuple[str, int, str, str | None] | None = None
         if (
@@ -259,14 +263,13 @@ class Operations:
             memo_key = (account, amount, action, reason)
             hit = self._debit_memo.get(memo_key)
             if hit is not None:
-                values, fps = hit
-                return self._mutation(
-                    _DEBIT,
-                    account,
-                    values,
-                    idempotency_key=idempotency_key,
-                    action=action,
-                    fps=fps,
+                script, keys, head, tail = hit
+                key, nonce = _key_or_new(idempotency_key)
+                return Operation(
+                    "debit",
+                    ScriptCall(script, keys, (key, *head, nonce, *tail)),
+                    mutation_decoder(Context(account, action, None, key)),
+                    key,
                 )
         account = v.account(account)
         values = _DEBIT.values(
@@ -279,7 +282,12 @@ class Operations:
         if memo_key is not None:
             if len(self._debit_memo) >= 4096:
                 self._debit_memo.clear()
-            self._debit_memo[memo_key] = (values, fps)
+            self._debit_memo[memo_key] = (
+                SCRIPTS[_DEBIT.name],
+                self._script_keys(_DEBIT, account),
+                (fps[0], *self._argv_tail),
+                (fps[1], *values),
+            )
         return self._mutation(
             _DEBIT, account, values, idempotency_key=idempotency_key, action=action, fps=fps
         )
