@@ -3,10 +3,13 @@ the version has one source, and the command line's optional dependencies behave.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import subprocess
 import sys
 import types
+
+import pytest
 
 import sparked_credits
 
@@ -76,3 +79,36 @@ def test_other_commands_name_the_extra_without_it() -> None:
     done = _run_without_click("balance", "user_1")
     assert done.returncode == 2
     assert "pip install 'sparked-credits[cli]'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "sparked_credits.errors",
+        "sparked_credits.models",
+        "sparked_credits.reports",
+        "sparked_credits.pricing",
+        "sparked_credits.clerk",
+        "sparked_credits.integrations.fastapi",
+        "sparked_credits.client",
+        "sparked_credits.async_client",
+    ],
+)
+def test_public_import_paths_keep_working(path: str) -> None:
+    """The modules users import today; what users never import lives in ``_core``."""
+    module = importlib.import_module(path)
+    assert module.__name__ == path
+
+
+def test_client_names_at_their_old_paths() -> None:
+    from sparked_credits.async_client import AsyncCreditsClient
+    from sparked_credits.client import CreditsClient
+    from sparked_credits.errors import InsufficientCreditsError, TokenVerificationError
+    from sparked_credits.models import LedgerEntry, MutationResult
+
+    assert {CreditsClient.__name__, AsyncCreditsClient.__name__} == {
+        "CreditsClient",
+        "AsyncCreditsClient",
+    }
+    for cls in (InsufficientCreditsError, TokenVerificationError, LedgerEntry, MutationResult):
+        assert cls.__module__.startswith("sparked_credits.")
