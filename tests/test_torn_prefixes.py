@@ -107,6 +107,17 @@ def _with_checkpoint(c: CreditsClient) -> Ctx:
     return {"before": ids[3]}
 
 
+def _with_old_records(c: CreditsClient) -> Ctx:
+    """Records whose generation is past the retention: the next call rotates them (UNLINK,
+    RENAME, PEXPIRE...), the longest write sequence of a mutation."""
+    c.initialize_user(ACCT, 100)
+    c.debit(ACCT, 1, action="chat_message", idempotency_key="k0")
+    born = int(time.time() * 1000) - 8 * 24 * 3600 * 1000
+    c._backend.client.hset(IDEM[0], "", born)  # type: ignore[attr-defined]
+    c._backend.client.hset(IDEM[1], "k-1", "0|1-0")  # type: ignore[attr-defined]
+    return {}
+
+
 def _corrupted(c: CreditsClient) -> Ctx:
     c.initialize_user(ACCT, 100)
     c.debit(ACCT, 10, action="chat_message")
@@ -122,6 +133,8 @@ SCENARIOS = [
              lambda c, x: c.debit(ACCT, 10, action="chat", idempotency_key="k"), key="k",
              auto_init=True),
     Scenario("debit_after_due_holds", _with_due_holds,
+             lambda c, x: c.debit(ACCT, 10, action="chat", idempotency_key="k"), key="k"),
+    Scenario("debit_rotating_records", _with_old_records,
              lambda c, x: c.debit(ACCT, 10, action="chat", idempotency_key="k"), key="k"),
     Scenario("credit", _init,
              lambda c, x: c.credit(ACCT, 50, source="grant", idempotency_key="k"), key="k"),

@@ -13,7 +13,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ._core import validation as v
-from ._core.decoding import entry_type
 from ._core.operations import Operations
 from ._core.requests import Operation
 from .errors import ValidationError
@@ -42,21 +41,18 @@ usage either): they count in reconciliation by their delta, not here."""
 _BATCH = 500
 
 
-def _types(value: Collection[EntryType | str] | None) -> frozenset[EntryType | str] | None:
-    """The entry types to keep. A name this version does not know is kept as raw text, so
-    a filter can select entries a newer version writes."""
+def _types(value: Collection[EntryType | str] | None) -> frozenset[EntryType] | None:
+    """The entry types to keep: names this version knows (a typo is an error, not an
+    empty page). Entries of newer types are still listed by an unfiltered page."""
     if value is None:
         return None
     if isinstance(value, str):
         value = [value]
     try:
-        return frozenset(
-            t if isinstance(t, EntryType) else entry_type(v.label(t, "types", required=True))
-            for t in value
-        )
-    except (TypeError, ValidationError):
+        return frozenset(EntryType(t) for t in value)
+    except ValueError:
         known = ", ".join(t.value for t in EntryType)
-        raise ValidationError("types", f"must be entry types ({known}, or newer)") from None
+        raise ValidationError("types", f"must be entry types ({known})") from None
 
 
 def history(

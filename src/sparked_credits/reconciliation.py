@@ -92,7 +92,8 @@ def _pass(
             account=account,
             balance=balance,
             ledger_sum=total,
-            matched=status == "ok",
+            # A compensated repeat means the ledger did not add up before the repair.
+            matched=status == "ok" and dups == 0,
             repaired=fixed or rebuilt > 0 or dups > 0,
             entries_read=read,
             checkpoint_id=last or None,

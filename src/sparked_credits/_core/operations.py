@@ -7,6 +7,7 @@ rejected call never reaches Redis.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import os
@@ -39,12 +40,14 @@ T = TypeVar("T")
 
 
 def _fresh_prefix() -> None:
-    global _key_prefix, _key_counter
+    global _key_prefix, _key_counter, _nonce_prefix
     _key_prefix = secrets.token_urlsafe(9)  # 72 random bits, 12 characters
+    _nonce_prefix = secrets.token_urlsafe(6)  # 48 random bits, 8 characters
     _key_counter = itertools.count()
 
 
 _key_prefix: str
+_nonce_prefix: str
 _key_counter: itertools.count[int]
 _fresh_prefix()
 os.register_at_fork(after_in_child=_fresh_prefix)
@@ -59,23 +62,34 @@ def new_idempotency_key() -> str:
     return f"{_key_prefix}{next(_key_counter):x}"
 
 
-def _fingerprint(*parts: str) -> str:
-    """What an entry remembers of the call that wrote it (64 bits, 16 hex chars): enough to
-    tell a replay from a different call reusing the key.
+def _call_nonce() -> str:
+    """A token unique to one call of this process, kept in the entry it writes: it only has
+    to tell apart calls that share one idempotency key, so it is shorter than a key."""
+    return f"{_nonce_prefix}{next(_key_counter):x}"
 
-    It covers what the operation *is*: its name, the account, and the parameters that
-    decide the effect (amounts, action/source, reason, metadata, hold or entry id), never
-    the app that sent it, so a retry that reaches another app's process replays.
-    """
+
+def _fingerprint(*parts: str) -> str:
+    """64 bits of BLAKE2b over the parts, as 16 hex characters: the form earlier versions
+    stored in idempotency records (and still the record's, for their readers)."""
     return hashlib.blake2b(_SEP.join(parts).encode(), digest_size=8).hexdigest()
 
 
 def _fingerprints(name: str, account: str, app: str, params: Sequence[str]) -> tuple[str, str]:
-    """(fingerprint, legacy fingerprint). The legacy one is what earlier versions
-    computed (the calling app included): the script accepts it for records those versions
-    wrote, so a replay is not a conflict during a rolling upgrade, and it writes it into
-    the record so that older readers still replay the records this version writes."""
-    return _fingerprint(name, account, *params), _fingerprint(name, account, app, *params)
+    """(fingerprint, legacy fingerprint) of a call: enough to tell a replay from a
+    different call reusing its key.
+
+    The fingerprint covers what the operation *is*: its name, the account, and the
+    parameters that decide the effect (amounts, action/source, reason, metadata, hold or
+    entry id, flags), never the app that sent it, so a retry that reaches another app's
+    process replays. The entry keeps it (meta ``_sc.f``; base64url, 11 characters for 64
+    bits). The legacy one is what earlier versions computed (the calling app included):
+    the script accepts it for records those versions wrote, so a replay is not a conflict
+    during a rolling upgrade, and writes it into the record, so older readers still replay
+    the records this version writes.
+    """
+    current = hashlib.blake2b(_SEP.join((name, account, *params)).encode(), digest_size=8)
+    encoded = base64.urlsafe_b64encode(current.digest()).rstrip(b"=").decode()
+    return encoded, _fingerprint(name, account, app, *params)
 
 
 RESERVED_METADATA_KEY = "_sc"
@@ -89,7 +103,7 @@ def _key_or_new(idempotency_key: str | None) -> tuple[str, str]:
     nonce, which the entry keeps: the SDK's own re-send of the call is then not a replay."""
     if idempotency_key is None:
         return new_idempotency_key(), "*"
-    return v.idempotency_key(idempotency_key), new_idempotency_key()
+    return v.idempotency_key(idempotency_key), _call_nonce()
 
 
 def _metadata(metadata: dict[str, Any] | None) -> str:

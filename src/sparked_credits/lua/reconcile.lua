@@ -64,7 +64,11 @@ local function ms_of(id)
   return tonumber(string.match(id, '^(%d+)'))
 end
 
--- Compensate a second application: a new unit in the usual write order.
+-- Compensate a second application with a new entry. It leaves the stored balance alone:
+-- whether the balance took the repeat in depends on which writes of the torn transaction
+-- survived, and the last chunk sets the balance to the ledger sum (which includes this
+-- entry) either way, so a concurrent call never sees a balance corrected twice. The entry's
+-- 'balance' field is the stored balance at the time (the final 'adjust' records the fix).
 local function compensate(id, v, first, why)
   local mark = 'dup:' .. id
   if redis.call('HEXISTS', K_META, mark) == 1 then return end
@@ -74,21 +78,19 @@ local function compensate(id, v, first, why)
   local cid = 'none'
   if v[1] == 'reserve' then
     -- A hold nobody was told about: give it back if it is still open.
+    -- (No record: the torn transaction lost it; the hold was never usable.)
     local rec = redis.call('HGET', K_HOLDS, id)
-    local state, amount = nil, nil
+    local state, amount = nil, fmt(-(tonumber(v[2]) or 0))
     if rec then state, amount = parse_hold(rec) end
-    if state == 'O' then
-      local after = bal + tonumber(amount)
-      cid = append('release', tonumber(amount), after, v[4], v[5], reason, id, '', note)
+    if state == nil or state == 'O' then
+      cid = append('release', tonumber(amount), bal, v[4], v[5], reason, id, '', note)
       redis.call('HSET', K_HOLDS, id, 'R|' .. amount)
       redis.call('ZREM', K_HOLD_EXP, id)
-      redis.call('SET', K_BAL, fmt(after))
     end
   else
     local delta = -(tonumber(v[2]) or 0)
     if delta ~= 0 then
-      cid = append('adjust', delta, bal + delta, 'reconcile', APP, reason, id, '', note)
-      redis.call('SET', K_BAL, fmt(bal + delta))
+      cid = append('adjust', delta, bal, 'reconcile', APP, reason, id, '', note)
     end
   end
   redis.call('HSET', K_META, mark, cid)
@@ -102,7 +104,7 @@ local function check_key(id, v)
   if ms_of(id) < NOW - 2 * IDEM_TTL then return false end  -- its record expired anyway
   local rec = redis.call('HGET', K_IDEM, key) or redis.call('HGET', K_IDEM_PREV, key)
   if not rec then
-    idem_record_as(key, sc_fields(v[9]) or '', id)
+    idem_record_as(key, sc_fields(v[9]) or '*', id)
     rebuilt = rebuilt + 1
     return false
   end
