@@ -103,6 +103,9 @@ ALLOWED = {
     "backend contract": {
         "-    _call : Callable [ ... , Any ]",
         "+    _call : Callable [ ... , Awaitable [ Any ] ]",
+        # The async execute returns its method's awaitable instead of awaiting it itself.
+        "-    def execute ( self , request : Request ) -> Any :",
+        "+    def execute ( self , request : Request ) -> Awaitable [ Any ] :",
     },
 }
 

@@ -59,6 +59,7 @@ class SyncBackend(ABC):
         """What a failure of this backend's client library means (see Failure)."""
 
     def execute(self, request: Request) -> Any:
+        """The result of the request's method."""
         if type(request) is ScriptCall:
             return self.run_script(request)
         if type(request) is CommandCall:
@@ -109,13 +110,15 @@ class AsyncBackend(ABC):
     def classify(self, exc: BaseException) -> Failure:
         """What a failure of this backend's client library means (see Failure)."""
 
-    async def execute(self, request: Request) -> Any:
+    def execute(self, request: Request) -> Awaitable[Any]:
+        """The awaitable of the request's method (not a coroutine of its own: one frame
+        less on the hot path)."""
         if type(request) is ScriptCall:
-            return await self.run_script(request)
+            return self.run_script(request)
         if type(request) is CommandCall:
-            return await self.send(*request.args)
+            return self.send(*request.args)
         assert isinstance(request, ScanCall)
-        return await self.scan_keys(request)
+        return self.scan_keys(request)
 
     async def _send_raw(self, command: tuple[Any, ...]) -> Any:
         return await self._call(*command)
