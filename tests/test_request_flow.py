@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from sparked_credits._core.options import make_options
 from sparked_credits.errors import BackendError, InsufficientCreditsError, ValidationError
 from sparked_credits.integrations import idempotency as idem
 from sparked_credits.integrations.http_errors import HTTPRefusal
-from sparked_credits.options import make_options
 
 OPTIONS = make_options(app="app.sparked.world")
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._core.validation import account as valid_account
 from ..errors import ConfigurationError, ValidationError
-from ..validation import account as valid_account
 from .errors import (
     TokenAlgorithmError,
     TokenClaimError,

@@ -41,10 +41,10 @@ from datetime import timedelta
 from importlib import resources
 from typing import Any, Literal
 
+from .._core.options import ClientOptions
+from .._core.requests import Operation, ScriptCall
+from .._core.scripts import Script
 from ..errors import BackendError, CreditsError, IdempotencyConflictError, ValidationError
-from ..options import ClientOptions
-from ..requests import Operation, ScriptCall
-from ..scripts import Script
 
 __all__ = [
     "IDEMPOTENCY_HEADER",
@@ -72,10 +72,9 @@ _KEY_RE = re.compile(r"[\x21-\x7e]{1,200}")
 
 SCRIPT = Script(
     name="request_record",
-    source=resources.files("sparked_credits")
-    .joinpath("lua")
-    .joinpath("request_record.lua")
-    .read_text("utf-8"),
+    # The edge's own script, beside this module: it touches one request record, not an
+    # account's ledger, so it has no place among the ledger's declared scripts in lua/.
+    source=resources.files(__package__).joinpath("request_record.lua").read_text("utf-8"),
 )
 
 

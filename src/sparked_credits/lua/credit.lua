@@ -1,3 +1,6 @@
+--: argv amount source reason metadata
+--: reply mutation
+--: refusals overflow conflict replay_gone
 -- credit (grant, purchase, referral...): ARGV[9] amount, ARGV[10] source, ARGV[11] reason,
 -- ARGV[12] metadata JSON.
 local replay = idem_lookup()

@@ -1,3 +1,6 @@
+--: argv start sum count chunk mode scope
+--: keys refunds
+--: reply reconcile
 -- reconcile one chunk of an account's ledger. KEYS[8] is the refunds hash.
 -- ARGV[9] start id (exclusive; '' = from the checkpoint, or for a full pass from the trim
 -- base / the start), ARGV[10] running sum, ARGV[11] running count, ARGV[12] chunk size,

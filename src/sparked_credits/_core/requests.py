@@ -1,6 +1,6 @@
 """What a client asks a backend to do: one script call or one plain command.
 
-These are plain data, built by the pure core (:mod:`sparked_credits.operations`) and carried
+These are plain data, built by the pure core (:mod:`sparked_credits._core.operations`) and carried
 out by a backend in exactly one round trip. Keeping them I/O-free is what lets the sync and
 async clients, and every backend, share one implementation of each operation. They are not
 frozen: one is built on every call, and a frozen dataclass costs several times more to make.
