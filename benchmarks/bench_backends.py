@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import redis
 import redis.cluster
 
+from redis_servers import RedisCluster, RedisServer
 from sparked_credits import AsyncCreditsClient, CreditsClient
 from sparked_credits.backends.cluster import parse
 from sparked_credits.operations import Operations
 from sparked_credits.options import make_options
 from sparked_credits.requests import ScriptCall
-from sparked_credits.testing import RedisCluster, RedisServer
 from upstash_bridge import TOKEN, UpstashBridge
 
 CONCURRENCY = 50

@@ -52,7 +52,9 @@ import redis.asyncio
 from sparked_credits import AsyncCreditsClient, CreditsClient
 from sparked_credits.operations import new_idempotency_key
 from sparked_credits.scripts import SCRIPTS
-from sparked_credits.testing import RedisServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from redis_servers import RedisServer
 
 APP = "app.sparked.world"
 ACTION = "chat_message"

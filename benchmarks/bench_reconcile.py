@@ -17,11 +17,14 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import redis
 
 from sparked_credits import CreditsClient
-from sparked_credits.testing import RedisServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from redis_servers import RedisServer
 
 ACCT = "user_bench"
 

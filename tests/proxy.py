@@ -11,7 +11,7 @@ import contextlib
 import socket
 import threading
 
-from sparked_credits.testing import free_port
+from redis_servers import free_port
 
 
 class DroppingProxy:

@@ -15,6 +15,7 @@ import jwt
 import pytest
 
 from clerk_keys import ORIGIN, JwksServer, KeyPair, b64, claims, unsigned_token
+from redis_servers import free_port
 from sparked_credits import ConfigurationError, TokenVerificationError
 from sparked_credits.clerk import (
     jwks_client,
@@ -33,7 +34,6 @@ from sparked_credits.errors import (
     TokenPartyError,
     TokenSignatureError,
 )
-from sparked_credits.testing import free_port
 
 
 @pytest.fixture(scope="module")

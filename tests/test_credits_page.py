@@ -31,9 +31,9 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 import credits_app
 from clerk_keys import KeyPair
 from conftest import PHASE_REPORTS
+from redis_servers import free_port
 from sparked_credits import ConfigurationError
 from sparked_credits.backends.memory import reset_memory_store
-from sparked_credits.testing import free_port
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -26,7 +26,7 @@ import redis
 from svix.webhooks import Webhook
 
 from clerk_keys import ORIGIN, KeyPair
-from sparked_credits.testing import RedisServer, free_port
+from redis_servers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()

@@ -557,7 +557,7 @@ def _flush(url: str) -> None:
         raw.close()
 
 
-@pytest.mark.parametrize("backend", ["memory", "redis"])
+@pytest.mark.parametrize("backend", ["memory", "redis6", "redis7"])
 def test_client_matches_model(backend: str, request: pytest.FixtureRequest) -> None:
     if backend == "memory":
         url = f"memory://{MEMORY_STORE}"
@@ -565,7 +565,7 @@ def test_client_matches_model(backend: str, request: pytest.FixtureRequest) -> N
         def wipe() -> None:
             reset_memory_store(MEMORY_STORE)
     else:
-        url = request.getfixturevalue("redis_server").url
+        url = request.getfixturevalue("server_pool").server(backend).url
 
         def wipe() -> None:
             _flush(url)

@@ -33,7 +33,7 @@ from typing import Any
 
 import hiredis
 
-from sparked_credits.testing import free_port
+from redis_servers import free_port
 
 TOKEN = "bridge-test-token"
 

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import validation as v
+from .decoding import entry_type
 from .errors import ValidationError
 from .models import EntryType, HistoryPage, LedgerEntry
 from .operations import Operations
@@ -34,21 +35,28 @@ USAGE_TYPES = frozenset(
     }
 )
 """Entries that spend or give back spent credits; usage is minus the sum of their deltas,
-so a refunded or released charge nets out. Grants, init and adjustments are not usage."""
+so a refunded or released charge nets out. Grants, init and adjustments are not usage, and
+neither are entry types this version does not know (a newer version's lot expiry is not
+usage either): they count in reconciliation by their delta, not here."""
 
 _BATCH = 500
 
 
-def _types(value: Collection[EntryType | str] | None) -> frozenset[EntryType] | None:
+def _types(value: Collection[EntryType | str] | None) -> frozenset[EntryType | str] | None:
+    """The entry types to keep. A name this version does not know is kept as raw text, so
+    a filter can select entries a newer version writes."""
     if value is None:
         return None
     if isinstance(value, str):
         value = [value]
     try:
-        return frozenset(EntryType(t) for t in value)
-    except ValueError:
+        return frozenset(
+            t if isinstance(t, EntryType) else entry_type(v.label(t, "types", required=True))
+            for t in value
+        )
+    except (TypeError, ValidationError):
         known = ", ".join(t.value for t in EntryType)
-        raise ValidationError("types", f"must be entry types ({known})") from None
+        raise ValidationError("types", f"must be entry types ({known}, or newer)") from None
 
 
 def history(

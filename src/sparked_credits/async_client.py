@@ -251,23 +251,29 @@ class AsyncCreditsClient(ClientBase):
             },
         )
 
-    async def reconcile(self, account: str, *, repair: bool = False) -> ReconcileResult:
+    async def reconcile(
+        self, account: str, *, repair: bool = False, full: bool = False
+    ) -> ReconcileResult:
         """Check that the balance equals the sum of the ledger, summing inside Redis from
-        the last checkpoint on. With ``repair=True`` a mismatch is fixed: the balance is set
-        to the ledger's sum and an 'adjust' entry records what was found."""
-        return await self._drive(reconciliation.reconcile(self._ops, account, repair))
+        the last checkpoint on (a full pass when the checkpoint's entry count changed, or
+        with ``full=True``). With ``repair=True`` a mismatch is fixed by a full pass that
+        rebuilds the balance, idempotency records and holds from the ledger; an 'adjust'
+        entry records what was found."""
+        return await self._drive(reconciliation.reconcile(self._ops, account, repair, full=full))
 
     async def reconcile_all(
         self,
         accounts: Iterable[str] | None = None,
         *,
         repair: bool = False,
+        full: bool = False,
         concurrency: int = 8,
         on_progress: Callable[[str], None] | None = None,
     ) -> ReconcileReport:
         """Sweep expired holds and reconcile every account given (the seed's
         ``getAllUserIds()``) or, with None, every account with a ledger (SCAN), at most
-        ``concurrency`` at a time. Failures are reported per account, not raised."""
+        ``concurrency`` at a time (``full=True``: a full pass each). Failures are reported
+        per account, not raised."""
         started = time.monotonic()
         ids = (
             sorted(set(accounts))
@@ -281,7 +287,7 @@ class AsyncCreditsClient(ClientBase):
             async with gate:
                 try:
                     outcomes[account] = await self._drive(
-                        reconciliation.check_account(self._ops, account, repair)
+                        reconciliation.check_account(self._ops, account, repair, full)
                     )
                 except CreditsError as exc:
                     outcomes[account] = exc

@@ -176,7 +176,7 @@ def history(
         color = "green" if e.delta > 0 else "red" if e.delta < 0 else "white"
         table.add_row(
             f"{e.timestamp:%Y-%m-%d %H:%M:%S}",
-            e.type.value,
+            e.type_name,
             f"[{color}]{e.delta:+d}[/]",
             str(e.balance_after),
             e.action or "",
@@ -225,23 +225,34 @@ def usage(
 @click.argument("account", required=False)
 @click.option("--all", "all_accounts", is_flag=True, help="Every account with a ledger.")
 @click.option("--repair", is_flag=True, help="Fix mismatches (the ledger wins).")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Sum every entry, not only those after the checkpoint (after a crash: with "
+    "--repair, rebuilds balances, idempotency records and holds from the ledger).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @_errors_exit_2
 def reconcile(
-    ctx: click.Context, account: str | None, all_accounts: bool, repair: bool, as_json: bool
+    ctx: click.Context,
+    account: str | None,
+    all_accounts: bool,
+    repair: bool,
+    full: bool,
+    as_json: bool,
 ) -> None:
     """Prove balance == sum of ledger for ACCOUNT or --all; exit 1 on unrepaired mismatches."""
     if bool(account) == all_accounts:
         raise click.UsageError("give one ACCOUNT or --all")
     with _client(ctx) as credits:
         if account:
-            report = credits.reconcile_all([account], repair=repair)
+            report = credits.reconcile_all([account], repair=repair, full=full)
         else:
             with Progress(console=err, transient=True, disable=as_json) as progress:
                 task = progress.add_task("reconciling", total=None)
                 report = credits.reconcile_all(
-                    repair=repair, on_progress=lambda _: progress.advance(task)
+                    repair=repair, full=full, on_progress=lambda _: progress.advance(task)
                 )
     if as_json:
         _print_json(report)

@@ -29,13 +29,17 @@ from .models import EntryType, Hold, HoldState, LedgerEntry, MutationResult
 
 M = TypeVar("M", bound=BaseModel)
 
+_ENTRY_TYPES = {t.value: t for t in EntryType}
+
 __all__ = [
     "entry_from_fields",
     "entry_from_values",
+    "entry_type",
     "hold_decoder",
     "mutation_decoder",
     "script_error",
     "text",
+    "user_metadata",
 ]
 
 
@@ -81,6 +85,28 @@ def entry_from_fields(entry_id: Any, fields: Any) -> LedgerEntry:
         ) from None
 
 
+_SC_MARK = '"_sc"'
+
+
+def user_metadata(meta: Any) -> dict[str, Any]:
+    """The caller's metadata of a stored entry: its JSON without the scripts' own ``_sc``
+    member (fingerprint, call nonce, hold expiry; see lua/prelude.lua)."""
+    if not meta:
+        return {}
+    raw = meta.decode() if type(meta) is bytes else meta
+    parsed = v.as_dict(raw)
+    if _SC_MARK in raw:
+        parsed.pop("_sc", None)
+    return parsed
+
+
+def entry_type(value: Any) -> EntryType | str:
+    """A known type as its EntryType; a type this version does not know (written by a
+    newer SDK in another app) as its raw text, never an error."""
+    typ = text(value)
+    return _ENTRY_TYPES.get(typ, typ)
+
+
 def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
     """An entry from its id and its nine values in _FIELDS order (as the scripts reply).
 
@@ -90,7 +116,7 @@ def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
     typ, delta, balance, action, app, reason, ref, idem, meta = values
     return LedgerEntry(
         id=entry_id,
-        type=typ,
+        type=entry_type(typ or ""),
         delta=delta,
         balance_after=balance,
         action=action or None,
@@ -98,11 +124,8 @@ def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
         reason=reason or None,
         ref=ref or None,
         idempotency_key=idem or None,
-        metadata=v.as_dict(meta) if meta else {},
+        metadata=user_metadata(meta),
     )
-
-
-_ENTRY_TYPES = {t.value: t for t in EntryType}
 
 
 def _trusted(cls: type[M], fields: dict[str, Any]) -> M:
@@ -146,7 +169,7 @@ def _own_entry(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
                     "reason": reason or None,
                     "ref": ref or None,
                     "idempotency_key": idem or None,
-                    "metadata": v.as_dict(meta) if meta else {},
+                    "metadata": user_metadata(meta),
                 },
             )
         except (KeyError, ValueError):

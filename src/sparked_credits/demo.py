@@ -75,10 +75,10 @@ def run_demo(url: str = "memory://demo", echo: Callable[[str], None] = print) ->
         echo("5. history, newest first:")
         for e in page.entries:
             echo(
-                f"   {e.timestamp:%H:%M:%S} {e.type.value:<7} {e.delta:+5d} -> {e.balance_after:>4}"
+                f"   {e.timestamp:%H:%M:%S} {e.type_name:<7} {e.delta:+5d} -> {e.balance_after:>4}"
                 f"  {e.action or '':<14} {e.app or ''}"
             )
-        _expect("history", [e.type.value for e in page.entries], ["debit", "debit", "init"])
+        _expect("history", [e.type_name for e in page.entries], ["debit", "debit", "init"])
         _expect("ledger sum", sum(e.delta for e in page.entries), 40)
         echo("all checks passed: balance == sum of the ledger == 40")
     finally:

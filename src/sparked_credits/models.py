@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -49,7 +49,9 @@ class LedgerEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str = Field(description="Stream id '<ms>-<seq>': unique, ordered, carries the time.")
-    type: EntryType
+    type: Annotated[EntryType | str, Field(union_mode="left_to_right")] = Field(
+        description="An EntryType, or the raw type of an entry written by a newer version."
+    )
     delta: int = Field(description="Signed change to the balance.")
     balance_after: int = Field(description="The balance right after this entry.")
     action: str | None = Field(default=None, description="What was paid for, or the source.")
@@ -70,6 +72,12 @@ class LedgerEntry(BaseModel):
         """When Redis wrote the entry (server time, millisecond precision)."""
         ms = int(self.id.split("-", 1)[0])
         return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+
+    @property
+    def type_name(self) -> str:
+        """The type as stored ('debit', or the raw name of a type this version does not
+        know): safe to print for any entry, unlike ``type.value``."""
+        return self.type.value if isinstance(self.type, EntryType) else self.type
 
     @property
     def amount(self) -> int:

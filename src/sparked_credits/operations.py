@@ -59,13 +59,44 @@ def new_idempotency_key() -> str:
 
 
 def _fingerprint(*parts: str) -> str:
-    """What the idempotency record remembers of a call's parameters (64 bits, 16 chars):
-    enough to tell a replay from a different call reusing the key."""
+    """What an entry remembers of the call that wrote it (64 bits, 16 hex chars): enough to
+    tell a replay from a different call reusing the key.
+
+    It covers what the operation *is*: its name, the account, and the parameters that
+    decide the effect (amounts, action/source, reason, metadata, hold or entry id), never
+    the app that sent it, so a retry that reaches another app's process replays.
+    """
     return hashlib.blake2b(_SEP.join(parts).encode(), digest_size=8).hexdigest()
 
 
-def _key_or_new(idempotency_key: str | None) -> str:
-    return new_idempotency_key() if idempotency_key is None else v.idempotency_key(idempotency_key)
+def _fingerprints(name: str, account: str, app: str, params: Sequence[str]) -> tuple[str, str]:
+    """(fingerprint, legacy fingerprint). The legacy one is what earlier versions
+    computed (the calling app included): the script accepts it for records those versions
+    wrote, so a replay is not a conflict during a rolling upgrade, and it writes it into
+    the record so that older readers still replay the records this version writes."""
+    return _fingerprint(name, account, *params), _fingerprint(name, account, app, *params)
+
+
+RESERVED_METADATA_KEY = "_sc"
+"""The metadata member the scripts keep for themselves (fingerprint, call nonce, hold
+expiry); readers drop it, callers may not use it."""
+
+
+def _key_or_new(idempotency_key: str | None) -> tuple[str, str]:
+    """(key, call nonce). A key made for this call cannot have been applied by anyone else,
+    so its nonce is '*' ("any record of it is this call's"); a caller's key gets a fresh
+    nonce, which the entry keeps: the SDK's own re-send of the call is then not a replay."""
+    if idempotency_key is None:
+        return new_idempotency_key(), "*"
+    return v.idempotency_key(idempotency_key), new_idempotency_key()
+
+
+def _metadata(metadata: dict[str, Any] | None) -> str:
+    if isinstance(metadata, dict) and RESERVED_METADATA_KEY in metadata:
+        raise ValidationError(
+            "metadata", f"the key {RESERVED_METADATA_KEY!r} is reserved for the SDK"
+        )
+    return v.metadata(metadata)
 
 
 class Operations:
@@ -77,7 +108,9 @@ class Operations:
         self.keys = KeySpace(prefix=options.key_prefix, hash_tags=options.hash_tags)
         self._app = options.app or ""
         self._account_keys: dict[str, AccountKeys] = {}
-        self._debit_memo: dict[tuple[str, int, str, str | None], tuple[tuple[str, ...], str]] = {}
+        self._debit_memo: dict[
+            tuple[str, int, str, str | None], tuple[tuple[str, ...], tuple[str, str]]
+        ] = {}
         # ARGV[3..6], the same for every mutation of this client.
         self._argv_tail = (
             str(options.idempotency_ttl_ms),
@@ -104,9 +137,10 @@ class Operations:
         account: str,
         key: str,
         params: tuple[str, ...],
+        nonce: str,
         refund: bool = False,
         effect: int | None = None,
-        fp: str | None = None,
+        fps: tuple[str, str] | None = None,
     ) -> ScriptCall:
         """The one script call of a mutation: shared KEYS and ARGV, then its own params.
 
@@ -114,13 +148,13 @@ class Operations:
         that decide the effect) for operations whose default key is derived from what they
         close: a webhook's second delivery with another reason is still the same settle.
         """
-        if fp is None:
-            fp = _fingerprint(name, account, self._app, *params[:effect])
+        if fps is None:
+            fps = _fingerprints(name, account, self._app, params[:effect])
         keys = self._keys_of(account)
         return ScriptCall(
             script=script,
             keys=keys.refund_keys if refund else keys.script_keys,
-            args=(key, fp, *self._argv_tail, *params),
+            args=(key, fps[0], *self._argv_tail, nonce, fps[1], *params),
         )
 
     def _mutation(
@@ -135,12 +169,14 @@ class Operations:
         refund: bool = False,
         effect: int | None = None,
         amount_field: str = "amount",
-        fp: str | None = None,
+        fps: tuple[str, str] | None = None,
     ) -> Operation[MutationResult]:
-        key = _key_or_new(idempotency_key)
+        key, nonce = _key_or_new(idempotency_key)
         return Operation(
             name=name,
-            request=self._script_call(name, script, account, key, params, refund, effect, fp),
+            request=self._script_call(
+                name, script, account, key, params, nonce, refund, effect, fps
+            ),
             decode=mutation_decoder(account, action, key, entry_id, amount_field),
             idempotency_key=key,
         )
@@ -171,7 +207,7 @@ class Operations:
             request=ScriptCall(
                 script=SCRIPTS.initialize,
                 keys=keys.script_keys,
-                args=("", "", *self._argv_tail, str(amount), why),
+                args=("", "", *self._argv_tail, "", "", str(amount), why),
             ),
             decode=decode,
         )
@@ -212,24 +248,24 @@ class Operations:
             memo_key = (account, amount, action, reason)
             hit = self._debit_memo.get(memo_key)
             if hit is not None:
-                params, fp = hit
+                params, fps = hit
                 return self._mutation(
-                    "debit", SCRIPTS.debit, account, idempotency_key, params, action, fp=fp
+                    "debit", SCRIPTS.debit, account, idempotency_key, params, action, fps=fps
                 )
         account = v.account(account)
         params = (
             str(v.amount(amount)),
             v.label(action, "action", required=True),
             v.reason(reason),
-            v.metadata(metadata),
+            _metadata(metadata),
         )
-        fp = _fingerprint("debit", account, self._app, *params)
+        fps = _fingerprints("debit", account, self._app, params)
         if memo_key is not None:
             if len(self._debit_memo) >= 4096:
                 self._debit_memo.clear()
-            self._debit_memo[memo_key] = (params, fp)
+            self._debit_memo[memo_key] = (params, fps)
         return self._mutation(
-            "debit", SCRIPTS.debit, account, idempotency_key, params, action, fp=fp
+            "debit", SCRIPTS.debit, account, idempotency_key, params, action, fps=fps
         )
 
     def price_table(self) -> PriceTable:
@@ -274,7 +310,7 @@ class Operations:
             str(v.amount(amount)),
             v.label(source, "source"),
             v.reason(reason),
-            v.metadata(metadata),
+            _metadata(metadata),
         )
         return self._mutation("credit", SCRIPTS.credit, account, idempotency_key, params, source)
 
@@ -294,7 +330,7 @@ class Operations:
             "1" if v.flag(allow_overdraft, "allow_overdraft") else "0",
             v.label(action, "action"),
             v.reason(reason),
-            v.metadata(metadata),
+            _metadata(metadata),
         )
         return self._mutation(
             "adjust",
@@ -321,7 +357,7 @@ class Operations:
             eid,
             "" if amount is None else str(v.amount(amount)),
             v.reason(reason),
-            v.metadata(metadata),
+            _metadata(metadata),
         )
         if idempotency_key is None and amount is None:
             # A full refund happens at most once, so a key derived from the entry lets any
@@ -363,12 +399,12 @@ class Operations:
             label,
             str(v.ttl_ms(ttl)),
             v.reason(reason),
-            v.metadata(metadata),
+            _metadata(metadata),
         )
-        key = _key_or_new(idempotency_key)
+        key, nonce = _key_or_new(idempotency_key)
         return Operation(
             name="reserve",
-            request=self._script_call("reserve", SCRIPTS.reserve, account, key, params),
+            request=self._script_call("reserve", SCRIPTS.reserve, account, key, params, nonce),
             decode=hold_decoder(account, label, key),
             idempotency_key=key,
         )
@@ -390,7 +426,7 @@ class Operations:
             str(v.credits(actual, "actual")),
             "1" if v.flag(allow_overage, "allow_overage") else "0",
             v.reason(reason),
-            v.metadata(metadata),
+            _metadata(metadata),
         )
         # One settle per hold: a provider webhook delivered three times settles once.
         key = f"settle:{hid}" if idempotency_key is None else idempotency_key
@@ -406,7 +442,7 @@ class Operations:
     ) -> Operation[MutationResult]:
         account = v.account(account)
         hid = v.entry_id(hold_id, "hold_id")
-        params = (hid, v.reason(reason), v.metadata(metadata))
+        params = (hid, v.reason(reason), _metadata(metadata))
         key = f"release:{hid}" if idempotency_key is None else idempotency_key
         return self._mutation("release", SCRIPTS.release, account, key, params, None, hid, effect=1)
 
@@ -416,7 +452,7 @@ class Operations:
         """Close an account for new debits, once: a 0-delta ``close`` entry records when,
         why and by which app, and the account's meta hash points at it."""
         account = v.account(account)
-        params = (v.reason(reason), v.metadata(metadata))
+        params = (v.reason(reason), _metadata(metadata))
         # Once per account by the script itself (it replays the first close entry); the key
         # only labels the entry.
         return self._mutation("close_account", SCRIPTS.close, account, "close", params, None)
@@ -428,15 +464,17 @@ class Operations:
         account: str,
         params: tuple[str, ...],
         decode: Callable[[Any], T],
+        refund: bool = False,
     ) -> Operation[T]:
         """A script call without an idempotency key, for scripts whose effect is the same
         however often they run (sweeping expired holds, reconciling, trimming)."""
+        keys = self._keys_of(v.account(account))
         return Operation(
             name=name,
             request=ScriptCall(
                 script=script,
-                keys=self._keys_of(v.account(account)).script_keys,
-                args=("", "", *self._argv_tail, *params),
+                keys=keys.refund_keys if refund else keys.script_keys,
+                args=("", "", *self._argv_tail, "", "", *params),
             ),
             decode=decode,
         )

@@ -34,45 +34,102 @@ DEFAULT_CHUNK = 1000
 Procedure = Generator[Operation[Any], Any, Any]
 
 
+_Chunk = tuple[str, str, int, int, int, int, int, int | None]
+
+
 def _chunk(
-    ops: Operations, account: str, start: str, total: int, chunk: int, repair: bool
-) -> Operation[tuple[str, str, int, int, int | None]]:
-    def decode(raw: Sequence[Any]) -> tuple[str, str, int, int, int | None]:
+    ops: Operations,
+    account: str,
+    start: str,
+    total: int,
+    count: int,
+    chunk: int,
+    repair: bool,
+    full: bool,
+) -> Operation[_Chunk]:
+    def decode(raw: Sequence[Any]) -> _Chunk:
         status = text(raw[0])
-        balance = int(raw[4]) if len(raw) > 4 else None
-        return status, text(raw[1]), int(raw[2]), int(raw[3]), balance
+        balance = int(raw[7]) if len(raw) > 7 else None
+        return (
+            status,
+            text(raw[1]),
+            int(raw[2]),
+            int(raw[3]),
+            int(raw[4]),
+            int(raw[5]),
+            int(raw[6]),
+            balance,
+        )
 
-    params = (start, str(total), str(chunk), "repair" if repair else "check")
-    return ops.maintenance("reconcile", SCRIPTS.reconcile, account, params, decode)
+    params = (
+        start,
+        str(total),
+        str(count),
+        str(chunk),
+        "repair" if repair else "check",
+        "full" if full else "ckpt",
+    )
+    return ops.maintenance("reconcile", SCRIPTS.reconcile, account, params, decode, refund=True)
 
 
-def reconcile(
-    ops: Operations, account: str, repair: bool, chunk: int = DEFAULT_CHUNK
-) -> Generator[Operation[Any], Any, ReconcileResult]:
-    """Sum the ledger after the last checkpoint, chunk by chunk; the last chunk compares
-    with the balance atomically and moves the checkpoint (or repairs)."""
-    account = v.account(account)
-    v.flag(repair, "repair")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= 100_000:
-        raise ValidationError("chunk", "must be an int between 1 and 100000")
-    start, total, read = "", 0, 0
+def _pass(
+    ops: Operations, account: str, repair: bool, full: bool, chunk: int
+) -> Generator[Operation[Any], Any, tuple[ReconcileResult, str]]:
+    """One pass, chunk by chunk; returns the result and the last chunk's status."""
+    start, total, count, read, rebuilt, dups = "", 0, 0, 0, 0, 0
     while True:
-        status, last, total, n, balance = yield _chunk(ops, account, start, total, chunk, repair)
-        read += n
+        status, last, total, count, n, r, d, balance = yield _chunk(
+            ops, account, start, total, count, chunk, repair, full
+        )
+        read, rebuilt, dups = read + n, rebuilt + r, dups + d
         if status == "more":
             start = last
             continue
         assert balance is not None
-        return ReconcileResult(
+        fixed = status == "repaired"
+        result = ReconcileResult(
             account=account,
             balance=balance,
             ledger_sum=total,
             matched=status == "ok",
-            repaired=status == "repaired",
+            repaired=fixed or rebuilt > 0 or dups > 0,
             entries_read=read,
             checkpoint_id=last or None,
-            adjustment_id=last if status == "repaired" else None,
+            adjustment_id=last if fixed else None,
+            full=full,
+            rebuilt=rebuilt,
+            duplicates=dups,
         )
+        return result, status
+
+
+def reconcile(
+    ops: Operations,
+    account: str,
+    repair: bool,
+    chunk: int = DEFAULT_CHUNK,
+    full: bool = False,
+) -> Generator[Operation[Any], Any, ReconcileResult]:
+    """Check that the balance equals the ledger's sum, summing inside Redis.
+
+    The cheap pass sums from the last checkpoint on, and checks the entry count against
+    the checkpoint's, so an entry that appeared at or below the checkpoint (a torn
+    transaction replayed after a restart) is noticed: it then falls back to a full pass.
+    ``full=True`` sums every entry. ``repair=True`` fixes a mismatch by a full pass that
+    rebuilds every derived record (balance, idempotency records, holds, refunds, marks)
+    from the ledger, the commit record, and compensates a key applied twice.
+    """
+    account = v.account(account)
+    v.flag(repair, "repair")
+    v.flag(full, "full")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= 100_000:
+        raise ValidationError("chunk", "must be an int between 1 and 100000")
+    if not full:
+        result, status = yield from _pass(ops, account, False, False, chunk)
+        if status == "ok" or (status == "mismatch" and not repair):
+            return result
+    result, _ = yield from _pass(ops, account, repair, True, chunk)
+    return result
 
 
 def trim(ops: Operations, account: str, before: str) -> Generator[Operation[Any], Any, TrimResult]:
@@ -97,11 +154,11 @@ def find_accounts(ops: Operations) -> Generator[Operation[Any], Any, list[str]]:
 
 
 def check_account(
-    ops: Operations, account: str, repair: bool
+    ops: Operations, account: str, repair: bool, full: bool = False
 ) -> Generator[Operation[Any], Any, tuple[int, ReconcileResult]]:
     """One account of a reconcile_all run: return its expired holds, then reconcile it."""
     expired: int = yield from ops.sweep_expired_holds(account)
-    result: ReconcileResult = yield from reconcile(ops, account, repair)
+    result: ReconcileResult = yield from reconcile(ops, account, repair, full=full)
     return expired, result
 
 

@@ -17,12 +17,28 @@ class ReconcileResult(BaseModel):
     account: str
     balance: int = Field(description="The stored balance found (before any repair).")
     ledger_sum: int = Field(description="The sum of every entry's delta.")
-    matched: bool
+    matched: bool = Field(description="The balance equalled the ledger sum (before repair).")
     repaired: bool = Field(
         default=False,
-        description="The balance was set to the ledger sum, recorded by an 'adjust' entry.",
+        description="Something was fixed: the balance set to the ledger sum (recorded by an "
+        "'adjust' entry), derived records rebuilt, or a repeated key compensated.",
     )
     entries_read: int = Field(description="Entries summed by this call (after the checkpoint).")
+    full: bool = Field(
+        default=False,
+        description="A full pass ran (asked for, or the cheap pass found the count at the "
+        "checkpoint changed, or a repair).",
+    )
+    rebuilt: int = Field(
+        default=0,
+        description="Derived records (idempotency records, holds, marks, refund totals) "
+        "a full repair rebuilt from the ledger.",
+    )
+    duplicates: int = Field(
+        default=0,
+        description="Entries that applied an idempotency key (or an init) a second time, "
+        "compensated by a full repair with a new entry.",
+    )
     checkpoint_id: str | None = Field(
         default=None, description="The entry the next reconcile starts after."
     )
@@ -41,7 +57,7 @@ class ReconcileReport(BaseModel):
 
     checked: int
     mismatched: int = Field(description="Accounts whose balance differed from the ledger.")
-    repaired: int
+    repaired: int = Field(description="Accounts where a repair fixed something.")
     errors: dict[str, str] = Field(default_factory=dict, description="account -> error")
     expired_holds: int = Field(default=0, description="Holds returned by the sweep first.")
     duration_seconds: float
@@ -49,7 +65,8 @@ class ReconcileReport(BaseModel):
 
     @property
     def unrepaired(self) -> int:
-        return self.mismatched - self.repaired
+        """Accounts whose balance did not add up and was not repaired."""
+        return sum(not r.matched and not r.repaired for r in self.results)
 
     @property
     def clean(self) -> bool:

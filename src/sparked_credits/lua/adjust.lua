@@ -1,15 +1,15 @@
--- adjust (signed admin correction): ARGV[7] delta, ARGV[8] allow overdraft ('1'/'0'),
--- ARGV[9] action, ARGV[10] reason, ARGV[11] metadata JSON.
+-- adjust (signed admin correction): ARGV[9] delta, ARGV[10] allow overdraft ('1'/'0'),
+-- ARGV[11] action, ARGV[12] reason, ARGV[13] metadata JSON.
 local replay = idem_lookup()
 if replay then return replay end
-local delta = tonumber(ARGV[7])
+local delta = tonumber(ARGV[9])
 local bal, needs_init, raw = load_balance()
 local after = bal + delta
 if after > MAX_CREDITS then return {'overflow', fmt(bal), fmt(delta)} end
 -- Only a taking adjustment can overdraw; one that adds may leave a negative balance less so.
-if delta < 0 and after < 0 and ARGV[8] ~= '1' then
+if delta < 0 and after < 0 and ARGV[10] ~= '1' then
   return {'insufficient', fmt(bal), fmt(-delta)}
 end
 if after < -MAX_CREDITS then return {'overflow', fmt(bal), fmt(delta)} end
 if needs_init then apply_init_if_needed(needs_init, raw) else mark_opened(raw) end
-return commit('adjust', delta, after, ARGV[9], APP, ARGV[10], '', ARGV[11])
+return commit('adjust', delta, after, ARGV[11], APP, ARGV[12], '', ARGV[13])

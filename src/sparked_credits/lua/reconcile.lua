@@ -1,20 +1,192 @@
--- reconcile one chunk of an account's ledger: sum the deltas of up to ARGV[9] entries after
--- ARGV[7] (exclusive; '' = after the last checkpoint, or from the start), adding to the
--- running sum ARGV[8]. When the chunk reaches the end of the stream, compare with the
--- balance in this same script, so an entry appended meanwhile is either summed or not yet
--- there: a concurrent debit can never cause a false mismatch.
--- ARGV[10]: 'repair' to fix a mismatch: the ledger is the truth, the balance is set to its
--- sum and an 'adjust' entry of delta 0 records what was found (never a silent overwrite).
--- Replies: {'more', last_id, sum, read}, or {status, checkpoint_id, sum, read, balance}
--- with status 'ok', 'mismatch' or 'repaired'.
-local start, sum = ARGV[7], tonumber(ARGV[8])
-local chunk, mode = tonumber(ARGV[9]), ARGV[10]
-if start == '' then
-  local ck = redis.call('HMGET', K_META, 'ckpt_id', 'ckpt_sum')
-  if ck[1] then
-    start, sum = ck[1], tonumber(ck[2])
+-- reconcile one chunk of an account's ledger. KEYS[8] is the refunds hash.
+-- ARGV[9] start id (exclusive; '' = from the checkpoint, or for a full pass from the trim
+-- base / the start), ARGV[10] running sum, ARGV[11] running count, ARGV[12] chunk size,
+-- ARGV[13] 'check' or 'repair', ARGV[14] 'ckpt' (cheap: after the checkpoint) or 'full'.
+--
+-- Meta fields: ckpt_id/ckpt_sum/ckpt_count: the checkpoint, the sum and the number of
+-- entries up to and including ckpt_id; base_id/base_sum/base_count: the same for the
+-- entries trimmed away (trim.lua), which a full pass starts from.
+--
+-- Cheap pass: sum the entries after the checkpoint; the last chunk compares, in the same
+-- script, the balance with the sum AND the count with base_count + XLEN: an entry that
+-- appeared at or below the checkpoint (a torn MULTI replayed after a second restart)
+-- changes the count and replies 'stale' (the caller then runs a full pass). The cheap pass
+-- never repairs: a mismatch is repaired by a full pass.
+-- Full pass: from the trim base over every entry. With 'repair' it also rebuilds the
+-- derived state from the entries (see prelude.lua: the ledger is the commit record):
+-- missing idempotency records, hold records and expiries, closed holds' states, init and
+-- close marks, the refunds hash; a second application of one idempotency key (or a second
+-- init) is compensated by a new entry; the last chunk sets the balance to the ledger sum
+-- with an 'adjust' entry of delta 0 that records what was found (never a silent overwrite).
+-- Entries of types this version does not know are counted by their delta, nothing else.
+-- Replies: {'more', last_id, sum, count, read, rebuilt, duplicates} or
+-- {status, checkpoint_id, sum, count, read, rebuilt, duplicates, balance} with status
+-- 'ok', 'mismatch', 'stale' or 'repaired'.
+local K_REFUNDS = KEYS[8]
+local start, sum, count = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
+local chunk, mode, full = tonumber(ARGV[12]), ARGV[13], ARGV[14] == 'full'
+local rebuild = full and mode == 'repair'
+local rebuilt, dups = 0, 0
+local SCRATCH = 'rb:'  -- meta fields summing refunds per refunded entry during a repair
+
+local function next_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms .. '-' .. fmt(tonumber(seq) + 1)
+end
+
+local function clear_scratch()
+  local names = redis.call('HKEYS', K_META)
+  for i = 1, #names do
+    if string.sub(names[i], 1, #SCRATCH) == SCRATCH then redis.call('HDEL', K_META, names[i]) end
   end
 end
+
+if start == '' then
+  local m = redis.call('HMGET', K_META, 'ckpt_id', 'ckpt_sum', 'ckpt_count',
+                       'base_id', 'base_sum', 'base_count')
+  if full then
+    if m[4] then
+      start, sum, count = m[4], tonumber(m[5]), tonumber(m[6])
+      -- Finish a trim cut off between its base and its XTRIM (a no-op otherwise).
+      redis.call('XTRIM', K_TXS, 'MINID', next_id(m[4]))
+    end
+    if rebuild then clear_scratch() end
+  elseif m[1] then
+    -- A checkpoint written by an earlier version has no count: trusted, and counted from now on.
+    start, sum, count = m[1], tonumber(m[2]), tonumber(m[3] or '-1')
+  end
+end
+
+local function ms_of(id)
+  return tonumber(string.match(id, '^(%d+)'))
+end
+
+-- Compensate a second application: a new unit in the usual write order.
+local function compensate(id, v, first, why)
+  local mark = 'dup:' .. id
+  if redis.call('HEXISTS', K_META, mark) == 1 then return end
+  local bal = tonumber(redis.call('GET', K_BAL) or '0')
+  local note = '{"duplicate_of":"' .. first .. '","entry":"' .. id .. '"}'
+  local reason = 'reconcile: ' .. why .. ' ' .. id .. ' repeats ' .. first
+  local cid = 'none'
+  if v[1] == 'reserve' then
+    -- A hold nobody was told about: give it back if it is still open.
+    local rec = redis.call('HGET', K_HOLDS, id)
+    local state, amount = nil, nil
+    if rec then state, amount = parse_hold(rec) end
+    if state == 'O' then
+      local after = bal + tonumber(amount)
+      cid = append('release', tonumber(amount), after, v[4], v[5], reason, id, '', note)
+      redis.call('HSET', K_HOLDS, id, 'R|' .. amount)
+      redis.call('ZREM', K_HOLD_EXP, id)
+      redis.call('SET', K_BAL, fmt(after))
+    end
+  else
+    local delta = -(tonumber(v[2]) or 0)
+    if delta ~= 0 then
+      cid = append('adjust', delta, bal + delta, 'reconcile', APP, reason, id, '', note)
+      redis.call('SET', K_BAL, fmt(bal + delta))
+    end
+  end
+  redis.call('HSET', K_META, mark, cid)
+  dups = dups + 1
+end
+
+-- Is this entry a second application of its idempotency key? Rebuilds a missing record.
+local function check_key(id, v)
+  local key = v[8]
+  if key == '' or v[1] == 'init' or v[1] == 'close' then return false end
+  if ms_of(id) < NOW - 2 * IDEM_TTL then return false end  -- its record expired anyway
+  local rec = redis.call('HGET', K_IDEM, key) or redis.call('HGET', K_IDEM_PREV, key)
+  if not rec then
+    idem_record_as(key, sc_fields(v[9]) or '', id)
+    rebuilt = rebuilt + 1
+    return false
+  end
+  local other = string.sub(rec, string.find(rec, '|', 1, true) + 1)
+  if other == id then return false end
+  -- Two entries of one key less than IDEM_TTL apart cannot both be legitimate (the record
+  -- of the first lived at least that long): the one the record does not point at repeats.
+  local found = redis.call('XRANGE', K_TXS, other, other)
+  if #found == 0 then return false end
+  local ov = entry_values(found[1][2])
+  if ov[8] ~= key or math.abs(ms_of(other) - ms_of(id)) >= IDEM_TTL then return false end
+  compensate(id, v, other, 'idempotency key ' .. key .. ':')
+  return true
+end
+
+-- Close a hold the ledger says is closed (settle, release, expire entries name it in ref).
+local function close_hold(v)
+  local hid = v[7]
+  if hid == '' then return end
+  local rec = redis.call('HGET', K_HOLDS, hid)
+  local state, amount = nil, nil
+  if rec then state, amount = parse_hold(rec) end
+  if state and state ~= 'O' then
+    if redis.call('ZREM', K_HOLD_EXP, hid) == 1 then rebuilt = rebuilt + 1 end
+    return
+  end
+  if not amount then
+    local found = redis.call('XRANGE', K_TXS, hid, hid)
+    if #found == 0 then return end
+    amount = fmt(-tonumber(entry_values(found[1][2])[2]))
+  end
+  local closed
+  if v[1] == 'settle' then
+    closed = 'S|' .. amount .. '|' .. fmt(tonumber(amount) - tonumber(v[2]))
+  elseif v[1] == 'release' then
+    closed = 'R|' .. amount
+  else
+    closed = 'E|' .. amount
+  end
+  redis.call('HSET', K_HOLDS, hid, closed)
+  redis.call('ZREM', K_HOLD_EXP, hid)
+  rebuilt = rebuilt + 1
+end
+
+local function rebuild_entry(id, v)
+  local typ = v[1]
+  if typ == 'init' then
+    if redis.call('HSETNX', K_META, 'init', id) == 1 then
+      rebuilt = rebuilt + 1
+    else
+      local first = redis.call('HGET', K_META, 'init')
+      if first ~= id and #redis.call('XRANGE', K_TXS, first, first) > 0 then
+        compensate(id, v, first, 'init')  -- an account is initialized once, ever
+      end
+    end
+    return
+  end
+  if typ == 'close' then
+    if redis.call('HSETNX', K_META, 'closed', id) == 1 then rebuilt = rebuilt + 1 end
+    return
+  end
+  if check_key(id, v) then return end
+  if typ == 'reserve' then
+    local rec = redis.call('HGET', K_HOLDS, id)
+    if not rec then
+      local _, _, expires = sc_fields(v[9])
+      if expires then
+        local amount = fmt(-tonumber(v[2]))
+        redis.call('HSET', K_HOLDS, id, 'O|' .. amount .. '|' .. fmt(expires) .. '|' .. v[4]
+                   .. '|' .. v[5])
+        redis.call('ZADD', K_HOLD_EXP, expires, id)
+        rebuilt = rebuilt + 1
+      end
+    else
+      local state, _, expires = parse_hold(rec)
+      if state == 'O' and not redis.call('ZSCORE', K_HOLD_EXP, id) then
+        redis.call('ZADD', K_HOLD_EXP, tonumber(expires), id)
+        rebuilt = rebuilt + 1
+      end
+    end
+  elseif typ == 'settle' or typ == 'release' or typ == 'expire' then
+    close_hold(v)
+  elseif typ == 'refund' and v[7] ~= '' then
+    redis.call('HINCRBY', K_META, SCRATCH .. v[7], tonumber(v[2]))
+  end
+end
+
 local from = '-'
 if start ~= '' then from = '(' .. start end
 local entries = redis.call('XRANGE', K_TXS, from, '+', 'COUNT', chunk)
@@ -29,22 +201,55 @@ for i = 1, #entries do
       if f[j] == 'delta' then d = f[j + 1] break end
     end
   end
-  sum = sum + tonumber(d or '0')
+  sum = sum + (tonumber(d or '0') or 0)
+  if count >= 0 then count = count + 1 end
   last = entries[i][1]
+  if rebuild then rebuild_entry(last, entry_values(f)) end
 end
 local read = fmt(#entries)
-if #entries == chunk then return {'more', last, fmt(sum), read} end
+-- A chunk that compensated appended entries after its own: the next chunk sums them.
+if #entries == chunk or dups > 0 then
+  return {'more', last, fmt(sum), fmt(count), read, fmt(rebuilt), fmt(dups)}
+end
+
+local function finish(status, id, balance)
+  return {status, id, fmt(sum), fmt(count), read, fmt(rebuilt), fmt(dups), fmt(balance)}
+end
+
+if rebuild then
+  -- The refunds hash from the refund entries (never lowered: a concurrent refund after
+  -- this pass has its own increment there already).
+  local names = redis.call('HKEYS', K_META)
+  for i = 1, #names do
+    if string.sub(names[i], 1, #SCRATCH) == SCRATCH then
+      local eid = string.sub(names[i], #SCRATCH + 1)
+      local total = tonumber(redis.call('HGET', K_META, names[i]))
+      if tonumber(redis.call('HGET', K_REFUNDS, eid) or '0') < total then
+        redis.call('HSET', K_REFUNDS, eid, fmt(total))
+        rebuilt = rebuilt + 1
+      end
+      redis.call('HDEL', K_META, names[i])
+    end
+  end
+end
 
 local bal = tonumber(redis.call('GET', K_BAL) or '0')
+local present = tonumber(redis.call('HGET', K_META, 'base_count') or '0')
+                + redis.call('XLEN', K_TXS)
+if count < 0 then count = present end  -- adopting a checkpoint written by an earlier version
+if not full and count ~= present then return finish('stale', last, bal) end
 if bal == sum then
-  if last ~= '' then redis.call('HSET', K_META, 'ckpt_id', last, 'ckpt_sum', fmt(sum)) end
-  return {'ok', last, fmt(sum), read, fmt(bal)}
+  if last ~= '' then
+    redis.call('HSET', K_META, 'ckpt_id', last, 'ckpt_sum', fmt(sum), 'ckpt_count', fmt(count))
+  end
+  return finish('ok', last, bal)
 end
-if mode ~= 'repair' then return {'mismatch', last, fmt(sum), read, fmt(bal)} end
-redis.call('SET', K_BAL, fmt(sum))
+if not rebuild then return finish('mismatch', last, bal) end
 local note = '{"found_balance":' .. fmt(bal) .. ',"ledger_sum":' .. fmt(sum) .. '}'
 local id = append('adjust', 0, sum, 'reconcile', APP,
                   'reconcile: balance was ' .. fmt(bal) .. ', the ledger sums to ' .. fmt(sum),
                   '', '', note)
-redis.call('HSET', K_META, 'ckpt_id', id, 'ckpt_sum', fmt(sum))
-return {'repaired', id, fmt(sum), read, fmt(bal)}
+redis.call('SET', K_BAL, fmt(sum))
+count = count + 1
+redis.call('HSET', K_META, 'ckpt_id', id, 'ckpt_sum', fmt(sum), 'ckpt_count', fmt(count))
+return finish('repaired', id, bal)

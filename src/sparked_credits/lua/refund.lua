@@ -1,9 +1,11 @@
 -- refund a debit or a settled hold, in full or in part, never more than it took in total.
--- KEYS[8] refunds hash (entry id -> credits refunded so far).
--- ARGV[7] entry id, ARGV[8] amount ('' = all that is left), ARGV[9] reason, ARGV[10] metadata.
+-- KEYS[8] refunds hash (entry id -> credits refunded so far: derived from the refund
+-- entries, whose ref names the refunded entry).
+-- ARGV[9] entry id, ARGV[10] amount ('' = all that is left), ARGV[11] reason,
+-- ARGV[12] metadata.
 local replay = idem_lookup()
 if replay then return replay end
-local eid = ARGV[7]
+local eid = ARGV[9]
 local found = redis.call('XRANGE', K_TXS, eid, eid)
 if #found == 0 then return {'not_found', eid} end
 local f = {}
@@ -25,11 +27,12 @@ local done = tonumber(redis.call('HGET', KEYS[8], eid) or '0')
 local left = taken - done
 if left <= 0 then return {'fully_refunded', fmt(taken)} end
 local amount = left
-if ARGV[8] ~= '' then amount = tonumber(ARGV[8]) end
+if ARGV[10] ~= '' then amount = tonumber(ARGV[10]) end
 if amount > left then return {'refund_exceeds', fmt(left)} end
 local bal = current_balance()
 if bal + amount > MAX_CREDITS then return {'overflow', fmt(bal), fmt(amount)} end
-redis.call('HINCRBY', KEYS[8], eid, amount)
 -- Carry the debit's action and app so usage by action or app nets out refunds.
-return commit('refund', amount, bal + amount, f['action'] or '', f['app'] or '', ARGV[9], eid,
-              ARGV[10])
+return commit('refund', amount, bal + amount, f['action'] or '', f['app'] or '', ARGV[11], eid,
+              ARGV[12], function()
+                redis.call('HINCRBY', KEYS[8], eid, amount)
+              end)

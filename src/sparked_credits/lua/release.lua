@@ -1,11 +1,13 @@
 -- release: give an open hold's credits back in full (the work failed or was cancelled).
--- ARGV[7] hold id, ARGV[8] reason, ARGV[9] metadata JSON.
+-- ARGV[9] hold id, ARGV[10] reason, ARGV[11] metadata JSON.
 local replay = idem_lookup()
 if replay then return replay end
-local hid = ARGV[7]
+local hid = ARGV[9]
 local hold, refusal = open_hold(hid)
 if not hold then return refusal end
 local after = tonumber(redis.call('GET', K_BAL) or '0') + hold.amount
-redis.call('HSET', K_HOLDS, hid, 'R|' .. fmt(hold.amount))
-redis.call('ZREM', K_HOLD_EXP, hid)
-return commit('release', hold.amount, after, hold.action, hold.app, ARGV[8], hid, ARGV[9])
+return commit('release', hold.amount, after, hold.action, hold.app, ARGV[10], hid, ARGV[11],
+              function()
+                redis.call('HSET', K_HOLDS, hid, 'R|' .. fmt(hold.amount))
+                redis.call('ZREM', K_HOLD_EXP, hid)
+              end)

