@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sparked_credits.lots import IMPLICIT, LotBook, decode_draws, order_key, parse_record
-from sparked_credits.scripts import _read
+from sparked_credits.scripts import _PRELUDE
 
 DRIVER = """
 local op = ARGV[7]
@@ -79,7 +79,7 @@ FAR = 2**44  # an expiry far in the future (ms)
 class Harness:
     def __init__(self, raw: redis.Redis) -> None:
         self.raw = raw
-        source = _read("prelude") + "\n" + _read("lots") + "\n" + DRIVER
+        source = _PRELUDE + "\n" + DRIVER
         self.script = raw.register_script(source)
         self.ids = (f"{1700000000000 + i}-0" for i in itertools.count())
 

@@ -37,6 +37,7 @@ from .errors import (
 from .holds_context import AsyncHoldContext, HoldContext
 from .models import (
     EntryType,
+    Grant,
     HistoryPage,
     Hold,
     HoldState,
@@ -61,6 +62,7 @@ __all__ = [
     "CreditsError",
     "EntryNotFoundError",
     "EntryType",
+    "Grant",
     "HistoryPage",
     "Hold",
     "HoldContext",

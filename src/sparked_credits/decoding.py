@@ -5,6 +5,7 @@ Pure functions shared by every operation builder; no I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -100,6 +101,18 @@ def user_metadata(meta: Any) -> dict[str, Any]:
     return parsed
 
 
+_LOTS_RE = re.compile(r'^\{"_sc":\{[^}]*"l":"([^"]*)"')
+
+
+def stored_lots(meta: Any) -> str | None:
+    """The credit-lots record of a stored entry (its meta's ``_sc.l``), None without one."""
+    if not meta:
+        return None
+    raw = meta.decode() if type(meta) is bytes else meta
+    found = _LOTS_RE.match(raw)
+    return (found.group(1) or None) if found else None
+
+
 def entry_type(value: Any) -> EntryType | str:
     """A known type as its EntryType; a type this version does not know (written by a
     newer SDK in another app) as its raw text, never an error."""
@@ -107,8 +120,9 @@ def entry_type(value: Any) -> EntryType | str:
     return _ENTRY_TYPES.get(typ, typ)
 
 
-def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
-    """An entry from its id and its nine values in _FIELDS order (as the scripts reply).
+def entry_from_values(entry_id: Any, values: Sequence[Any], lots: Any = None) -> LedgerEntry:
+    """An entry from its id and its nine values in _FIELDS order (as the scripts reply),
+    and its lots record (the scripts' 13th reply element; else read from a stored meta).
 
     Validated: pydantic-core's validation is faster than model_construct, and an entry
     written by another writer gets checked on the way in.
@@ -125,6 +139,7 @@ def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
         ref=ref or None,
         idempotency_key=idem or None,
         metadata=user_metadata(meta),
+        lots=(text(lots) or None) if lots is not None else stored_lots(meta),
     )
 
 
@@ -150,7 +165,7 @@ _FIELD_SETS: dict[type[BaseModel], frozenset[str]] = {
 }
 
 
-def _own_entry(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
+def _own_entry(entry_id: Any, values: Sequence[Any], lots: Any = None) -> LedgerEntry:
     """An entry from one of this SDK's script replies (trusted), else validated."""
     if _TRUSTED_OK:
         try:
@@ -170,16 +185,21 @@ def _own_entry(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
                     "ref": ref or None,
                     "idempotency_key": idem or None,
                     "metadata": user_metadata(meta),
+                    "lots": (
+                        ((lots.decode() if type(lots) is bytes else lots) or None)
+                        if lots is not None
+                        else stored_lots(meta)
+                    ),
                 },
             )
         except (KeyError, ValueError):
             pass  # not what our scripts write (another writer's entry): validate it
-    return entry_from_values(entry_id, values)
+    return entry_from_values(entry_id, values, lots)
 
 
 def _self_check() -> bool:
     values = ("debit", "-10", "90", "chat_message", "app", "", "", "k", '{"a":1}')
-    entry = entry_from_values("1-0", values)
+    entry = entry_from_values("1-0", values, "1-0:10")
     result = MutationResult(account="a", balance=90, entry=entry, replayed=False)
     try:
         fast = _trusted(LedgerEntry, dict(entry.__dict__))
@@ -212,7 +232,7 @@ def mutation_decoder(
             raise script_error(
                 status, raw, account, action, entry_id, idempotency_key, amount_field
             )
-        entry = _own_entry(raw[2], raw[3:12])
+        entry = _own_entry(raw[2], raw[3:12], raw[12])
         fields: dict[str, Any] = {
             "account": account,
             "balance": entry.balance_after,
@@ -248,6 +268,8 @@ def script_error(
             amount_field,
             f"the balance {args[0]} plus {args[1]} would leave the range of ±{v.MAX_CREDITS}",
         )
+    if status == "expires_past":
+        return ValidationError("expires_at", "must be in the future (by the server's clock)")
     eid = entry_id or ""
     if status == "not_found":
         return EntryNotFoundError(account, eid)
@@ -290,8 +312,8 @@ def hold_decoder(account: str, action: str, idempotency_key: str) -> Callable[[A
         status = text(raw[0])
         if status != "ok":
             raise script_error(status, raw, account, action, None, idempotency_key)
-        entry = entry_from_values(raw[2], raw[3:12])
-        record = text(raw[12]).split("|")
+        entry = entry_from_values(raw[2], raw[3:12], raw[12])
+        record = text(raw[13]).split("|")
         expires = None
         if record[0] == "O":
             expires = datetime.fromtimestamp(int(record[2]) / 1000, tz=timezone.utc)

@@ -289,7 +289,8 @@ class LotBook:
         """
         if lots.startswith("+"):
             priority, _, expires = lots[1:].partition(":")
-            source = action or ("init" if typ == "init" else typ)
+            # The scripts' sources: 'init' and 'adjust' lots by type, a credit's its own.
+            source = typ if typ in ("init", "adjust") else action
             self.open(entry_id, delta, int(priority), int(expires) if expires else None, source)
             return
         moves = decode_draws(lots)

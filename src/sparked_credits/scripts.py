@@ -1,7 +1,8 @@
 """The Lua scripts, loaded once from package data.
 
 Each mutation is one script file under ``lua/``; the shared helpers live in
-``lua/prelude.lua`` and are prepended at load time, so every script sent to Redis is
+``lua/prelude.lua`` (with the credit-lot functions of ``lua/lots.lua`` at its ``@lots``
+line) and are prepended at load time, so every script sent to Redis is
 self-contained and its SHA1 is known before the first call (EVALSHA first, EVAL on NOSCRIPT).
 """
 
@@ -30,8 +31,23 @@ def _read(name: str) -> str:
     return resources.files(__package__).joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
 
 
+_LOTS_MARK = "-- @lots: scripts.py puts lua/lots.lua here.\n"
+
+
+def _prelude() -> str:
+    """The prelude with lua/lots.lua at its '@lots' line: the credit-lot functions come
+    after the ledger helpers they use and before the units that move credits."""
+    prelude = _read("prelude")
+    if _LOTS_MARK not in prelude:
+        raise RuntimeError("lua/prelude.lua lost its '@lots' line")
+    return prelude.replace(_LOTS_MARK, _read("lots") + "\n")
+
+
 def _load(name: str) -> Script:
-    return Script(name=name, source=_read("prelude") + "\n" + _read(name))
+    return Script(name=name, source=_PRELUDE + "\n" + _read(name))
+
+
+_PRELUDE = _prelude()
 
 
 class _Scripts:
@@ -50,6 +66,9 @@ class _Scripts:
         self.close = _load("close")
         self.reconcile = _load("reconcile")
         self.trim = _load("trim")
+        self.grants = _load("grants")
+        self.lots_dump = _load("lots_dump")
+        self.lots_restore = _load("lots_restore")
 
     def all(self) -> tuple[Script, ...]:
         return (
@@ -65,6 +84,9 @@ class _Scripts:
             self.close,
             self.reconcile,
             self.trim,
+            self.grants,
+            self.lots_dump,
+            self.lots_restore,
         )
 
 

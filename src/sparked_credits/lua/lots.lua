@@ -1,4 +1,4 @@
--- Credit lots, prepended after the prelude (see scripts.py).
+-- Credit lots, put into the prelude at its '@lots' line (see scripts.py).
 --
 -- KEYS: 8 lots hash, 9 lot order zset, 10 lot expiry zset.
 -- The lots hash maps a lot id (the id of the entry that opened it) to
@@ -146,6 +146,30 @@ local function lots_decode(s)
   return list
 end
 
+-- The stored meta of an entry the SDK writes on its own (init, a hold's expiry, a lapse):
+-- only the '_sc' member, holding the lots record.
+local function lots_meta(l)
+  if l == '' then return '' end
+  return '{"_sc":{"l":"' .. l .. '"}}'
+end
+
+-- The lots record of a stored entry's meta ('' for none).
+local function lots_in_meta(meta)
+  return string.match(meta or '', '^{"_sc":{[^}]*"l":"([^"]*)"') or ''
+end
+
+-- What the entry `id` drew (a hold's reserve entry), {} when it recorded nothing (written
+-- before lots) or is gone: its credits then go back to the implicit lot.
+local function lots_of_entry(id)
+  local found = redis.call('XRANGE', K_TXS, id, id)
+  if #found == 0 then return {} end
+  local f = found[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'meta' then return lots_decode(lots_in_meta(f[i + 1])) end
+  end
+  return {}
+end
+
 -- The opening record of a lot, in its entry's lots field: '+priority' or
 -- '+priority:expires'.
 local function lots_opening(priority, expires)
@@ -197,16 +221,18 @@ local function lots_give_back(draws, amount, skip)
 end
 
 -- A lot past its expiry loses what it has left through its own 'lot_expire' entry (not a
--- hold's 'expire', not usage); `bal` is the balance before, the balance after is returned.
+-- hold's 'expire', not usage): one unit (XADD, lots, balance last). `bal` is the balance
+-- before; the balance after is returned.
 local function lot_lapse(lot, bal)
   local n = lot.remaining
   lot.lapsing = nil
   if n <= 0 then return bal end
   lot_change(lot, -n)
   local after = bal - n
-  redis.call('SET', K_BAL, fmt(after))
   append('lot_expire', -n, after, lot.source, APP, 'credits expired', lot.id, '', '',
-         lot.id .. ':' .. fmt(n))
+         lots_meta(lot.id .. ':' .. fmt(n)))
+  lots_apply()
+  redis.call('SET', K_BAL, fmt(after))
   return after
 end
 
