@@ -27,10 +27,10 @@ import redis.cluster
 
 from redis_servers import RedisCluster, RedisServer
 from sparked_credits import AsyncCreditsClient, CreditsClient
+from sparked_credits._core.operations import Operations
+from sparked_credits._core.options import make_options
+from sparked_credits._core.requests import ScriptCall
 from sparked_credits.backends.cluster import parse
-from sparked_credits.operations import Operations
-from sparked_credits.options import make_options
-from sparked_credits.requests import ScriptCall
 from upstash_bridge import TOKEN, UpstashBridge
 
 CONCURRENCY = 50
@@ -60,7 +60,7 @@ def raw_debits(url: str, n: int) -> float:
     ops = Operations(make_options(hash_tags=True))
     calls = []
     for _ in range(n + 50):
-        request = ops.debit("bench_raw", 1, "chat_message", None, None, None).request
+        request = ops.debit("bench_raw", 1, action="chat_message").request
         assert isinstance(request, ScriptCall)
         calls.append(request)
     with CreditsClient(url, hash_tags=True) as client:

@@ -50,8 +50,8 @@ import redis
 import redis.asyncio
 
 from sparked_credits import AsyncCreditsClient, CreditsClient
-from sparked_credits.operations import new_idempotency_key
-from sparked_credits.scripts import SCRIPTS
+from sparked_credits._core.operations import new_idempotency_key
+from sparked_credits._core.scripts import SCRIPTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from redis_servers import RedisServer
@@ -82,8 +82,8 @@ class RawDebit:
     def like_sdk(cls, account: str) -> RawDebit:
         sdk = CreditsClient("memory://bench-args", app=APP)  # builds requests, no I/O here
         try:
-            first: Any = sdk._ops.debit(account, 1, ACTION, None, None, None).request
-            second: Any = sdk._ops.debit(account, 1, ACTION, None, None, None).request
+            first: Any = sdk._ops.debit(account, 1, action=ACTION).request
+            second: Any = sdk._ops.debit(account, 1, action=ACTION).request
         finally:
             sdk.close()
         if first.script.sha != SCRIPTS.debit.sha:
@@ -518,11 +518,11 @@ def bench_breakdown(url: str, rounds: int, n: int, report: Report) -> None:
     def sdk_build(count: int) -> None:
         build = ops.debit
         for _ in range(count):
-            call: Any = build("user_bd_build", 1, ACTION, None, None, None).request
+            call: Any = build("user_bd_build", 1, action=ACTION).request
             execute("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
 
     def sdk_decode(count: int) -> None:
-        decode = ops.debit("user_bd_decode", 1, ACTION, None, None, None).decode
+        decode = ops.debit("user_bd_decode", 1, action=ACTION).decode
         args = raw_for_decode.args
         for _ in range(count):
             decode(execute("EVALSHA", sha, *args()))
@@ -581,7 +581,7 @@ def profile_sdk(url: str, n: int, report: Report) -> None:
         # The pure-Python parts, timed without I/O. These use the SDK's internals
         # (client._ops builds the request, op.decode turns the reply into a result).
         ops = client._ops
-        op = ops.debit("user_prof", 1, ACTION, None, None, None)
+        op = ops.debit("user_prof", 1, action=ACTION)
         call: Any = op.request
         reply = raw_client.execute_command(
             "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
@@ -589,7 +589,7 @@ def profile_sdk(url: str, n: int, report: Report) -> None:
         parts: list[tuple[str, Callable[[], object]]] = [
             (
                 "build: ops.debit(...) (validate, keys, fingerprint, request)",
-                lambda: ops.debit("user_prof", 1, ACTION, None, None, None),
+                lambda: ops.debit("user_prof", 1, action=ACTION),
             ),
             ("  of which new_idempotency_key()", new_idempotency_key),
             (

@@ -9,20 +9,34 @@ from redis.crc import key_slot
 
 import sparked_credits
 from sparked_credits import AsyncCreditsClient, ConfigurationError, CreditsClient
-from sparked_credits.operations import Operations
-from sparked_credits.options import make_options
-from sparked_credits.requests import ScriptCall
+from sparked_credits._core.operations import Operations
+from sparked_credits._core.options import make_options
+from sparked_credits._core.requests import ScriptCall
 
 PUBLIC = sorted(
-    name for name, _ in inspect.getmembers(CreditsClient, inspect.isfunction)
+    name
+    for name, _ in inspect.getmembers(CreditsClient, inspect.isfunction)
     if not name.startswith("_")
 )
 
 
 def test_public_methods_listed() -> None:
-    assert {"initialize_user", "get_balance", "debit", "credit", "refund", "adjust",
-            "history", "close", "reserve", "settle", "release", "hold",
-            "sweep_expired_holds", "close_account"} <= set(PUBLIC)
+    assert {
+        "initialize_user",
+        "get_balance",
+        "debit",
+        "credit",
+        "refund",
+        "adjust",
+        "history",
+        "close",
+        "reserve",
+        "settle",
+        "release",
+        "hold",
+        "sweep_expired_holds",
+        "close_account",
+    } <= set(PUBLIC)
 
 
 # Methods that return a context manager: `with` on one client, `async with` on the other.
@@ -56,27 +70,33 @@ def test_root_exports_everything_in_all() -> None:
     for name in sparked_credits.__all__:
         assert hasattr(sparked_credits, name), name
     assert issubclass(sparked_credits.ValidationError, ValueError)
-    for name in ("AccountClosedError", "ConfigurationError", "ValidationError",
-                 "InsufficientCreditsError", "IdempotencyConflictError",
-                 "HoldNotFoundError", "HoldExpiredError",
-                 "BackendError", "WebhookVerificationError", "TokenVerificationError"):
+    for name in (
+        "AccountClosedError",
+        "ConfigurationError",
+        "ValidationError",
+        "InsufficientCreditsError",
+        "IdempotencyConflictError",
+        "HoldNotFoundError",
+        "HoldExpiredError",
+        "BackendError",
+        "WebhookVerificationError",
+        "TokenVerificationError",
+    ):
         assert issubclass(getattr(sparked_credits, name), sparked_credits.CreditsError)
 
 
 def _script_calls(ops: Operations, account: str) -> list[ScriptCall]:
     built = [
-        ops.initialize_user(account, None, None),
-        ops.debit(account, 10, "chat_message", None, None, None),
-        ops.credit(account, 10, "admin_grant", None, None, None),
-        ops.adjust(account, -5, True, None, None, None, None),
-        ops.refund(account, "1700000000000-0", None, None, None, None),
-    ]
-    built += [
-        ops.reserve(account, 10, "model_training", None, 60, None, None, None),
-        ops.settle(account, "1700000000000-0", 5, False, None, None, None),
-        ops.release(account, "1700000000000-0", None, None, None),
-        ops.sweep(account, 16),
-        ops.close_account(account, None, None),
+        ops.initialize_user(account, credits=None, reason=None),
+        ops.debit(account, 10, action="chat_message"),
+        ops.credit(account, 10, source="admin_grant"),
+        ops.adjust(account, -5, allow_overdraft=True, action=None),
+        ops.refund(account, "1700000000000-0", amount=None),
+        ops.reserve(account, 10, action="model_training", usage=None, ttl=60),
+        ops.settle(account, "1700000000000-0", 5, allow_overage=False),
+        ops.release(account, "1700000000000-0"),
+        ops.sweep(account, limit=16),
+        ops.close_account(account, reason=None, metadata=None),
     ]
     calls = [op.request for op in built]
     assert all(isinstance(c, ScriptCall) for c in calls)

@@ -129,9 +129,70 @@ def test_wrong_azp(keys: KeyPair) -> None:
     assert info.value.reason == "wrong_party"
 
 
-def test_token_without_azp_accepted(keys: KeyPair) -> None:
-    """azp is checked when present (Clerk omits it for some non-browser tokens)."""
-    assert verify(keys.token(azp=None), keys)
+def test_token_without_azp(keys: KeyPair) -> None:
+    """With authorized parties configured, azp must be one of them: a token without it
+    is refused. Without the setting (not recommended) a token without azp passes."""
+    with pytest.raises(TokenPartyError):
+        verify(keys.token(azp=None), keys)
+    assert verify(keys.token(azp=None), keys, authorized_parties=None)
+
+
+@pytest.mark.parametrize("azp", [[ORIGIN], 5, {"origin": ORIGIN}, True, 1.5])
+@pytest.mark.parametrize("parties", [[ORIGIN], None])
+def test_azp_of_another_type_refused(keys: KeyPair, azp: object, parties: object) -> None:
+    """An azp that is not a string is never read as "no azp"."""
+    with pytest.raises(TokenPartyError):
+        verify(keys.token(azp=azp), keys, authorized_parties=parties)
+
+
+def _signed(keys: KeyPair, payload_json: str) -> str:
+    """A token signed with the right key whose payload is exactly ``payload_json`` (which
+    may hold what json.dumps refuses to write: NaN, Infinity, lone surrogates)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    head = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": keys.kid}).encode())
+    body = b64(payload_json.encode("utf-8", "surrogatepass"))
+    signing_input = f"{head}.{body}".encode()
+    signature = keys.private.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    return f"{head}.{body}.{b64(signature)}"
+
+
+def _payload(**raw: str) -> str:
+    """Claims as JSON, with the values in ``raw`` written verbatim."""
+    base = {k: json.dumps(v) for k, v in claims().items()}
+    base.update(raw)
+    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in base.items()) + "}"
+
+
+BAD_CLAIMS = [
+    {"sub": "5"}, {"sub": "[\"user_1\"]"}, {"sub": "{}"}, {"sub": "null"}, {"sub": "true"},
+    {"sub": '"\\ud800"'}, {"sub": '"user_\\ud83d"'}, {"sub": '"user\\u0000x"'},
+    {"sub": '"' + "u" * 500 + '"'},
+    *[{c: v} for c in ("exp", "iat", "nbf") for v in (
+        '"soon"', "NaN", "Infinity", "-Infinity", "1e999", "10000000000000", "-5", "[1]",
+        "{}", "true", "null",
+    )],
+    {"o": '{"id": 5, "rol": ["admin"]}'},  # odd org claims are ignored, not fatal
+]
+
+
+@pytest.mark.parametrize("raw", BAD_CLAIMS, ids=lambda r: repr(r)[:40])
+def test_claims_of_the_wrong_type_are_a_401_not_a_crash(keys: KeyPair, raw: dict[str, str]) -> None:
+    token = _signed(keys, _payload(**raw))
+    if "o" in raw:
+        assert verify(token, keys).org_id is None  # type: ignore[attr-defined]
+        return
+    with pytest.raises(TokenVerificationError) as info:
+        verify(token, keys)
+    assert info.value.http_status == 401
+    json.dumps(info.value.to_dict())  # the body serializes
+
+
+def test_deeply_nested_claims_refused(keys: KeyPair) -> None:
+    token = _signed(keys, _payload(extra="[" * 100_000 + "]" * 100_000))
+    with pytest.raises(TokenVerificationError):
+        verify(token, keys)
 
 
 @pytest.mark.parametrize("claim", ["sub", "exp", "iat", "nbf"])
@@ -245,3 +306,13 @@ def test_no_token() -> None:
         session_token_from(None, None)
     with pytest.raises(TokenMissingError):
         session_token_from("Basic abc", {"other": "x"})
+
+
+@pytest.mark.parametrize(
+    "header",
+    ['{"alg": "RS256", "kid": ' + "[" * 50_000 + "]" * 50_000 + "}", "[1]", '"x"', "NaN"],
+)
+def test_odd_headers_refused(keys: KeyPair, header: str) -> None:
+    token = f"{b64(header.encode())}.{b64(json.dumps(claims()).encode())}.{b64(b'sig')}"
+    with pytest.raises(TokenVerificationError):
+        verify(token, keys)

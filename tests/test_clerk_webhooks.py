@@ -229,3 +229,45 @@ def test_cron_secret() -> None:
     assert verify_cron_secret(None, "s3cret") is False
     with pytest.raises(ConfigurationError):
         verify_cron_secret("Bearer ", "")
+
+
+ODD_BODIES = [
+    b"[]", b"null", b"5", b'"x"', b"{", b'{"type": 5, "data": {}}', b'{"type": "user.created"}',
+    b'{"type": "user.created", "data": []}', b'{"type": "user.created", "data": {"id": 5}}',
+    b'{"type": "user.created", "data": {"id": null}}',
+    b'{"type": "user.created", "data": {"id": "\\ud800"}}',
+    b'{"type": "user.created", "data": {"id": "a b"}}',
+    b'{"type": "user.created", "data": {"id": "' + b"u" * 5000 + b'"}}',
+    b'{"type": "user.created", "data": {"id": "user_x"}, "timestamp": "soon"}',
+    b'{"type": "user.created", "data": {"id": "user_x"}, "object": [1]}',
+    b'{"type": "user.created", "data": {"id": "user_x"}, "timestamp": NaN}',
+    b'{"type": "user.deleted", "data": {"id": {"a": 1}}}',
+    b'{"type": "user.created", "data": {"id": "user_x", "n": ' + b"[" * 100_000 + b"]" * 100_000
+    + b"}}",
+    b"[" * 100_000 + b"]" * 100_000,
+]
+
+
+@pytest.mark.parametrize("body", ODD_BODIES, ids=lambda b: b[:40].decode(errors="replace"))
+def test_signed_odd_payloads_are_refused_cleanly(body: bytes) -> None:
+    """A valid signature on a body of the wrong shape: a 4xx-style error, nothing written."""
+    from sparked_credits import CreditsClient, CreditsError
+
+    client = CreditsClient("memory://odd-webhooks")
+    refused: CreditsError | None = None
+    try:
+        handle_clerk_event(client, verify_webhook(body, signed(body), SECRET))
+    except CreditsError as exc:
+        refused = exc
+    if refused is not None:
+        assert 400 <= refused.http_status < 500
+        json.dumps(refused.to_dict())
+    assert client.get_balance("user_x") == 0
+    client.close()
+
+
+def test_body_over_the_limit_refused_before_verifying() -> None:
+    body = event_body(padding="x" * 2048)
+    with pytest.raises(WebhookVerificationError) as info:
+        verify_webhook(body, signed(body), SECRET, max_bytes=1024)
+    assert info.value.reason == "too_large"

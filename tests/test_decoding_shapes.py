@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from sparked_credits import HoldState
-from sparked_credits.operations import Operations
-from sparked_credits.options import make_options
+from sparked_credits._core.operations import Extras, Operations
+from sparked_credits._core.options import make_options
 
 ENTRY = ["debit", "-10", "90", "chat_message", "app.sparked.world", "", "", "k1", '{"m": 1}']
 FIELDS = ["type", "delta", "balance", "action", "app", "reason", "ref", "idem", "meta"]
@@ -24,7 +24,7 @@ def _as_bytes(value: Any) -> Any:
 @pytest.mark.parametrize("shape", [lambda v: v, _as_bytes], ids=["str", "bytes"])
 def test_every_reply_shape_decodes_alike(shape: Any) -> None:
     ops = Operations(make_options())
-    debit = ops.debit("user_1", 10, "chat_message", None, None, "k1")
+    debit = ops.debit("user_1", 10, action="chat_message", extras=Extras(idempotency_key="k1"))
     result = debit.decode(shape(["ok", "0", "1700000000000-0", *ENTRY, "1699999999999-0:10"]))
     assert (result.balance, result.entry.delta, result.replayed) == (90, -10, False)
     assert result.entry.metadata == {"m": 1}
@@ -37,7 +37,14 @@ def test_every_reply_shape_decodes_alike(shape: Any) -> None:
     assert [e.id for e in entries] == ["1700000000001-0", "1700000000000-0"]
     assert entries[0].balance_after == 90
 
-    reserve = ops.reserve("user_1", 10, "model_training", None, 60, None, None, "k2")
+    reserve = ops.reserve(
+        "user_1",
+        10,
+        action="model_training",
+        usage=None,
+        ttl=60,
+        extras=Extras(idempotency_key="k2"),
+    )
     hold_entry = ["reserve", "-10", "90", "model_training", "", "", "", "k2", ""]
     hold = reserve.decode(
         shape(
@@ -69,29 +76,49 @@ def test_every_reply_shape_decodes_alike(shape: Any) -> None:
         ("refund", "10", "100", "video_generation", "studio", "failed", "1-0", "r", '{"a":[1]}'),
         ("init", "0", "0", "initialize", "", "", "", "", ""),
         ("adjust", "-9007199254740991", "-9007199254740991", "", "", "x", "", "", ""),
+        ("lot_expire", "-5", "95", "", "", "", "", "", ""),
     ],
 )
 @pytest.mark.parametrize("shape", [lambda v: v, _as_bytes], ids=["str", "bytes"])
-def test_trusted_decode_equals_validated(values: tuple[str, ...], shape: Any) -> None:
-    """The hot path builds results without re-validation; they must equal validated ones."""
-    from sparked_credits import decoding
+def test_one_decoder_for_replies_and_stream_entries(values: tuple[str, ...], shape: Any) -> None:
+    """A script's reply and the same entry read back by XRANGE decode to equal entries,
+    whether the client gave bytes or str; an unknown type is kept as its text."""
+    from sparked_credits._core import decoding
+    from sparked_credits._core.protocol import Context
 
-    assert decoding._TRUSTED_OK
-    fast = decoding._own_entry(shape("1700000000000-5"), shape(list(values)))
-    slow = decoding.entry_from_values("1700000000000-5", values)
-    assert fast == slow
-    assert fast.model_dump(mode="json") == slow.model_dump(mode="json")
-    assert type(fast.type) is type(slow.type)
+    reply = shape(["ok", "0", "1700000000000-5", *values])
+    result = decoding.mutation_decoder(Context("user_1"))(reply)
+    flat = [x for pair in zip(FIELDS, values, strict=True) for x in pair]
+    read = decoding.entry_from_fields(shape("1700000000000-5"), shape(flat))
+    reordered = decoding.entry_from_fields(
+        "1700000000000-5", dict(zip(FIELDS, values, strict=True))
+    )
+    assert result.entry == read == reordered
+    assert result.entry.model_dump(mode="json") == read.model_dump(mode="json")
+    assert result.balance == read.balance_after
 
 
-def test_trusted_decode_falls_back_for_foreign_entries() -> None:
-    """An entry another writer added with an unknown type is validated (and refused)."""
+def test_decoding_uses_no_pydantic_internals() -> None:
+    from pathlib import Path
+
+    from sparked_credits._core import decoding
+
+    source = Path(decoding.__file__).read_text()
+    assert "__pydantic_" not in source
+    assert "object.__new__" not in source
+
+
+def test_an_entry_not_in_the_sdks_format_is_refused() -> None:
+    """An entry of a type this version does not know keeps its raw type; one whose values
+    are not what the scripts write is validated (and refused)."""
     from pydantic import ValidationError as PydanticValidationError
 
-    from sparked_credits import decoding
+    from sparked_credits._core import decoding
 
+    entry = decoding.entry_from_values("1-0", ["deduct", "-1", "1", "", "", "", "", "", ""])
+    assert entry.type == "deduct"
     with pytest.raises(PydanticValidationError):
-        decoding._own_entry("1-0", ["deduct", "-1", "1", "", "", "", "", "", ""])
+        decoding.entry_from_values("1-0", ["debit", "minus one", "1", "", "", "", "", "", ""])
 
 
 def test_foreign_entry_in_history_is_a_credits_error(redis_url: str) -> None:
@@ -105,4 +132,4 @@ def test_foreign_entry_in_history_is_a_credits_error(redis_url: str) -> None:
     raw.close()
     with CreditsClient(redis_url) as client, pytest.raises(CreditsError, match=foreign) as info:
         client.history("user_ts")
-    assert "type" in str(info.value)
+    assert "delta" in str(info.value)  # an unknown type is kept raw; a missing delta is not

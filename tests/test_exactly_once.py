@@ -20,8 +20,8 @@ from conftest import ledger_sum
 from proxy import DroppingProxy
 from redis_servers import RedisServer
 from sparked_credits import CreditsClient, IdempotencyConflictError, ValidationError
+from sparked_credits._core.operations import _fingerprints
 from sparked_credits.models import EntryType
-from sparked_credits.operations import _fingerprints
 
 ACCT = "user_2abc"
 

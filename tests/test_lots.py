@@ -17,8 +17,8 @@ import redis
 
 from conftest import ledger_sum
 from sparked_credits import CreditsClient, EntryType, InsufficientCreditsError
-from sparked_credits.keys import KeySpace
-from sparked_credits.lots import IMPLICIT, decode_draws
+from sparked_credits._core.keys import KeySpace
+from sparked_credits._core.lots import IMPLICIT, decode_draws
 
 ACCT = "user_lots"
 LIFE = 1.2  # seconds a short-lived lot lives

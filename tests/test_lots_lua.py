@@ -16,8 +16,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparked_credits.lots import IMPLICIT, LotBook, decode_draws, order_key, parse_record
-from sparked_credits.scripts import _PRELUDE
+from sparked_credits._core.lots import IMPLICIT, LotBook, decode_draws, order_key, parse_record
+from sparked_credits._core.scripts import _PRELUDE
 
 DRIVER = """
 local op = ARGV[7]

@@ -32,8 +32,8 @@ from hypothesis.stateful import (
 )
 
 from sparked_credits import CreditsClient, InsufficientCreditsError
+from sparked_credits._core.lots import LotBook, decode_draws
 from sparked_credits.backends.memory import reset_memory_store
-from sparked_credits.lots import LotBook, decode_draws
 
 ACCT = "user_lotmachine"
 MARGIN_MS = 400  # no expiry may fall this close to a call

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from sparked_credits._core.validation import MAX_CREDITS
 from sparked_credits.errors import ConfigurationError, ValidationError
 from sparked_credits.pricing import (
     DEFAULT_TABLE,
@@ -29,7 +30,6 @@ from sparked_credits.pricing import (
     load_price_table,
     set_price_table,
 )
-from sparked_credits.validation import MAX_CREDITS
 
 FILE_SETTINGS = settings(
     max_examples=120,

@@ -24,7 +24,7 @@ def credits(backend_url: str) -> Iterator[CreditsClient]:
 
 def corrupt_balance(client: CreditsClient, account: str, value: str) -> None:
     """Write the balance behind the SDK's back, through whichever backend it uses."""
-    from sparked_credits.requests import CommandCall
+    from sparked_credits._core.requests import CommandCall
 
     key = client._ops.keys.balance(account)
     client._backend.execute(CommandCall(args=("SET", key, value)))

@@ -15,7 +15,7 @@ from contention_worker import hammer
 from proxy import DroppingProxy
 from redis_servers import RedisServer, free_port
 from sparked_credits import BackendError, CreditsClient, EntryType
-from sparked_credits.scripts import SCRIPTS
+from sparked_credits._core.scripts import SCRIPTS
 
 ACCT = "user_2abc"
 

@@ -6,6 +6,8 @@ ledger entry together, exactly once per idempotency key.
 
 from __future__ import annotations
 
+from ._core.validation import MAX_CREDITS
+from ._version import __version__
 from .async_client import AsyncCreditsClient
 from .client import CreditsClient
 from .errors import (
@@ -46,9 +48,7 @@ from .models import (
     MutationResult,
 )
 from .pricing import DEFAULT_TABLE, PriceTable, calculate_cost, load_price_table
-from .validation import MAX_CREDITS
-
-__version__ = "0.1.0"
+from .reports import DailyUsage, ReconcileReport, ReconcileResult, TrimResult, UsageReport
 
 __all__ = [
     "DEFAULT_TABLE",
@@ -60,6 +60,7 @@ __all__ = [
     "ConfigurationError",
     "CreditsClient",
     "CreditsError",
+    "DailyUsage",
     "EntryNotFoundError",
     "EntryType",
     "Grant",
@@ -76,6 +77,8 @@ __all__ = [
     "LedgerEntry",
     "MutationResult",
     "PriceTable",
+    "ReconcileReport",
+    "ReconcileResult",
     "RefundError",
     "TokenAlgorithmError",
     "TokenClaimError",
@@ -88,6 +91,8 @@ __all__ = [
     "TokenPartyError",
     "TokenSignatureError",
     "TokenVerificationError",
+    "TrimResult",
+    "UsageReport",
     "ValidationError",
     "WebhookVerificationError",
     "__version__",

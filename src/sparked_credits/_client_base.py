@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from .backends import is_cluster, is_upstash, scheme_of
-from .config import StorageConfig, storage_from_env
-from .errors import ConfigurationError
-from .operations import Operations
-from .options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, make_options
+from . import reconciliation
+from ._core.config import StorageConfig, storage_from_env
+from ._core.operations import Operations
+from ._core.options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, make_options
+from ._core.steps import Fanout, Steps
+from .backends import Settings, kind_of
+from .errors import ConfigurationError, CreditsError
 from .pricing import PriceTable
+from .reports import ReconcileReport, ReconcileResult
 
 __all__ = ["ClientBase"]
 
@@ -36,8 +41,8 @@ class ClientBase(ABC):
         timeout: float = 5.0,
         pricing: PriceTable | None = None,
     ) -> None:
-        scheme = scheme_of(url)
-        if is_upstash(scheme):
+        scheme, kind = kind_of(url)
+        if kind.needs_token:
             if not token:
                 raise ConfigurationError(
                     f"{scheme}:// is the Upstash REST API and needs token= (the database's "
@@ -45,7 +50,7 @@ class ClientBase(ABC):
                 )
         elif token is not None:
             raise ConfigurationError(f"token= is only used by Upstash URLs, not {scheme}://")
-        if is_cluster(scheme):
+        if kind.cluster:
             # Every key of one script must hash to one slot; that is not optional here.
             if hash_tags is False:
                 raise ConfigurationError(
@@ -66,16 +71,55 @@ class ClientBase(ABC):
         if pricing is not None and not isinstance(pricing, PriceTable):
             raise ConfigurationError("pricing must be a PriceTable (see sparked_credits.pricing)")
         self._ops = Operations(self.options, pricing)
-        self._backend = self._open_backend(self.storage, self.options)
+        self._backend = self._open_backend(
+            url, Settings(retries=self.options.retries, timeout=self.options.timeout, token=token)
+        )
 
     def calculate_cost(self, action: str, /, **usage: object) -> int:
         """What ``action`` costs for ``usage`` under this client's price table (no I/O),
         e.g. ``calculate_cost("model_training", gpu_hours=2.5)`` for a webhook's settle."""
         return self._ops.price_table().calculate_cost(action, **usage)
 
+    def _reconcile_all(
+        self,
+        accounts: Iterable[str] | None,
+        repair: bool,
+        full: bool,
+        concurrency: int,
+        on_progress: Callable[[str], None] | None,
+    ) -> Steps[ReconcileReport]:
+        """reconcile_all as one procedure: find the accounts, then check them all at once
+        (a Fanout: threads for the blocking client, tasks for the asyncio one)."""
+        started = time.monotonic()
+        if accounts is not None:
+            ids = sorted(set(accounts))
+        else:
+            ids = yield from reconciliation.find_accounts(self._ops)
+        checks = tuple(self._check_account(a, repair, full, on_progress) for a in ids)
+        outcomes = yield Fanout(checks, concurrency)
+        found = dict(zip(ids, outcomes, strict=True))
+        return reconciliation.build_report(found, time.monotonic() - started)
+
+    def _check_account(
+        self,
+        account: str,
+        repair: bool,
+        full: bool,
+        on_progress: Callable[[str], None] | None,
+    ) -> Steps[tuple[int, ReconcileResult] | CreditsError]:
+        """One account of reconcile_all; its failure is its outcome, not raised."""
+        outcome: tuple[int, ReconcileResult] | CreditsError
+        try:
+            outcome = yield from reconciliation.check_account(self._ops, account, repair, full)
+        except CreditsError as exc:
+            outcome = exc
+        if on_progress is not None:
+            on_progress(account)
+        return outcome
+
     @abstractmethod
-    def _open_backend(self, storage: StorageConfig, options: ClientOptions) -> Any:
-        """The sync or async backend for ``storage``."""
+    def _open_backend(self, url: str, settings: Settings) -> Any:
+        """The sync or async backend for ``url``."""
 
     @classmethod
     def from_url(cls: type[C], url: str, **options: Any) -> C:

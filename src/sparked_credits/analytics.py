@@ -12,13 +12,13 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from . import validation as v
-from .decoding import entry_type
+from ._core import validation as v
+from ._core.decoding import entry_type
+from ._core.operations import Operations
+from ._core.requests import Operation
 from .errors import ValidationError
 from .models import EntryType, HistoryPage, LedgerEntry
-from .operations import Operations
 from .reports import DailyUsage, UsageReport
-from .requests import Operation
 
 __all__ = ["USAGE_TYPES", "history", "usage"]
 

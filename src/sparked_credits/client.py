@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection, Generator, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime, timedelta, tzinfo
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from . import analytics, reconciliation
 from ._client_base import ClientBase
-from .backends import SyncBackend, open_backend
+from ._core.operations import Extras
+from ._core.options import DEFAULT_HOLD_TTL
+from ._core.requests import Operation
+from ._core.steps import Steps
+from ._drive import drive
+from .backends import Settings, SyncBackend, open_backend
 from .backends.errors import translate
-from .config import StorageConfig
-from .errors import CreditsError
 from .holds_context import HoldContext
 from .models import EntryType, Grant, HistoryPage, Hold, InitResult, MutationResult
-from .options import DEFAULT_HOLD_TTL, ClientOptions
 from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
-from .requests import Operation
 
 __all__ = ["CreditsClient"]
 
@@ -38,34 +37,27 @@ class CreditsClient(ClientBase):
 
     _backend: SyncBackend
 
-    def _open_backend(self, storage: StorageConfig, options: ClientOptions) -> SyncBackend:
-        return open_backend(
-            storage.url, retries=options.retries, timeout=options.timeout, token=storage.token
-        )
+    def _open_backend(self, url: str, settings: Settings) -> SyncBackend:
+        return open_backend(url, settings)
 
     def _run(self, op: Operation[T]) -> T:
         try:
             raw = self._backend.execute(op.request)
         except Exception as exc:
-            raise translate(exc, op) from exc
+            error, cause = translate(exc, op, self._backend.classify)
+            raise error from cause
         return op.decode(raw)
 
-    def _drive(self, procedure: Generator[Operation[Any], Any, T]) -> T:
-        """Run a multi-step procedure of the pure core, one operation at a time."""
-        try:
-            op = next(procedure)
-            while True:
-                op = procedure.send(self._run(op))
-        except StopIteration as done:
-            result: T = done.value
-            return result
+    def _drive(self, procedure: Steps[T]) -> T:
+        """Run a multi-step procedure of the pure core, one step at a time."""
+        return drive(procedure, self._run)
 
     def initialize_user(
         self, account: str, credits: int | None = None, *, reason: str | None = None
     ) -> InitResult:
         """Give a new account its starting credits, once ever; later calls change nothing
         and return ``created=False``. ``credits`` defaults to the client's default_credits."""
-        return self._run(self._ops.initialize_user(account, credits, reason))
+        return self._run(self._ops.initialize_user(account, credits=credits, reason=reason))
 
     def get_balance(self, account: str) -> int:
         """The balance (one GET). A never-initialized account reads as 0, or as
@@ -84,8 +76,14 @@ class CreditsClient(ClientBase):
     ) -> MutationResult:
         """Take ``amount`` credits for ``action``; InsufficientCreditsError (nothing written)
         when the balance is short."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
-            self._ops.debit(account, amount, action, reason, metadata, idempotency_key)
+            self._ops.debit(
+                account,
+                amount,
+                action=action,
+                extras=extras,
+            )
         )
 
     def charge(
@@ -100,8 +98,14 @@ class CreditsClient(ClientBase):
     ) -> MutationResult:
         """Price ``action`` for ``usage`` (``charge(acct, "video_generation", seconds=60)``)
         with the client's price table and debit it, tagged with the action, in one call."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
-            self._ops.charge(account, action, usage, reason, metadata, idempotency_key)
+            self._ops.charge(
+                account,
+                action=action,
+                usage=usage,
+                extras=extras,
+            )
         )
 
     def credit(
@@ -119,16 +123,15 @@ class CreditsClient(ClientBase):
         """Add ``amount`` credits as a lot of their own (a grant, purchase, referral: say
         which in ``source``). The lot lapses at ``expires_at`` (an aware datetime; None:
         never) and is spent before lots of a higher ``priority`` number (0-100)."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
             self._ops.credit(
                 account,
                 amount,
-                source,
-                reason,
-                metadata,
-                idempotency_key,
+                source=source,
                 expires_at=expires_at,
                 priority=priority,
+                extras=extras,
             )
         )
 
@@ -150,8 +153,14 @@ class CreditsClient(ClientBase):
     ) -> MutationResult:
         """Give back a debit, in full (default, once) or in parts never adding up to more
         than it took."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
-            self._ops.refund(account, entry_id, amount, reason, metadata, idempotency_key)
+            self._ops.refund(
+                account,
+                entry_id,
+                amount=amount,
+                extras=extras,
+            )
         )
 
     def adjust(
@@ -167,9 +176,14 @@ class CreditsClient(ClientBase):
     ) -> MutationResult:
         """A signed admin correction; may take the balance below zero only with
         ``allow_overdraft=True``."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
             self._ops.adjust(
-                account, delta, allow_overdraft, action, reason, metadata, idempotency_key
+                account,
+                delta,
+                allow_overdraft=allow_overdraft,
+                action=action,
+                extras=extras,
             )
         )
 
@@ -188,9 +202,15 @@ class CreditsClient(ClientBase):
         """Take ``credits`` (or the price of an estimated ``usage`` of ``action``) now, for
         work whose cost is known only at the end; returns the hold to settle() or release().
         Past ``ttl`` (server time) it returns by itself."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
             self._ops.reserve(
-                account, credits, action, usage, ttl, reason, metadata, idempotency_key
+                account,
+                credits,
+                action=action,
+                usage=usage,
+                ttl=ttl,
+                extras=extras,
             )
         )
 
@@ -208,9 +228,14 @@ class CreditsClient(ClientBase):
         """Keep ``actual`` credits of an open hold and give back the rest, once per hold
         (a repeat returns the first outcome). Above the reservation only with
         ``allow_overage=True`` and a balance that covers the difference."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return self._run(
             self._ops.settle(
-                account, hold_id, actual, allow_overage, reason, metadata, idempotency_key
+                account,
+                hold_id,
+                actual,
+                allow_overage=allow_overage,
+                extras=extras,
             )
         )
 
@@ -224,7 +249,14 @@ class CreditsClient(ClientBase):
         idempotency_key: str | None = None,
     ) -> MutationResult:
         """Give an open hold back in full, once per hold."""
-        return self._run(self._ops.release(account, hold_id, reason, metadata, idempotency_key))
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
+        return self._run(
+            self._ops.release(
+                account,
+                hold_id,
+                extras=extras,
+            )
+        )
 
     def close_account(
         self,
@@ -237,7 +269,7 @@ class CreditsClient(ClientBase):
         AccountClosedError, initialize_user grants nothing, and the balance, ledger and
         open holds stay (settle, release, refund and credit still work). Once per account:
         a repeat returns the first close entry with ``replayed=True``."""
-        return self._run(self._ops.close_account(account, reason, metadata))
+        return self._run(self._ops.close_account(account, reason=reason, metadata=metadata))
 
     def sweep_expired(self, account: str | None = None) -> int:
         """Return every hold past its ttl and lapse every credit lot past its expiry, of
@@ -300,27 +332,7 @@ class CreditsClient(ClientBase):
         ``getAllUserIds()``) or, with None, every account with a ledger (SCAN), at most
         ``concurrency`` at a time (``full=True``: a full pass each). Failures are reported
         per account, not raised."""
-        started = time.monotonic()
-        ids = (
-            sorted(set(accounts))
-            if accounts is not None
-            else self._drive(reconciliation.find_accounts(self._ops))
-        )
-        outcomes: dict[str, tuple[int, ReconcileResult] | BaseException] = {}
-
-        def check(account: str) -> None:
-            try:
-                outcomes[account] = self._drive(
-                    reconciliation.check_account(self._ops, account, repair, full)
-                )
-            except CreditsError as exc:
-                outcomes[account] = exc
-            if on_progress is not None:
-                on_progress(account)
-
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            list(pool.map(check, ids))
-        return reconciliation.build_report(outcomes, time.monotonic() - started)
+        return self._drive(self._reconcile_all(accounts, repair, full, concurrency, on_progress))
 
     def trim_ledger(self, account: str, *, before: str) -> TrimResult:
         """Remove entries older than entry id ``before``, never past the last
@@ -356,6 +368,7 @@ class CreditsClient(ClientBase):
         return self._drive(analytics.usage(self._ops, account, days, group_by, tz))
 
     def close(self) -> None:
+        """Release connections (``with`` does it on exit)."""
         self._backend.close()
 
     def __enter__(self) -> CreditsClient:

@@ -9,12 +9,15 @@ reservation) unless the block settled or released it itself.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from ._core.operations import Extras
+from ._core.steps import Steps
 from .errors import HoldExpiredError
 from .models import Hold, MutationResult
 
 if TYPE_CHECKING:
+    from ._core.operations import Operations
     from .async_client import AsyncCreditsClient
     from .client import CreditsClient
 
@@ -45,10 +48,25 @@ class _HoldState:
     def hold_id(self) -> str:
         return self.hold.hold_id
 
-    def _exit_plan(self, failed: bool) -> Literal["nothing", "release", "settle"]:
+    def _exit_steps(self, ops: Operations, failed: type[BaseException] | None) -> Steps[None]:
+        """What leaving the block does, once for both twins: release the hold if the block
+        raised (a hold that expired meanwhile already gave its credits back), else settle
+        it at ``actual`` (default: all of it); nothing if the block closed it itself."""
         if self.closed or self._hold is None:
-            return "nothing"
-        return "release" if failed else "settle"
+            return
+        if failed is not None:
+            try:
+                reason = f"work failed: {failed.__name__}"
+                self._closed_with(
+                    (yield ops.release(self.account, self.hold_id, extras=Extras(reason=reason)))
+                )
+            except HoldExpiredError:
+                self.closed = True  # its credits already went back
+            return
+        actual = self.hold.amount if self.actual is None else self.actual
+        self._closed_with(
+            (yield ops.settle(self.account, self.hold_id, actual, allow_overage=False))
+        )
 
     def _closed_with(self, result: MutationResult) -> MutationResult:
         self.closed = True
@@ -87,14 +105,7 @@ class HoldContext(_HoldState):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        plan = self._exit_plan(exc_type is not None)
-        if plan == "release":
-            try:
-                self.release(reason=f"work failed: {exc_type.__name__ if exc_type else ''}")
-            except HoldExpiredError:
-                self.closed = True  # its credits already went back
-        elif plan == "settle":
-            self.settle(self.hold.amount if self.actual is None else self.actual)
+        self._client._drive(self._exit_steps(self._client._ops, exc_type))
 
 
 class AsyncHoldContext(_HoldState):
@@ -132,11 +143,4 @@ class AsyncHoldContext(_HoldState):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        plan = self._exit_plan(exc_type is not None)
-        if plan == "release":
-            try:
-                await self.release(reason=f"work failed: {exc_type.__name__ if exc_type else ''}")
-            except HoldExpiredError:
-                self.closed = True
-        elif plan == "settle":
-            await self.settle(self.hold.amount if self.actual is None else self.actual)
+        await self._client._drive(self._exit_steps(self._client._ops, exc_type))

@@ -17,12 +17,11 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .decoding import text
-from .lots import LotBook, parse_record
+from ._core.decoding import text
+from ._core.lots import LotBook, parse_record
+from ._core.operations import Operations
+from ._core.requests import Operation
 from .models import LedgerEntry
-from .operations import Operations
-from .requests import Operation
-from .scripts import SCRIPTS
 
 __all__ = ["LotsCheck", "check_lots"]
 
@@ -70,7 +69,7 @@ def _dump(ops: Operations, account: str) -> Operation[_Dump]:
             frozenset(members[m:]),
         )
 
-    return ops.maintenance("reconcile", SCRIPTS.lots_dump, account, (), decode)
+    return ops.maintenance("lots_dump", account, decode=decode)
 
 
 def _restore(
@@ -79,8 +78,11 @@ def _restore(
     def decode(raw: Sequence[Any]) -> int | None:
         return int(raw[1]) if text(raw[0]) == "restored" else None
 
-    params = (last_id, *(x for pair in sorted(records.items()) for x in pair))
-    return ops.maintenance("reconcile", SCRIPTS.lots_restore, account, params, decode)
+    # One argument: 'id=record' pairs separated by spaces (neither holds '=' or ' ').
+    packed = " ".join(f"{lot_id}={record}" for lot_id, record in sorted(records.items()))
+    return ops.maintenance(
+        "lots_restore", account, decode=decode, last_id=last_id, records=packed
+    )
 
 
 def _normalized(book: LotBook) -> dict[str, str]:

@@ -42,9 +42,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from . import validation
+from ._core import validation
+from ._core.validation import MAX_CREDITS
 from .errors import ConfigurationError, ValidationError
-from .validation import MAX_CREDITS
 
 if sys.version_info >= (3, 11):
     import tomllib

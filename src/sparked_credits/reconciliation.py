@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from . import validation as v
-from .decoding import text
+from ._core import validation as v
+from ._core.decoding import text
+from ._core.operations import Operations
+from ._core.requests import Operation
 from .errors import ValidationError
 from .lot_reconciliation import LotsCheck, check_lots
-from .operations import Operations
 from .reports import ReconcileReport, ReconcileResult, TrimResult
-from .requests import Operation
-from .scripts import SCRIPTS
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -62,15 +61,17 @@ def _chunk(
             balance,
         )
 
-    params = (
-        start,
-        str(total),
-        str(count),
-        str(chunk),
-        "repair" if repair else "check",
-        "full" if full else "ckpt",
+    return ops.maintenance(
+        "reconcile",
+        account,
+        decode=decode,
+        start=start,
+        sum=str(total),
+        count=str(count),
+        chunk=str(chunk),
+        mode="repair" if repair else "check",
+        scope="full" if full else "ckpt",
     )
-    return ops.maintenance("reconcile", SCRIPTS.reconcile, account, params, decode, refund=True)
 
 
 def _pass(
@@ -158,7 +159,7 @@ def trim(ops: Operations, account: str, before: str) -> Generator[Operation[Any]
             return TrimResult(account=account, removed=0, kept_from=None)
         return TrimResult(account=account, removed=int(raw[1]), kept_from=text(raw[2]))
 
-    result: TrimResult = yield ops.maintenance("trim", SCRIPTS.trim, account, (minid,), decode)
+    result: TrimResult = yield ops.maintenance("trim", account, decode=decode, before=minid)
     return result
 
 

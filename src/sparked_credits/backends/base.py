@@ -1,25 +1,28 @@
 """The backend contract: carry out one request in one round trip.
 
-A backend knows how to reach its store and nothing about credits. Sync and async twins
-implement the same primitives; ``execute`` dispatches on the request type. What both twins
-of a backend would otherwise repeat (a SCAN cursor walk, the retry policy) lives here as
-pure code: generators the twins drive, one with blocking calls, one with awaits.
+A backend knows how to reach its store and how to read its client library's exceptions
+(``classify``), and nothing about credits. A concrete backend gives three things: ``_call``
+(send one command, raw), ``classify`` and, where one cursor is not the whole keyspace,
+``scan_keys``. What happens after a failure (EVAL on NOSCRIPT, the retry loop) is the pure
+procedure of :mod:`.recovery`, entered only when the first attempt raised, so the fast path
+is one call. The sync and async twins below differ only by ``async``/``await`` (a test
+checks it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Generator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from ..requests import CommandCall, Request, ScanCall, ScriptCall
+from .._core.requests import CommandCall, Request, ScanCall, ScriptCall
+from .._core.steps import Steps
+from .._drive import drive, drive_async
+from .recovery import Failure, recover
 
-__all__ = ["AsyncBackend", "SyncBackend", "drive", "drive_async", "scan_steps"]
-
-T = TypeVar("T")
-
-# A procedure of plain commands: yields a command's arguments, receives its raw reply.
-Steps = Generator[tuple[str, ...], Any, T]
+__all__ = ["AsyncBackend", "SyncBackend", "eval_", "evalsha", "scan_steps"]
 
 
 def scan_steps(call: ScanCall) -> Steps[list[Any]]:
@@ -35,49 +38,59 @@ def scan_steps(call: ScanCall) -> Steps[list[Any]]:
             return found
 
 
-def drive(steps: Steps[T], send: Callable[..., Any]) -> T:
-    """Run ``steps`` with a blocking ``send(*args)``."""
-    try:
-        args = next(steps)
-        while True:
-            args = steps.send(send(*args))
-    except StopIteration as done:
-        result: T = done.value
-        return result
+def evalsha(call: ScriptCall) -> tuple[Any, ...]:
+    return ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
 
 
-async def drive_async(steps: Steps[T], send: Callable[..., Awaitable[Any]]) -> T:
-    """Run ``steps`` with an awaited ``send(*args)``."""
-    try:
-        args = next(steps)
-        while True:
-            args = steps.send(await send(*args))
-    except StopIteration as done:
-        result: T = done.value
-        return result
+def eval_(call: ScriptCall) -> tuple[Any, ...]:
+    return ("EVAL", call.script.source, len(call.keys), *call.keys, *call.args)
 
 
 class SyncBackend(ABC):
     """A blocking backend."""
 
+    _call: Callable[..., Any]
+    """Send one command (its arguments) and return the raw reply; may raise."""
+    retries: int = 0
+    """Re-sends after a transient failure (the client's ``retries``)."""
+
+    @abstractmethod
+    def classify(self, exc: BaseException) -> Failure:
+        """What a failure of this backend's client library means (see Failure)."""
+
     def execute(self, request: Request) -> Any:
-        if isinstance(request, ScriptCall):
+        if type(request) is ScriptCall:
             return self.run_script(request)
-        if isinstance(request, CommandCall):
-            return self.run_command(request)
+        if type(request) is CommandCall:
+            return self.send(*request.args)
+        assert isinstance(request, ScanCall)
         return self.scan_keys(request)
 
-    @abstractmethod
+    def _send_raw(self, command: tuple[Any, ...]) -> Any:
+        return self._call(*command)
+
+    def _send(self, command: tuple[Any, ...]) -> Any:
+        return self.send(*command)
+
+    def send(self, *command: Any) -> Any:
+        """One command, with the recovery procedure after a failure."""
+        try:
+            return self._call(*command)
+        except Exception as exc:
+            steps = recover(exc, command, self.classify, self.retries)
+            return drive(steps, self._send_raw, time.sleep)
+
     def run_script(self, call: ScriptCall) -> Any:
-        """EVALSHA the script; on NOSCRIPT, EVAL it (which also caches it) in the same call."""
+        """EVALSHA the script; on NOSCRIPT, EVAL it (which also caches it)."""
+        try:
+            return self._call("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+        except Exception as exc:
+            steps = recover(exc, evalsha(call), self.classify, self.retries, eval_(call))
+            return drive(steps, self._send_raw, time.sleep)
 
-    @abstractmethod
-    def run_command(self, call: CommandCall) -> Any:
-        """Send one plain command."""
-
-    @abstractmethod
     def scan_keys(self, call: ScanCall) -> list[Any]:
-        """Every key matching the pattern, from every primary of the store."""
+        """Every key matching the pattern (one server: one cursor)."""
+        return drive(scan_steps(call), self._send, time.sleep)
 
     @abstractmethod
     def close(self) -> None:
@@ -87,24 +100,50 @@ class SyncBackend(ABC):
 class AsyncBackend(ABC):
     """An asyncio backend."""
 
+    _call: Callable[..., Awaitable[Any]]
+    """Send one command (its arguments) and return the raw reply; may raise."""
+    retries: int = 0
+    """Re-sends after a transient failure (the client's ``retries``)."""
+
+    @abstractmethod
+    def classify(self, exc: BaseException) -> Failure:
+        """What a failure of this backend's client library means (see Failure)."""
+
     async def execute(self, request: Request) -> Any:
-        if isinstance(request, ScriptCall):
+        if type(request) is ScriptCall:
             return await self.run_script(request)
-        if isinstance(request, CommandCall):
-            return await self.run_command(request)
+        if type(request) is CommandCall:
+            return await self.send(*request.args)
+        assert isinstance(request, ScanCall)
         return await self.scan_keys(request)
 
-    @abstractmethod
+    async def _send_raw(self, command: tuple[Any, ...]) -> Any:
+        return await self._call(*command)
+
+    async def _send(self, command: tuple[Any, ...]) -> Any:
+        return await self.send(*command)
+
+    async def send(self, *command: Any) -> Any:
+        """One command, with the recovery procedure after a failure."""
+        try:
+            return await self._call(*command)
+        except Exception as exc:
+            steps = recover(exc, command, self.classify, self.retries)
+            return await drive_async(steps, self._send_raw, asyncio.sleep)
+
     async def run_script(self, call: ScriptCall) -> Any:
-        """EVALSHA the script; on NOSCRIPT, EVAL it (which also caches it) in the same call."""
+        """EVALSHA the script; on NOSCRIPT, EVAL it (which also caches it)."""
+        try:
+            return await self._call(
+                "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+            )
+        except Exception as exc:
+            steps = recover(exc, evalsha(call), self.classify, self.retries, eval_(call))
+            return await drive_async(steps, self._send_raw, asyncio.sleep)
 
-    @abstractmethod
-    async def run_command(self, call: CommandCall) -> Any:
-        """Send one plain command."""
-
-    @abstractmethod
     async def scan_keys(self, call: ScanCall) -> list[Any]:
-        """Every key matching the pattern, from every primary of the store."""
+        """Every key matching the pattern (one server: one cursor)."""
+        return await drive_async(scan_steps(call), self._send, asyncio.sleep)
 
     @abstractmethod
     async def close(self) -> None:

@@ -12,20 +12,37 @@ cluster surfaces as a BackendError from that call, like on every other backend.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import redis.asyncio.cluster
+import redis.cluster
+from redis import exceptions as rx
+from redis.crc import key_slot
+
+from .._core.requests import ScanCall, ScriptCall
+from .._drive import drive, drive_async
 from ..errors import ConfigurationError
-from ..requests import ScanCall
-from .redis_py import AsyncRedisBackend, RedisBackend
+from .base import eval_, evalsha
+from .recovery import recover
+from .redis_py import AsyncRedisBackend, RedisBackend, no_retries
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import redis.cluster
+    from .registry import Settings
 
-__all__ = ["ClusterBackend", "ClusterTarget", "open_async_cluster", "open_cluster", "parse"]
+__all__ = [
+    "AsyncClusterBackend",
+    "ClusterBackend",
+    "ClusterTarget",
+    "open_async",
+    "open_sync",
+    "parse",
+]
 
 
 class ClusterTarget:
@@ -60,28 +77,62 @@ def parse(url: str) -> ClusterTarget:
     return ClusterTarget(nodes, username, password)
 
 
-def _kwargs(target: ClusterTarget, redis: Any, retry: Any, timeout: float) -> dict[str, Any]:
+def _kwargs(target: ClusterTarget, asyncio: bool, settings: Settings) -> dict[str, Any]:
+    node = redis.asyncio.cluster.ClusterNode if asyncio else redis.cluster.ClusterNode
     return {
-        "startup_nodes": [redis.cluster.ClusterNode(h, p) for h, p in target.nodes],
+        "startup_nodes": [node(h, p) for h, p in target.nodes],
         "username": target.username,
         "password": target.password,
-        "retry": retry,
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
+        "retry": no_retries(asyncio),
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.timeout,
     }
 
 
+_ROUTES_MAX = 4096
+
+
 class ClusterBackend(RedisBackend):
-    """A RedisBackend whose RedisCluster is built (and the slot map fetched) on first use."""
+    """A RedisBackend whose RedisCluster is built (and the slot map fetched) on first use.
 
-    def __init__(self, factory: Callable[[], redis.cluster.RedisCluster]) -> None:
-        from redis.exceptions import ResponseError
+    A script goes straight to the primary that owns the account's slot (every key of a
+    script carries the account's hash tag): the same one hop as on a single Redis, without
+    RedisCluster's per-command dispatch. A MOVED or ASK reply (the slot moved) sends it
+    through RedisCluster, which follows the redirect and refreshes its slot map; any other
+    failure goes to the recovery procedure, whose re-sends also go through RedisCluster.
+    """
 
+    def __init__(self, factory: Callable[[], redis.cluster.RedisCluster], retries: int) -> None:
         self._factory = factory
         self._lock = threading.Lock()
         self._cluster: redis.cluster.RedisCluster | None = None
-        self._response_error = ResponseError
-        self._execute = self._connect_and_execute
+        self.retries = retries
+        self._call = self._connect_and_call
+        self._routes: dict[str, Callable[..., Any]] = {}
+
+    def _route(self, key: str) -> Callable[..., Any]:
+        """The send function of the primary owning ``key``'s slot (memoized per key)."""
+        cluster = self._connected()
+        node = cluster.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+        send: Callable[..., Any] = cluster.get_redis_connection(node).execute_command
+        if len(self._routes) >= _ROUTES_MAX:
+            self._routes.clear()
+        self._routes[key] = send
+        return send
+
+    def run_script(self, call: ScriptCall) -> Any:
+        keys = call.keys
+        try:
+            send = self._routes.get(keys[0]) or self._route(keys[0])
+            return send("EVALSHA", call.script.sha, len(keys), *keys, *call.args)
+        except (rx.MovedError, rx.AskError):
+            self._routes.clear()  # the slot map changed: RedisCluster follows and refreshes
+            return super().run_script(call)
+        except Exception as exc:
+            if not isinstance(exc, rx.NoScriptError):
+                self._routes.clear()  # a node may have failed: learn the routes again
+            steps = recover(exc, evalsha(call), self.classify, self.retries, eval_(call))
+            return drive(steps, self._send_raw, time.sleep)
 
     def _connected(self) -> redis.cluster.RedisCluster:
         cluster = self._cluster
@@ -90,14 +141,15 @@ class ClusterBackend(RedisBackend):
                 if self._cluster is None:
                     self._cluster = self._factory()
                 cluster = self._cluster
-            self._execute = cluster.execute_command
+            self._call = cluster.execute_command
         return cluster
 
-    def _connect_and_execute(self, *args: Any) -> Any:
+    def _connect_and_call(self, *args: Any) -> Any:
         self._connected()
-        return self._execute(*args)
+        return self._call(*args)
 
     def scan_keys(self, call: ScanCall) -> list[Any]:
+        # redis-py's scan_iter follows one cursor per primary.
         return list(self._connected().scan_iter(match=call.match, count=call.count))
 
     def close(self) -> None:
@@ -105,13 +157,52 @@ class ClusterBackend(RedisBackend):
             self._cluster.close()
 
 
-def open_cluster(url: str, redis: Any, retry: Any, timeout: float) -> ClusterBackend:
-    kwargs = _kwargs(parse(url), redis, retry, timeout)
-    return ClusterBackend(lambda: redis.cluster.RedisCluster(**kwargs))
+class AsyncClusterBackend(AsyncRedisBackend):
+    """An AsyncRedisBackend on the asyncio RedisCluster (which connects on first use),
+    sending scripts straight to the slot's primary like :class:`ClusterBackend`."""
+
+    client: redis.asyncio.cluster.RedisCluster  # type: ignore[assignment]
+
+    def __init__(self, client: redis.asyncio.cluster.RedisCluster, retries: int) -> None:
+        super().__init__(client, retries)  # type: ignore[arg-type]
+        self._routes: dict[str, Any] = {}
+
+    async def _route(self, key: str) -> Any:
+        """The primary (an asyncio ClusterNode) owning ``key``'s slot (memoized per key)."""
+        cluster = self.client
+        await cluster.initialize()  # the slot map, once (a no-op afterwards)
+        node = cluster.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+        if len(self._routes) >= _ROUTES_MAX:
+            self._routes.clear()
+        self._routes[key] = node
+        return node
+
+    async def run_script(self, call: ScriptCall) -> Any:
+        keys = call.keys
+        try:
+            node = self._routes.get(keys[0]) or await self._route(keys[0])
+            return await node.execute_command(
+                "EVALSHA", call.script.sha, len(keys), *keys, *call.args
+            )
+        except (rx.MovedError, rx.AskError):
+            self._routes.clear()  # the slot map changed: RedisCluster follows and refreshes
+            return await super().run_script(call)
+        except Exception as exc:
+            if not isinstance(exc, rx.NoScriptError):
+                self._routes.clear()  # a node may have failed: learn the routes again
+            steps = recover(exc, evalsha(call), self.classify, self.retries, eval_(call))
+            return await drive_async(steps, self._send_raw, asyncio.sleep)
+
+    async def scan_keys(self, call: ScanCall) -> list[Any]:
+        # redis-py's scan_iter follows one cursor per primary.
+        return [key async for key in self.client.scan_iter(match=call.match, count=call.count)]
 
 
-def open_async_cluster(url: str, redis: Any, retry: Any, timeout: float) -> AsyncRedisBackend:
-    # The asyncio RedisCluster connects lazily by itself, on its first command.
-    kwargs = _kwargs(parse(url), redis, retry, timeout)
-    kwargs["startup_nodes"] = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in parse(url).nodes]
-    return AsyncRedisBackend(redis.asyncio.cluster.RedisCluster(**kwargs))
+def open_sync(url: str, settings: Settings) -> ClusterBackend:
+    kwargs = _kwargs(parse(url), False, settings)
+    return ClusterBackend(lambda: redis.cluster.RedisCluster(**kwargs), settings.retries)
+
+
+def open_async(url: str, settings: Settings) -> AsyncClusterBackend:
+    cluster = redis.asyncio.cluster.RedisCluster(**_kwargs(parse(url), True, settings))
+    return AsyncClusterBackend(cluster, settings.retries)

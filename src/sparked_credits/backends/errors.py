@@ -1,32 +1,39 @@
-"""The one place where a backend's exceptions become :class:`BackendError`.
+"""The one place where a backend's failure becomes :class:`BackendError`.
 
-Clients call :func:`translate` for anything a backend raises; nothing else in the SDK
-catches a client library's exception types. Backends ask :func:`is_transient` (retry
-policy) and :func:`is_noscript` (script cache miss) here too, so a failure is classified
-once, the same way for every backend. The translation says whether the request may have
-been applied (the reply was lost) and whether repeating it is safe.
+Each backend reads its own client library's exceptions (``classify``, by ``isinstance``
+on that library's classes, in the backend's module) into a :class:`~.recovery.Failure`;
+clients hand whatever a backend raised to :func:`translate`, and nothing else in the SDK
+catches a client library's exception types. What is common to every backend lives here:
+the operating system's view (:func:`classify_os`) and the rule for ``retry_safe``.
 
-Classification, by where the failure happened:
-
-* never sent (connection refused, connect/pool timeout, 401/403/429): not applied;
-* sent, reply lost (read timeout, connection closed mid-request, HTTP 5xx from a gateway,
-  an unreadable 200 body): may have applied;
-* the server answered with an error (a Redis error reply): not applied; transient when
-  the error code says "try again" (BUSY, LOADING, CLUSTERDOWN, ...).
+``may_have_applied`` is False only when the request provably was not carried out: it
+never left this machine (connection refused, DNS failure; see :func:`never_left`), or the
+server answered that it did not run it. Everything else (a timeout, a connection closed
+mid-request, a gateway error, an error raised inside a script, which Redis does not roll
+back) may have applied.
 """
 
 from __future__ import annotations
 
-import json
+import socket
 from typing import Any
 
+from .._core.requests import Operation, ScriptCall
 from ..errors import BackendError, CreditsError
-from ..requests import Operation, ScriptCall
+from .recovery import Failure, GaveUp
 
-__all__ = ["BadResponse", "is_noscript", "is_transient", "translate"]
+__all__ = [
+    "NOT_RUN_REPLIES",
+    "TRANSIENT_REPLIES",
+    "BadResponse",
+    "classify_os",
+    "classify_reply",
+    "never_left",
+    "translate",
+]
 
-# Server replies that mean "not executed, try again later".
-_TRANSIENT_REPLIES = (
+# Error replies that mean "not executed, try again later".
+TRANSIENT_REPLIES = (
     "BUSY",
     "LOADING",
     "READONLY",
@@ -37,12 +44,22 @@ _TRANSIENT_REPLIES = (
     "MOVED",
     "ASK",
 )
+# Error replies given before a command runs: it changed nothing.
+NOT_RUN_REPLIES = (
+    *TRANSIENT_REPLIES,
+    "NOSCRIPT",
+    "NOAUTH",
+    "NOPERM",
+    "WRONGPASS",
+    "ERR unknown command",
+    "ERR wrong number of arguments",
+)
 
 
 class BadResponse(Exception):
     """An HTTP backend got a reply that is not a Redis reply: a status other than 200 (or
     400 with a Redis error), or a body that is not the expected JSON shape. Raised by the
-    Upstash backend's response check, classified (by status) only here."""
+    Upstash backend's response check and classified there, by status."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(f"HTTP {status}: {detail}")
@@ -50,107 +67,64 @@ class BadResponse(Exception):
         self.detail = detail
 
 
-def is_noscript(exc: BaseException) -> bool:
-    """True for Redis's NOSCRIPT reply, whatever class the client parsed it into
-    (redis-py strips the code into NoScriptError; upstash-redis keeps it in the text)."""
-    return str(exc).startswith("NOSCRIPT") or type(exc).__name__ == "NoScriptError"
+def never_left(exc: BaseException) -> bool:
+    """True when the exception, or one it was raised from, says the connection was never
+    made: refused, or the host name did not resolve. Nothing was sent."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError | socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
-def _bad_response(exc: BadResponse) -> tuple[str, bool, bool]:
-    status = exc.status
-    if status in (401, 403):
-        return (
-            f"authentication failed (HTTP {status}): check the token "
-            f"(UPSTASH_REDIS_REST_TOKEN); {exc.detail}",
-            False,
-            False,
-        )
-    if status == 429:
-        return (f"rate limited (HTTP 429): {exc.detail}", False, True)
-    if status >= 500:
-        # A gateway error: the request may or may not have reached the database.
-        return (f"server or gateway error (HTTP {status}): {exc.detail}", True, True)
-    if status == 200:
-        return (f"unreadable reply from the REST API: {exc.detail}", True, False)
-    return (f"request refused (HTTP {status}): {exc.detail}", False, False)
+def classify_reply(text: str) -> Failure:
+    """A Redis error reply, as text: transient, and whether the command may have run."""
+    return Failure(
+        message=f"server replied with an error: {text}",
+        may_have_applied=not text.startswith(NOT_RUN_REPLIES),
+        transient=text.startswith(TRANSIENT_REPLIES),
+        noscript=text.startswith("NOSCRIPT"),
+    )
 
 
-def _classify_http(exc: BaseException) -> tuple[str, bool, bool] | None:
-    """httpx's and upstash-redis's failures, or None when ``exc`` is neither."""
-    if isinstance(exc, BadResponse):
-        return _bad_response(exc)
-    if isinstance(exc, json.JSONDecodeError):
-        return (f"reply is not JSON: {exc}", True, False)
-    try:
-        import httpx
-    except ImportError:
-        return None
-    # Never left this machine: certainly not applied.
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return (f"could not connect: {type(exc).__name__}: {exc}", False, True)
-    if isinstance(exc, httpx.TimeoutException):
-        return (f"no reply within the timeout ({type(exc).__name__})", True, True)
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return (f"connection closed mid-request: {type(exc).__name__}: {exc}", True, True)
-    if isinstance(exc, httpx.HTTPError):
-        return (f"{type(exc).__name__}: {exc}", True, True)
-    if type(exc).__name__ == "UpstashError":
-        text = str(exc)
-        if text.startswith("Error decoding data"):
-            return (f"unreadable reply from the REST API: {text}", True, False)
-        return (f"server replied with an error: {text}", False, text.startswith(_TRANSIENT_REPLIES))
-    return None
-
-
-def _classify_redis(exc: BaseException) -> tuple[str, bool, bool] | None:
-    try:
-        from redis import exceptions as rx
-    except ImportError:  # pragma: no cover - redis-py is absent only without any Redis backend
-        return None
-    if isinstance(exc, rx.AuthenticationError | rx.AuthorizationError):
-        return (f"authentication failed: {exc}", False, False)
-    if isinstance(exc, rx.ConnectionError | rx.TimeoutError):
-        return (f"connection lost or timed out: {exc}", True, True)
-    if isinstance(exc, rx.ResponseError):
-        text = str(exc)
-        return (f"server replied with an error: {text}", False, text.startswith(_TRANSIENT_REPLIES))
-    if isinstance(exc, rx.RedisError):
-        return (f"{type(exc).__name__}: {exc}", True, True)
-    if type(exc).__name__ == "RedisClusterException":
-        # Raised by redis-py when no node of the cluster can be reached.
-        return (f"cluster unreachable: {exc}", True, True)
-    return None
-
-
-def _classify(exc: BaseException) -> tuple[str, bool, bool]:
-    """(message, may_have_applied, transient) for one exception."""
-    found = _classify_redis(exc) or _classify_http(exc)
-    if found is not None:
-        return found
+def classify_os(exc: BaseException) -> Failure:
+    """What any backend falls back on: the operating system's errors, else unknown."""
+    if never_left(exc):
+        return Failure(f"could not connect: {exc}", may_have_applied=False, transient=True)
     if isinstance(exc, ConnectionError | TimeoutError | OSError):
-        return (f"connection lost or timed out: {exc}", True, True)
-    return (f"{type(exc).__name__}: {exc}", True, False)
+        return Failure(f"connection lost or timed out: {exc}", True, True)
+    return Failure(f"{type(exc).__name__}: {exc}", True, False)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Worth repeating as is (the SDK's own retry loop asks this)."""
-    return _classify(exc)[2]
-
-
-def translate(exc: Exception, op: Operation[Any]) -> CreditsError:
-    """The CreditsError to raise (``from exc``) for an exception a backend raised."""
+def translate(
+    exc: Exception, op: Operation[Any], classify: Any
+) -> tuple[CreditsError, BaseException]:
+    """The CreditsError to raise for an exception a backend raised, and the exception to
+    raise it from (the client library's own, also after several attempts)."""
     if isinstance(exc, CreditsError):
-        return exc
-    message, may_have_applied, transient = _classify(exc)
+        return exc, exc
+    if isinstance(exc, GaveUp):
+        failure = exc.failure
+        cause: BaseException = exc.__cause__ or exc
+    else:
+        failure = classify(exc)
+        cause = exc
     if not isinstance(op.request, ScriptCall):
         # Reads change nothing: always safe to repeat.
-        return BackendError(message, operation=op.name, may_have_applied=False, retry_safe=True)
+        error = BackendError(
+            failure.message, operation=op.name, may_have_applied=False, retry_safe=True
+        )
+        return error, cause
     # A mutation is safe to repeat with the same idempotency key whatever happened: the
     # script applies it at most once. initialize_user is once-per-account by construction.
-    return BackendError(
-        message,
+    error = BackendError(
+        failure.message,
         operation=op.name,
-        may_have_applied=may_have_applied,
-        retry_safe=transient or may_have_applied or op.idempotency_key is not None,
+        may_have_applied=failure.may_have_applied,
+        retry_safe=failure.transient or failure.may_have_applied or op.idempotency_key is not None,
         idempotency_key=op.idempotency_key,
     )
+    return error, cause

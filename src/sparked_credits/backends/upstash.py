@@ -6,16 +6,16 @@ money, each closed here:
 * **No timeout** (its httpx client uses ``timeout=None``): a stalled request would hang a
   worker forever. Its httpx client is swapped for one with the client's ``timeout``.
 * **Blind retries**: it re-POSTs any failed request, writes included, after 3 s. That is
-  turned off (``rest_retries=0``); this backend retries instead, only failures classified
-  as transient, with a short jittered backoff. Re-sending is safe for every request the
-  SDK makes: each script carries its idempotency key (the server applies it once and a
-  repeat replays the first outcome), and reads change nothing.
+  turned off (``rest_retries=0``); the SDK's recovery procedure retries instead, only
+  failures classified as transient, with a short jittered backoff. Re-sending is safe
+  for every request the SDK makes: each script carries its idempotency key (the server
+  applies it once and a repeat replays the first outcome), and reads change nothing.
 * **No NOSCRIPT fallback**: EVALSHA's NOSCRIPT error comes back as text; on it the script
   is sent once with EVAL (which also caches it for the next EVALSHA).
 * **Request-level failures leak** as JSONDecodeError (an HTML 502 page), AttributeError
   (a JSON body of the wrong shape) or a bare UpstashError: a response hook checks status
-  and shape first and raises :class:`~.errors.BadResponse`, which ``errors.translate``
-  turns into a BackendError saying whether the call may have applied.
+  and shape first and raises :class:`~.errors.BadResponse`, which :func:`classify` reads
+  by status, so the BackendError says whether the call may have applied.
 
 Read-your-writes: Upstash may serve reads from replicas. upstash-redis's
 ``read_your_writes`` (kept on) sends back the ``Upstash-Sync-Token`` of the last reply, so
@@ -29,33 +29,30 @@ client; the SDK's decoders take ``str`` and ``bytes`` alike.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import upstash_redis
+import upstash_redis.asyncio
+from upstash_redis.errors import UpstashError
 
 from ..errors import ConfigurationError
-from ..requests import CommandCall, ScanCall, ScriptCall
-from .base import AsyncBackend, SyncBackend, drive, drive_async, scan_steps
-from .errors import BadResponse, is_noscript, is_transient
+from .base import AsyncBackend, SyncBackend
+from .errors import BadResponse, classify_os, classify_reply
+from .recovery import Failure
 
-__all__ = ["AsyncUpstashBackend", "UpstashBackend", "open_async_upstash", "open_upstash"]
+if TYPE_CHECKING:
+    from .registry import Settings
 
-T = TypeVar("T")
-
-
-def _import() -> Any:
-    try:
-        import httpx
-        import upstash_redis
-        import upstash_redis.asyncio
-    except ImportError as exc:
-        raise ConfigurationError(
-            "Upstash URLs need upstash-redis: pip install 'sparked-credits[upstash]'"
-        ) from exc
-    return upstash_redis, httpx
+__all__ = [
+    "AsyncUpstashBackend",
+    "UpstashBackend",
+    "check_body",
+    "classify",
+    "open_async",
+    "open_sync",
+]
 
 
 def check_body(status: int, content: bytes, pipeline: bool) -> None:
@@ -81,22 +78,53 @@ def _excerpt(content: bytes) -> str:
     return repr(text) if text else "(empty body)"
 
 
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry number ``attempt`` (0-based): 20 ms doubling, capped
-    at 0.5 s, with full jitter so many clients do not retry in step."""
-    return random.uniform(0, min(0.5, 0.02 * 2**attempt))
+def _bad_response(exc: BadResponse) -> Failure:
+    status = exc.status
+    if status in (401, 403):
+        return Failure(
+            f"authentication failed (HTTP {status}): check the token "
+            f"(UPSTASH_REDIS_REST_TOKEN); {exc.detail}",
+            False,
+            False,
+        )
+    if status == 429:
+        return Failure(f"rate limited (HTTP 429): {exc.detail}", False, True)
+    if status >= 500:
+        # A gateway error: the request may or may not have reached the database.
+        return Failure(f"server or gateway error (HTTP {status}): {exc.detail}", True, True)
+    if status == 200:
+        return Failure(f"unreadable reply from the REST API: {exc.detail}", True, False)
+    return Failure(f"request refused (HTTP {status}): {exc.detail}", False, False)
 
 
-def _eval_command(call: ScriptCall, sha: bool) -> list[str]:
-    head = call.script.sha if sha else call.script.source
-    return ["EVALSHA" if sha else "EVAL", head, str(len(call.keys)), *call.keys, *call.args]
+def classify(exc: BaseException) -> Failure:
+    """httpx's and upstash-redis's failures, by class; else the operating system's view."""
+    if isinstance(exc, BadResponse):
+        return _bad_response(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        return Failure(f"reply is not JSON: {exc}", True, False)
+    # Never left this machine: certainly not applied.
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return Failure(f"could not connect: {type(exc).__name__}: {exc}", False, True)
+    if isinstance(exc, httpx.TimeoutException):
+        return Failure(f"no reply within the timeout ({type(exc).__name__})", True, True)
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return Failure(f"connection closed mid-request: {type(exc).__name__}: {exc}", True, True)
+    if isinstance(exc, httpx.HTTPError):
+        return Failure(f"{type(exc).__name__}: {exc}", True, True)
+    if isinstance(exc, UpstashError):
+        text = str(exc)
+        if text.startswith("Error decoding data"):
+            return Failure(f"unreadable reply from the REST API: {text}", True, False)
+        return classify_reply(text)
+    return classify_os(exc)
 
 
 def _is_pipeline(url: str) -> bool:
     return url.rstrip("/").endswith(("/pipeline", "/multi-exec"))
 
 
-def _checked_http(httpx: Any, timeout: float, asyncio_: bool) -> Any:
+def _checked_http(timeout: float, asyncio_: bool) -> Any:
     """An httpx client with a timeout and the reply check as a response hook."""
     if asyncio_:
 
@@ -116,7 +144,6 @@ def _checked_http(httpx: Any, timeout: float, asyncio_: bool) -> Any:
 def _make_client(url: str, token: str | None, timeout: float, asyncio_: bool) -> Any:
     if not token:
         raise ConfigurationError("an Upstash URL needs token= (UPSTASH_REDIS_REST_TOKEN)")
-    upstash_redis, httpx = _import()
     cls = upstash_redis.asyncio.Redis if asyncio_ else upstash_redis.Redis
     client = cls(
         url.rstrip("/"),
@@ -136,7 +163,7 @@ def _make_client(url: str, token: str | None, timeout: float, asyncio_: bool) ->
     # async one was never used, and closing it needs a running loop.
     if not asyncio_:
         transport._client.close()
-    transport._client = _checked_http(httpx, timeout, asyncio_)
+    transport._client = _checked_http(timeout, asyncio_)
     return client
 
 
@@ -147,30 +174,11 @@ class UpstashBackend(SyncBackend):
         self.client = client
         self.retries = retries
 
-    def _send(self, *command: str) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return self.client.execute(list(command))
-            except Exception as exc:
-                if attempt >= self.retries or not is_transient(exc):
-                    raise
-                time.sleep(backoff(attempt))
-                attempt += 1
+    def _call(self, *command: Any) -> Any:
+        return self.client.execute([str(part) for part in command])
 
-    def run_script(self, call: ScriptCall) -> Any:
-        try:
-            return self._send(*_eval_command(call, sha=True))
-        except Exception as exc:
-            if not is_noscript(exc):
-                raise
-            return self._send(*_eval_command(call, sha=False))
-
-    def run_command(self, call: CommandCall) -> Any:
-        return self._send(*call.args)
-
-    def scan_keys(self, call: ScanCall) -> list[Any]:
-        return drive(scan_steps(call), self._send)
+    def classify(self, exc: BaseException) -> Failure:
+        return classify(exc)
 
     def close(self) -> None:
         self.client.close()
@@ -182,42 +190,22 @@ class AsyncUpstashBackend(AsyncBackend):
     def __init__(self, client: Any, retries: int) -> None:
         self.client = client
         self.retries = retries
-        self._execute: Callable[[list[str]], Awaitable[Any]] = client.execute
 
-    async def _send(self, *command: str) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await self._execute(list(command))
-            except Exception as exc:
-                if attempt >= self.retries or not is_transient(exc):
-                    raise
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+    async def _call(self, *command: Any) -> Any:
+        return await self.client.execute([str(part) for part in command])
 
-    async def run_script(self, call: ScriptCall) -> Any:
-        try:
-            return await self._send(*_eval_command(call, sha=True))
-        except Exception as exc:
-            if not is_noscript(exc):
-                raise
-            return await self._send(*_eval_command(call, sha=False))
-
-    async def run_command(self, call: CommandCall) -> Any:
-        return await self._send(*call.args)
-
-    async def scan_keys(self, call: ScanCall) -> list[Any]:
-        return await drive_async(scan_steps(call), self._send)
+    def classify(self, exc: BaseException) -> Failure:
+        return classify(exc)
 
     async def close(self) -> None:
         await self.client.close()
 
 
-def open_upstash(url: str, token: str | None, *, retries: int, timeout: float) -> UpstashBackend:
-    return UpstashBackend(_make_client(url, token, timeout, asyncio_=False), retries)
+def open_sync(url: str, settings: Settings) -> UpstashBackend:
+    client = _make_client(url, settings.token, settings.timeout, False)
+    return UpstashBackend(client, settings.retries)
 
 
-def open_async_upstash(
-    url: str, token: str | None, *, retries: int, timeout: float
-) -> AsyncUpstashBackend:
-    return AsyncUpstashBackend(_make_client(url, token, timeout, asyncio_=True), retries)
+def open_async(url: str, settings: Settings) -> AsyncUpstashBackend:
+    client = _make_client(url, settings.token, settings.timeout, True)
+    return AsyncUpstashBackend(client, settings.retries)

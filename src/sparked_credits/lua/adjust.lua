@@ -1,3 +1,6 @@
+--: argv delta allow_overdraft action reason metadata
+--: reply mutation
+--: refusals overflow insufficient conflict replay_gone
 -- adjust (signed admin correction): ARGV[9] delta, ARGV[10] allow overdraft ('1'/'0'),
 -- ARGV[11] action, ARGV[12] reason, ARGV[13] metadata JSON.
 -- A positive delta opens a lot (source 'adjust', never expiring; an overdraft owed is paid

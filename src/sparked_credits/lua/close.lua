@@ -1,3 +1,6 @@
+--: argv reason metadata
+--: reply mutation
+--: refusals conflict replay_gone
 -- close: the account takes no new debits or reservations from now on (its user was
 -- deleted); the balance, ledger and open holds stay, so history and reconciliation still
 -- work. Once per account: a repeat replies with the first close entry, replayed (not when

@@ -1,3 +1,6 @@
+--: argv amount action reason metadata
+--: reply mutation
+--: refusals closed insufficient conflict replay_gone
 -- debit: ARGV[9] amount, ARGV[10] action, ARGV[11] reason, ARGV[12] metadata JSON.
 -- Draws from the lots in consumption order; the entry's '_sc.l' records the draws.
 local replay = idem_lookup()

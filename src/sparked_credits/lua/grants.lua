@@ -1,3 +1,5 @@
+--: argv limit
+--: reply lots
 -- grants: an account's open lots in consumption order, after returning up to ARGV[9]
 -- expired holds and lapsing up to ARGV[9] lots past their expiry (like any script that
 -- touches the account), so what it lists adds up to the balance.

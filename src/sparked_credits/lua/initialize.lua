@@ -1,3 +1,6 @@
+--: argv credits reason
+--: reply init
+--: refusals overflow
 -- initialize_user: once per account, ever. ARGV[9] starting credits, ARGV[10] reason.
 local raw = redis.call('GET', K_BAL)
 if is_initialized(raw) then return {'exists', raw or '0'} end

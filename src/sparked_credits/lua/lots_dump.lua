@@ -1,3 +1,4 @@
+--: reply lots
 -- lots_dump: every lot record of an account, and the members of its two lot indexes, for
 -- the full reconcile to compare with the lots the ledger implies. Reply {'lots', last entry
 -- id ('' = empty ledger), trimmed ('1'/'0'), n, id, record, ... (n pairs, the '' field with

@@ -1,4 +1,8 @@
--- reconcile one chunk of an account's ledger. KEYS[11] is the refunds hash.
+--: argv start sum count chunk mode scope
+--: keys refunds
+--: reply reconcile
+-- reconcile one chunk of an account's ledger. KEYS[11] is the refunds hash (after the
+-- shared ten: lots.lua takes 8 to 10).
 -- ARGV[9] start id (exclusive; '' = from the checkpoint, or for a full pass from the trim
 -- base / the start), ARGV[10] running sum, ARGV[11] running count, ARGV[12] chunk size,
 -- ARGV[13] 'check' or 'repair', ARGV[14] 'ckpt' (cheap: after the checkpoint) or 'full'.

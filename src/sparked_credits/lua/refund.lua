@@ -1,3 +1,7 @@
+--: argv entry_id amount reason metadata
+--: keys refunds
+--: reply mutation
+--: refusals not_found not_refundable fully_refunded refund_exceeds overflow conflict replay_gone
 -- refund a debit or a settled hold, in full or in part, never more than it took in total.
 -- KEYS[11] refunds hash (entry id -> credits refunded so far: derived from the refund
 -- entries, whose ref names the refunded entry).

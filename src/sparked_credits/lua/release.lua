@@ -1,3 +1,6 @@
+--: argv hold_id reason metadata
+--: reply mutation
+--: refusals hold_not_found hold_expired hold_closed conflict replay_gone
 -- release: give an open hold's credits back in full (the work failed or was cancelled).
 -- ARGV[9] hold id, ARGV[10] reason, ARGV[11] metadata JSON.
 local replay = idem_lookup()

@@ -1,3 +1,6 @@
+--: argv amount action ttl_ms reason metadata
+--: reply hold
+--: refusals closed insufficient conflict replay_gone
 -- reserve: take credits now for work whose cost is known only at the end; the hold's id
 -- is its reserve entry's id, and the entry's '_sc.x' keeps its expiry (so the full repair
 -- can rebuild an open hold from the ledger). ARGV[9] amount, ARGV[10] action, ARGV[11] ttl

@@ -1,3 +1,6 @@
+--: argv hold_id actual allow_overage reason metadata
+--: reply mutation
+--: refusals hold_not_found hold_expired hold_closed overage insufficient conflict replay_gone
 -- settle: keep `actual` of an open hold and give back the rest, in one entry whose delta is
 -- reserved - actual (the hold record's 'captured' is derived: reserved - delta). Above the
 -- reserved amount only with allow_overage, and only when the balance covers the

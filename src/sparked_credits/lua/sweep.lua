@@ -1,3 +1,5 @@
+--: argv limit
+--: reply swept
 -- sweep: return up to ARGV[9] expired holds of one account and lapse up to ARGV[9] of its
 -- lots past their expiry; reply {'swept', n, still_due}.
 lots_catch_up(tonumber(redis.call('GET', K_BAL) or '0'))

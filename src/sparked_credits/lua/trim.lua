@@ -1,3 +1,5 @@
+--: argv before
+--: reply trimmed
 -- trim an account's ledger: remove entries older than ARGV[9] (an entry id), but never an
 -- entry after the last reconciliation checkpoint (the checkpoint's running sum stands for
 -- everything up to it) nor an open hold's reserve entry (a full repair rebuilds the hold

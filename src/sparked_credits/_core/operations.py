@@ -12,8 +12,11 @@ import itertools
 import os
 import secrets
 from collections.abc import Callable, Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
+from ..errors import ValidationError
+from ..models import Grant, Hold, InitResult, LedgerEntry, MutationResult
+from ..pricing import PriceTable, active_price_table
 from . import validation as v
 from .decoding import (
     entry_from_fields,
@@ -23,16 +26,14 @@ from .decoding import (
     script_error,
     text,
 )
-from .errors import ValidationError
 from .keys import AccountKeys, KeySpace
 from .lots import DEFAULT_PRIORITY, grants_from_records
-from .models import Grant, Hold, InitResult, LedgerEntry, MutationResult
 from .options import ClientOptions
-from .pricing import PriceTable, active_price_table
+from .protocol import SPECS, Context, ScriptSpec
 from .requests import CommandCall, Operation, ScanCall, ScriptCall
-from .scripts import SCRIPTS, Script
+from .scripts import SCRIPTS
 
-__all__ = ["Operations", "new_idempotency_key"]
+__all__ = ["NO_EXTRAS", "Extras", "Operations", "new_idempotency_key"]
 
 _SEP = "\x1f"
 T = TypeVar("T")
@@ -100,8 +101,25 @@ def _metadata(metadata: dict[str, Any] | None) -> str:
     return v.metadata(metadata)
 
 
+class Extras(NamedTuple):
+    """What every mutation call takes besides its own arguments, built by keyword so two
+    of them cannot swap places unnoticed (a NamedTuple: frozen, and cheap to make)."""
+
+    reason: str | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+
+
+NO_EXTRAS = Extras()
+
+_DEBIT, _CREDIT, _ADJUST = SPECS["debit"], SPECS["credit"], SPECS["adjust"]
+_REFUND, _RESERVE, _SETTLE = SPECS["refund"], SPECS["reserve"], SPECS["settle"]
+_RELEASE, _CLOSE, _INIT = SPECS["release"], SPECS["close"], SPECS["initialize"]
+
+
 class Operations:
-    """Builds every operation for one client configuration."""
+    """Builds every operation for one client configuration. Every builder takes its
+    arguments by keyword (after the account and, where there is one, the amount)."""
 
     def __init__(self, options: ClientOptions, pricing: PriceTable | None = None) -> None:
         self.options = options
@@ -112,7 +130,7 @@ class Operations:
         self._debit_memo: dict[
             tuple[str, int, str, str | None], tuple[tuple[str, ...], tuple[str, str]]
         ] = {}
-        # ARGV[3..6], the same for every mutation of this client.
+        # ARGV[3..6], the same for every call of this client.
         self._argv_tail = (
             str(options.idempotency_ttl_ms),
             "1" if options.auto_initialize else "0",
@@ -131,84 +149,82 @@ class Operations:
             keys = self._account_keys[account] = self.keys.account(account)
         return keys
 
+    def _script_keys(self, spec: ScriptSpec, account: str) -> tuple[str, ...]:
+        keys = self._keys_of(account)
+        if not spec.extra_keys:
+            return keys.script_keys
+        return (*keys.script_keys, *(getattr(keys, name) for name in spec.extra_keys))
+
     def _script_call(
         self,
-        name: str,
-        script: Script,
+        spec: ScriptSpec,
         account: str,
+        *,
         key: str,
-        params: tuple[str, ...],
         nonce: str,
-        refund: bool = False,
-        effect: int | None = None,
+        values: tuple[str, ...],
         fps: tuple[str, str] | None = None,
     ) -> ScriptCall:
-        """The one script call of a mutation: shared KEYS and ARGV, then its own params.
-
-        The fingerprint covers every parameter, or only the first ``effect`` ones (those
-        that decide the effect) for operations whose default key is derived from what they
-        close: a webhook's second delivery with another reason is still the same settle.
-        """
+        """The one script call of a mutation: KEYS and the shared ARGV, then its own
+        values. The fingerprint covers the spec's fingerprint arguments (what decides the
+        effect: a webhook's second delivery with another reason is still the same settle)."""
         if fps is None:
-            fps = _fingerprints(name, account, self._app, params[:effect])
-        keys = self._keys_of(account)
+            parts = spec.fingerprint_parts(values)
+            fps = _fingerprints(spec.operation, account, self._app, parts)
         return ScriptCall(
-            script=script,
-            keys=keys.refund_keys if refund else keys.script_keys,
-            args=(key, fps[0], *self._argv_tail, nonce, fps[1], *params),
+            script=SCRIPTS[spec.name],
+            keys=self._script_keys(spec, account),
+            args=(key, fps[0], *self._argv_tail, nonce, fps[1], *values),
         )
 
     def _mutation(
         self,
-        name: str,
-        script: Script,
+        spec: ScriptSpec,
         account: str,
+        values: tuple[str, ...],
+        *,
         idempotency_key: str | None,
-        params: tuple[str, ...],
         action: str | None,
         entry_id: str | None = None,
-        refund: bool = False,
-        effect: int | None = None,
         amount_field: str = "amount",
         fps: tuple[str, str] | None = None,
     ) -> Operation[MutationResult]:
         key, nonce = _key_or_new(idempotency_key)
+        call = self._script_call(spec, account, key=key, nonce=nonce, values=values, fps=fps)
         return Operation(
-            name=name,
-            request=self._script_call(
-                name, script, account, key, params, nonce, refund, effect, fps
-            ),
-            decode=mutation_decoder(account, action, key, entry_id, amount_field),
+            name=spec.operation,
+            request=call,
+            decode=mutation_decoder(Context(account, action, entry_id, key, amount_field)),
             idempotency_key=key,
         )
 
     # -- operations ---------------------------------------------------------------------
 
     def initialize_user(
-        self, account: str, credits: int | None, reason: str | None
+        self, account: str, *, credits: int | None, reason: str | None
     ) -> Operation[InitResult]:
         account = v.account(account)
         amount = self.options.default_credits if credits is None else v.credits(credits)
-        why = v.reason(reason)
+        values = _INIT.values(credits=str(amount), reason=v.reason(reason))
+        context = Context(account)
 
         def decode(raw: Sequence[Any]) -> InitResult:
             status = text(raw[0])
             if status == "ok":
-                entry = entry_from_values(raw[2], raw[3:12], raw[12])
+                entry = entry_from_values(raw[2], raw[3:12], raw[12] if len(raw) > 12 else None)
                 return InitResult(
                     account=account, created=True, balance=entry.balance_after, entry=entry
                 )
             if status == "exists":
                 return InitResult(account=account, created=False, balance=int(text(raw[1])))
-            raise script_error(status, raw, account, None, None)
+            raise script_error(status, raw, context)
 
-        keys = self._keys_of(account)
         return Operation(
-            name="initialize_user",
+            name=_INIT.operation,
             request=ScriptCall(
-                script=SCRIPTS.initialize,
-                keys=keys.script_keys,
-                args=("", "", *self._argv_tail, "", "", str(amount), why),
+                script=SCRIPTS[_INIT.name],
+                keys=self._script_keys(_INIT, account),
+                args=("", "", *self._argv_tail, "", "", *values),
             ),
             decode=decode,
         )
@@ -227,17 +243,12 @@ class Operations:
         )
 
     def debit(
-        self,
-        account: str,
-        amount: int,
-        action: str,
-        reason: str | None,
-        metadata: dict[str, Any] | None,
-        idempotency_key: str | None,
+        self, account: str, amount: int, *, action: str, extras: Extras = NO_EXTRAS
     ) -> Operation[MutationResult]:
         # The hot path: a debit like one seen before (same account, amount, action, reason,
-        # no metadata) reuses its checked parameters and fingerprint. Exact types are part
-        # of the test, so True never passes for 1 and a str subclass is checked afresh.
+        # no metadata) reuses its checked values and fingerprints. Exact types are part of
+        # the test, so True never passes for 1 and a str subclass is checked afresh.
+        reason, metadata, idempotency_key = extras
         memo_key: tuple[str, int, str, str | None] | None = None
         if (
             metadata is None
@@ -249,24 +260,29 @@ class Operations:
             memo_key = (account, amount, action, reason)
             hit = self._debit_memo.get(memo_key)
             if hit is not None:
-                params, fps = hit
+                values, fps = hit
                 return self._mutation(
-                    "debit", SCRIPTS.debit, account, idempotency_key, params, action, fps=fps
+                    _DEBIT,
+                    account,
+                    values,
+                    idempotency_key=idempotency_key,
+                    action=action,
+                    fps=fps,
                 )
         account = v.account(account)
-        params = (
-            str(v.amount(amount)),
-            v.label(action, "action", required=True),
-            v.reason(reason),
-            _metadata(metadata),
+        values = _DEBIT.values(
+            amount=str(v.amount(amount)),
+            action=v.label(action, "action", required=True),
+            reason=v.reason(reason),
+            metadata=_metadata(metadata),
         )
-        fps = _fingerprints("debit", account, self._app, params)
+        fps = _fingerprints(_DEBIT.operation, account, self._app, values)
         if memo_key is not None:
             if len(self._debit_memo) >= 4096:
                 self._debit_memo.clear()
-            self._debit_memo[memo_key] = (params, fps)
+            self._debit_memo[memo_key] = (values, fps)
         return self._mutation(
-            "debit", SCRIPTS.debit, account, idempotency_key, params, action, fps=fps
+            _DEBIT, account, values, idempotency_key=idempotency_key, action=action, fps=fps
         )
 
     def price_table(self) -> PriceTable:
@@ -286,42 +302,42 @@ class Operations:
     def charge(
         self,
         account: str,
+        *,
         action: str,
         usage: dict[str, object],
-        reason: str | None,
-        metadata: dict[str, Any] | None,
-        idempotency_key: str | None,
+        extras: Extras = NO_EXTRAS,
     ) -> Operation[MutationResult]:
         account = v.account(account)
         action = v.label(action, "action", required=True)
         cost = self.calculate_cost(action, usage)
-        return self.debit(account, cost, action, reason, metadata, idempotency_key)
+        return self.debit(account, cost, action=action, extras=extras)
 
     def credit(
         self,
         account: str,
         amount: int,
+        *,
         source: str | None,
-        reason: str | None,
-        metadata: dict[str, Any] | None,
-        idempotency_key: str | None,
         expires_at: object = None,
         priority: object = DEFAULT_PRIORITY,
+        extras: Extras = NO_EXTRAS,
     ) -> Operation[MutationResult]:
         """Open a credit lot. Its priority and expiry decide the effect, so they are part
         of the fingerprint (a retry with another expiry is a conflict, not a replay)."""
         account = v.account(account)
         label = v.source(source)
         expires_ms = v.expires_at(expires_at)
-        params = (
-            str(v.amount(amount)),
-            label,
-            v.reason(reason),
-            _metadata(metadata),
-            str(v.priority(priority)),
-            "" if expires_ms is None else str(expires_ms),
+        values = _CREDIT.values(
+            amount=str(v.amount(amount)),
+            source=label,
+            reason=v.reason(extras.reason),
+            metadata=_metadata(extras.metadata),
+            priority=str(v.priority(priority)),
+            expires_ms="" if expires_ms is None else str(expires_ms),
         )
-        return self._mutation("credit", SCRIPTS.credit, account, idempotency_key, params, label)
+        return self._mutation(
+            _CREDIT, account, values, idempotency_key=extras.idempotency_key, action=label
+        )
 
     def grants(
         self, account: str, batch: int = 100
@@ -339,7 +355,7 @@ class Operations:
             due: int
             lots: list[Grant]
             due, lots = yield self.maintenance(
-                "grants", SCRIPTS.grants, account, (str(batch),), decode
+                "grants", account, decode=decode, limit=str(batch)
             )
             if due == 0:
                 return lots
@@ -348,27 +364,25 @@ class Operations:
         self,
         account: str,
         delta: int,
+        *,
         allow_overdraft: bool,
         action: str | None,
-        reason: str | None,
-        metadata: dict[str, Any] | None,
-        idempotency_key: str | None,
+        extras: Extras = NO_EXTRAS,
     ) -> Operation[MutationResult]:
         account = v.account(account)
-        params = (
-            str(v.signed_delta(delta)),
-            "1" if v.flag(allow_overdraft, "allow_overdraft") else "0",
-            v.label(action, "action"),
-            v.reason(reason),
-            _metadata(metadata),
+        values = _ADJUST.values(
+            delta=str(v.signed_delta(delta)),
+            allow_overdraft="1" if v.flag(allow_overdraft, "allow_overdraft") else "0",
+            action=v.label(action, "action"),
+            reason=v.reason(extras.reason),
+            metadata=_metadata(extras.metadata),
         )
         return self._mutation(
-            "adjust",
-            SCRIPTS.adjust,
+            _ADJUST,
             account,
-            idempotency_key,
-            params,
-            action,
+            values,
+            idempotency_key=extras.idempotency_key,
+            action=action,
             amount_field="delta",
         )
 
@@ -376,45 +390,36 @@ class Operations:
         self,
         account: str,
         entry_id: str,
+        *,
         amount: int | None,
-        reason: str | None,
-        metadata: dict[str, Any] | None,
-        idempotency_key: str | None,
+        extras: Extras = NO_EXTRAS,
     ) -> Operation[MutationResult]:
         account = v.account(account)
         eid = v.entry_id(entry_id)
-        params = (
-            eid,
-            "" if amount is None else str(v.amount(amount)),
-            v.reason(reason),
-            _metadata(metadata),
+        values = _REFUND.values(
+            entry_id=eid,
+            amount="" if amount is None else str(v.amount(amount)),
+            reason=v.reason(extras.reason),
+            metadata=_metadata(extras.metadata),
         )
-        if idempotency_key is None and amount is None:
+        key = extras.idempotency_key
+        if key is None and amount is None:
             # A full refund happens at most once, so a key derived from the entry lets any
             # process retry it and get the first outcome back instead of an error.
-            idempotency_key = f"refund:{eid}"
+            key = f"refund:{eid}"
         return self._mutation(
-            "refund",
-            SCRIPTS.refund,
-            account,
-            idempotency_key,
-            params,
-            None,
-            entry_id=eid,
-            refund=True,
-            effect=2,
+            _REFUND, account, values, idempotency_key=key, action=None, entry_id=eid
         )
 
     def reserve(
         self,
         account: str,
         amount: int | None,
+        *,
         action: str,
         usage: dict[str, object] | None,
         ttl: object,
-        reason: str | None,
-        metadata: dict[str, Any] | None,
-        idempotency_key: str | None,
+        extras: Extras = NO_EXTRAS,
     ) -> Operation[Hold]:
         account = v.account(account)
         label = v.label(action, "action", required=True)
@@ -424,18 +429,18 @@ class Operations:
             amount = self.calculate_cost(label, usage)
         elif usage is not None:
             raise ValidationError("usage", "give credits or usage, not both")
-        params = (
-            str(v.amount(amount)),
-            label,
-            str(v.ttl_ms(ttl)),
-            v.reason(reason),
-            _metadata(metadata),
+        values = _RESERVE.values(
+            amount=str(v.amount(amount)),
+            action=label,
+            ttl_ms=str(v.ttl_ms(ttl)),
+            reason=v.reason(extras.reason),
+            metadata=_metadata(extras.metadata),
         )
-        key, nonce = _key_or_new(idempotency_key)
+        key, nonce = _key_or_new(extras.idempotency_key)
         return Operation(
-            name="reserve",
-            request=self._script_call("reserve", SCRIPTS.reserve, account, key, params, nonce),
-            decode=hold_decoder(account, label, key),
+            name=_RESERVE.operation,
+            request=self._script_call(_RESERVE, account, key=key, nonce=nonce, values=values),
+            decode=hold_decoder(Context(account, label, None, key)),
             idempotency_key=key,
         )
 
@@ -444,79 +449,75 @@ class Operations:
         account: str,
         hold_id: str,
         actual: int,
+        *,
         allow_overage: bool,
-        reason: str | None,
-        metadata: dict[str, Any] | None,
-        idempotency_key: str | None,
+        extras: Extras = NO_EXTRAS,
     ) -> Operation[MutationResult]:
         account = v.account(account)
         hid = v.entry_id(hold_id, "hold_id")
-        params = (
-            hid,
-            str(v.credits(actual, "actual")),
-            "1" if v.flag(allow_overage, "allow_overage") else "0",
-            v.reason(reason),
-            _metadata(metadata),
+        values = _SETTLE.values(
+            hold_id=hid,
+            actual=str(v.credits(actual, "actual")),
+            allow_overage="1" if v.flag(allow_overage, "allow_overage") else "0",
+            reason=v.reason(extras.reason),
+            metadata=_metadata(extras.metadata),
         )
         # One settle per hold: a provider webhook delivered three times settles once.
-        key = f"settle:{hid}" if idempotency_key is None else idempotency_key
-        return self._mutation("settle", SCRIPTS.settle, account, key, params, None, hid, effect=3)
+        key = f"settle:{hid}" if extras.idempotency_key is None else extras.idempotency_key
+        return self._mutation(
+            _SETTLE, account, values, idempotency_key=key, action=None, entry_id=hid
+        )
 
     def release(
-        self,
-        account: str,
-        hold_id: str,
-        reason: str | None,
-        metadata: dict[str, Any] | None,
-        idempotency_key: str | None,
+        self, account: str, hold_id: str, *, extras: Extras = NO_EXTRAS
     ) -> Operation[MutationResult]:
         account = v.account(account)
         hid = v.entry_id(hold_id, "hold_id")
-        params = (hid, v.reason(reason), _metadata(metadata))
-        key = f"release:{hid}" if idempotency_key is None else idempotency_key
-        return self._mutation("release", SCRIPTS.release, account, key, params, None, hid, effect=1)
+        values = _RELEASE.values(
+            hold_id=hid, reason=v.reason(extras.reason), metadata=_metadata(extras.metadata)
+        )
+        key = f"release:{hid}" if extras.idempotency_key is None else extras.idempotency_key
+        return self._mutation(
+            _RELEASE, account, values, idempotency_key=key, action=None, entry_id=hid
+        )
 
     def close_account(
-        self, account: str, reason: str | None, metadata: dict[str, Any] | None
+        self, account: str, *, reason: str | None, metadata: dict[str, Any] | None
     ) -> Operation[MutationResult]:
         """Close an account for new debits, once: a 0-delta ``close`` entry records when,
         why and by which app, and the account's meta hash points at it."""
         account = v.account(account)
-        params = (v.reason(reason), _metadata(metadata))
+        values = _CLOSE.values(reason=v.reason(reason), metadata=_metadata(metadata))
         # Once per account by the script itself (it replays the first close entry); the key
         # only labels the entry.
-        return self._mutation("close_account", SCRIPTS.close, account, "close", params, None)
+        return self._mutation(_CLOSE, account, values, idempotency_key="close", action=None)
 
     def maintenance(
-        self,
-        name: str,
-        script: Script,
-        account: str,
-        params: tuple[str, ...],
-        decode: Callable[[Any], T],
-        refund: bool = False,
+        self, script: str, account: str, *, decode: Callable[[Any], T], **args: str
     ) -> Operation[T]:
-        """A script call without an idempotency key, for scripts whose effect is the same
-        however often they run (sweeping expired holds, reconciling, trimming)."""
-        keys = self._keys_of(v.account(account))
+        """A call of a script without an idempotency key (its effect is the same however
+        often it runs: sweeping expired holds, reconciling, trimming), its own arguments by
+        name as its declaration lists them."""
+        spec = SPECS[script]
+        values = spec.values(**args)
         return Operation(
-            name=name,
+            name=spec.operation,
             request=ScriptCall(
-                script=script,
-                keys=keys.refund_keys if refund else keys.script_keys,
-                args=("", "", *self._argv_tail, "", "", *params),
+                script=SCRIPTS[spec.name],
+                keys=self._script_keys(spec, v.account(account)),
+                args=("", "", *self._argv_tail, "", "", *values),
             ),
             decode=decode,
         )
 
-    def sweep(self, account: str, limit: int) -> Operation[tuple[int, int]]:
+    def sweep(self, account: str, *, limit: int) -> Operation[tuple[int, int]]:
         """Return up to ``limit`` expired holds and lapse up to ``limit`` expired lots;
         decodes to (returned or lapsed, still due)."""
 
         def decode(raw: Sequence[Any]) -> tuple[int, int]:
             return int(raw[1]), int(raw[2])
 
-        return self.maintenance("sweep_expired", SCRIPTS.sweep, account, (str(limit),), decode)
+        return self.maintenance("sweep", account, decode=decode, limit=str(limit))
 
     def sweep_expired(
         self, account: str | None, batch: int = 100
@@ -536,7 +537,7 @@ class Operations:
         total = 0
         for acct in dict.fromkeys(accounts):
             while True:
-                returned, still_due = yield self.sweep(acct, batch)
+                returned, still_due = yield self.sweep(acct, limit=batch)
                 total += returned
                 if still_due == 0:
                     break

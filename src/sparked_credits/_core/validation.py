@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 MAX_CREDITS = 2**53 - 1
 """Largest amount or balance: Lua numbers are doubles, exact only up to 2^53 - 1."""

@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 
+from .protocol import SPECS
+
 __all__ = ["SCRIPTS", "Script"]
 
 
@@ -28,7 +30,12 @@ class Script:
 
 
 def _read(name: str) -> str:
-    return resources.files(__package__).joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+    return (
+        resources.files("sparked_credits")
+        .joinpath("lua")
+        .joinpath(f"{name}.lua")
+        .read_text("utf-8")
+    )
 
 
 _LOTS_MARK = "-- @lots: scripts.py puts lua/lots.lua here.\n"
@@ -51,43 +58,23 @@ _PRELUDE = _prelude()
 
 
 class _Scripts:
-    """Namespace of the loaded scripts (attribute access keeps call sites typo-proof)."""
+    """Every declared script (``protocol.SPECS``), loaded once: ``SCRIPTS["debit"]`` or
+    ``SCRIPTS.debit``."""
 
     def __init__(self) -> None:
-        self.initialize = _load("initialize")
-        self.debit = _load("debit")
-        self.credit = _load("credit")
-        self.adjust = _load("adjust")
-        self.refund = _load("refund")
-        self.reserve = _load("reserve")
-        self.settle = _load("settle")
-        self.release = _load("release")
-        self.sweep = _load("sweep")
-        self.close = _load("close")
-        self.reconcile = _load("reconcile")
-        self.trim = _load("trim")
-        self.grants = _load("grants")
-        self.lots_dump = _load("lots_dump")
-        self.lots_restore = _load("lots_restore")
+        self._by_name = {name: _load(name) for name in SPECS}
+
+    def __getitem__(self, name: str) -> Script:
+        return self._by_name[name]
+
+    def __getattr__(self, name: str) -> Script:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def all(self) -> tuple[Script, ...]:
-        return (
-            self.initialize,
-            self.debit,
-            self.credit,
-            self.adjust,
-            self.refund,
-            self.reserve,
-            self.settle,
-            self.release,
-            self.sweep,
-            self.close,
-            self.reconcile,
-            self.trim,
-            self.grants,
-            self.lots_dump,
-            self.lots_restore,
-        )
+        return tuple(self._by_name.values())
 
 
 SCRIPTS = _Scripts()

@@ -7,8 +7,8 @@ from datetime import timedelta
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..errors import ConfigurationError
 from . import validation
-from .errors import ConfigurationError
 
 __all__ = ["ClientOptions", "make_options"]
 

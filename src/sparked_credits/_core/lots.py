@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .models import Grant
+from ..models import Grant
 
 __all__ = [
     "IMPLICIT",
