@@ -1,5 +1,5 @@
 """Credit lots benchmark: a debit on an account with 1 and with 20 open lots, against the
-debit script from before lots and against the raw client, in the same run.
+debit script without lots and against the raw client, in the same run.
 
     .venv/bin/python benchmarks/bench_lots.py [--n 3000] [--rounds 5] [--json out.json]
 
@@ -8,15 +8,17 @@ REDIS7_SERVER_BIN or a redis-server 7+ on the PATH), one redis-server is started
 pinned with this process to one CPU (see bench_debit.pin_cpus), and stopped at the end.
 Series, alternating round by round, median ops/s reported:
 
-* ``before lots, raw``: the debit script from before credit lots (tests/legacy), raw
-  redis-py EVALSHA: today's server-side cost;
+* ``no lots, raw``: the debit script just before credit lots
+  (benchmarks/debit_without_lots.lua), raw redis-py EVALSHA with the same ARGV: today's
+  cost, the baseline;
 * ``1 lot, raw`` / ``20 lots, raw``: this version's debit script, raw EVALSHA with exactly
   the KEYS/ARGV the SDK builds (fresh idempotency key per call);
 * ``1 lot, SDK`` / ``20 lots, SDK``: ``CreditsClient.debit``.
 
-Then the client commands per SDK debit (counted on the wire: still one round trip) and the
-ledger bytes per entry (MEMORY USAGE / XLEN) for 1-lot debits, debits that draw on 3 lots,
-and the script from before lots.
+Then each raw series' server time per script (INFO commandstats usec_per_call: the Lua
+work alone, least disturbed by other load), the client commands per SDK debit (counted on
+the wire: still one round trip) and the ledger bytes per entry (MEMORY USAGE / XLEN) for
+1-lot debits, debits that draw on 3 lots, and the script without lots.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from redis_servers import SERVER_LINES, RedisServer  # noqa: E402
 APP = "app.sparked.world"
 ACTION = "chat_message"
 FUNDS = 10**12
-LEGACY = (ROOT / "tests" / "legacy" / "debit_before_lots.lua").read_text()
+WITHOUT_LOTS = (ROOT / "benchmarks" / "debit_without_lots.lua").read_text()
 
 
 def timed(fn: Callable[[int], None], n: int) -> float:
@@ -69,7 +71,7 @@ def setup_accounts(client: CreditsClient) -> None:
 
 
 def raw_caller(raw: redis.Redis, client: CreditsClient, account: str) -> Callable[[int], None]:
-    request: Any = client._ops.debit(account, 1, ACTION, None, None, None).request
+    request: Any = client._ops.debit(account, 1, action=ACTION).request
     sha = raw.script_load(request.script.source)
     keys, tail = list(request.keys), list(request.args[1:])
 
@@ -80,15 +82,13 @@ def raw_caller(raw: redis.Redis, client: CreditsClient, account: str) -> Callabl
     return run
 
 
-def legacy_caller(raw: redis.Redis) -> Callable[[int], None]:
-    sha = raw.script_load(LEGACY)
-    acct = "before_lots"
+def without_lots_caller(raw: redis.Redis, client: CreditsClient) -> Callable[[int], None]:
+    """The script without lots, with the KEYS/ARGV the SDK builds (it reads KEYS 1-7)."""
+    acct = "no_lots"
     raw.set(f"balance:{acct}", FUNDS)
-    keys = [
-        f"balance:{acct}", f"txs:{acct}", f"account:{{{acct}}}", f"idem:{{{acct}}}:current",
-        f"idem:{{{acct}}}:previous", f"holds:{{{acct}}}", f"holdexp:{{{acct}}}",
-    ]
-    tail = ["fp0123456789abcd", "604800000", "0", "100", APP, "1", ACTION, "", ""]
+    request: Any = client._ops.debit(acct, 1, action=ACTION).request
+    sha = raw.script_load(WITHOUT_LOTS)
+    keys, tail = list(request.keys)[:7], list(request.args[1:])
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -137,10 +137,10 @@ def bytes_per_entry(raw: redis.Redis, client: CreditsClient, n: int) -> dict[str
     for _ in range(n):
         client.debit("mem_three", 3, action=ACTION)
     out["3-lot debit"] = _per_entry(raw, "txs:mem_three")
-    run = legacy_caller(raw)
-    raw.delete("txs:before_lots")
+    run = without_lots_caller(raw, client)
+    raw.delete("txs:no_lots")
     run(n)
-    out["before lots"] = _per_entry(raw, "txs:before_lots")
+    out["no lots"] = _per_entry(raw, "txs:no_lots")
     return out
 
 
@@ -158,7 +158,7 @@ def bench_line(binary: str, name: str, n: int, rounds: int) -> dict[str, Any]:
         client = CreditsClient(server.url, app=APP)
         setup_accounts(client)
         series = {
-            "before lots, raw": legacy_caller(raw),
+            "no lots, raw": without_lots_caller(raw, client),
             "1 lot, raw": raw_caller(raw, client, "one_lot"),
             "20 lots, raw": raw_caller(raw, client, "twenty_lots"),
             "1 lot, SDK": sdk_caller(client, "one_lot"),
@@ -171,20 +171,31 @@ def bench_line(binary: str, name: str, n: int, rounds: int) -> dict[str, Any]:
             for label, run in series.items():
                 samples[label].append(timed(run, n))
         median = {k: statistics.median(v) for k, v in samples.items()}
+        server_us = {}
+        for label, run in series.items():
+            if label.endswith("raw"):
+                raw.config_resetstat()
+                run(n)
+                stats = raw.info("commandstats")["cmdstat_evalsha"]
+                server_us[label] = round(float(stats["usec_per_call"]), 2)
+        started = time.perf_counter()
         assert len(client.grants("twenty_lots")) == 20
+        grants_ms = (time.perf_counter() - started) * 1000
         result = {
             "server": f"{name} {version}",
             "pinned": pinned,
             "ops_per_s": {k: round(v) for k, v in median.items()},
             "ratios": {
-                "1 lot raw / before lots raw": median["1 lot, raw"] / median["before lots, raw"],
+                "1 lot raw / no lots raw": median["1 lot, raw"] / median["no lots, raw"],
                 "20 lots raw / 1 lot raw": median["20 lots, raw"] / median["1 lot, raw"],
                 "1 lot SDK / 1 lot raw": median["1 lot, SDK"] / median["1 lot, raw"],
                 "20 lots SDK / 20 lots raw": median["20 lots, SDK"] / median["20 lots, raw"],
-                "1 lot SDK / before lots raw": median["1 lot, SDK"] / median["before lots, raw"],
+                "1 lot SDK / no lots raw": median["1 lot, SDK"] / median["no lots, raw"],
             },
+            "server_usec_per_script": server_us,
             "commands_per_sdk_debit": commands_per_debit(client, 500),
             "ledger_bytes_per_entry": bytes_per_entry(raw, client, 1000),
+            "grants_ms": grants_ms,
         }
         client.close()
         raw.close()
@@ -208,11 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{result['server']} ({result['pinned']}), n={args.n}, rounds={args.rounds}")
         for label, ops in result["ops_per_s"].items():
             print(f"  {label:<18} {ops:>8,} ops/s  ({1e6 / ops:6.1f} µs/op)")
+        for label, us in result["server_usec_per_script"].items():
+            print(f"  server time per script, {label:<14} {us:6.2f} µs")
         for label, ratio in result["ratios"].items():
             print(f"  {label:<30} {ratio:.3f}")
         print(f"  client commands per SDK debit (20 lots): {result['commands_per_sdk_debit']:.2f}")
         for label, size in result["ledger_bytes_per_entry"].items():
             print(f"  ledger bytes per entry, {label:<12} {size:6.1f}")
+        print(f"  grants() on the 20-lot account: {result['grants_ms']:.2f} ms")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

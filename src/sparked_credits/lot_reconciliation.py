@@ -42,16 +42,38 @@ class _Dump:
     last_id: str
     trimmed: bool
     records: dict[str, str]
-    order: frozenset[str]
+    order: tuple[str, ...]
     expiry: frozenset[str]
 
     def indexes_agree(self) -> bool:
-        """The two sorted sets hold exactly the lots the records say have credits left (a
-        torn write can leave a record and its index apart)."""
+        """The two sorted sets hold exactly the lots the records say have credits left, and
+        the summary (tracked sum, soonest expiry, first lot and its record) says what the
+        records say: a torn write can leave them apart."""
         lots = [parse_record(i, r) for i, r in self.records.items() if i]
-        open_ids = {lot.id for lot in lots if lot.remaining > 0}
-        expiring = {lot.id for lot in lots if lot.remaining > 0 and lot.expires_ms is not None}
-        return self.order == open_ids and self.expiry == expiring
+        open_lots = [lot for lot in lots if lot.remaining > 0]
+        expiring = [lot for lot in open_lots if lot.expires_ms is not None]
+        if set(self.order) != {lot.id for lot in open_lots}:
+            return False
+        if self.expiry != {lot.id for lot in expiring}:
+            return False
+        summary = self.records.get("")
+        if not lots or summary is None:
+            return not lots and summary is None
+        parts = summary.split("|", 3)
+        if len(parts) < 3:
+            return False
+        tracked, soonest, head = parts[:3]
+        head_record = parts[3] if len(parts) > 3 else ""
+        want_soonest = ""
+        if expiring:
+            want_soonest = str(min(lot.expires_ms or 0 for lot in expiring))
+        want_head = self.order[0] if self.order else ""
+        return (
+            tracked == str(sum(lot.remaining for lot in lots))
+            and soonest == want_soonest
+            and head == want_head
+            and (not want_head or head_record == self.records.get(want_head))
+        )
 
 
 def _dump(ops: Operations, account: str) -> Operation[_Dump]:
@@ -65,7 +87,7 @@ def _dump(ops: Operations, account: str) -> Operation[_Dump]:
             text(raw[1]),
             text(raw[2]) == "1",
             records,
-            frozenset(members[:m]),
+            tuple(members[:m]),
             frozenset(members[m:]),
         )
 
@@ -78,8 +100,11 @@ def _restore(
     def decode(raw: Sequence[Any]) -> int | None:
         return int(raw[1]) if text(raw[0]) == "restored" else None
 
-    # One argument: 'id=record' pairs separated by spaces (neither holds '=' or ' ').
-    packed = " ".join(f"{lot_id}={record}" for lot_id, record in sorted(records.items()))
+    # One argument: 'id=record' pairs separated by spaces (neither holds '=' or ' '); the
+    # script derives the zsets and the summary from them.
+    packed = " ".join(
+        f"{lot_id}={record}" for lot_id, record in sorted(records.items()) if lot_id
+    )
     return ops.maintenance(
         "lots_restore", account, decode=decode, last_id=last_id, records=packed
     )

@@ -3,12 +3,17 @@
 -- KEYS: 8 lots hash, 9 lot order zset, 10 lot expiry zset.
 -- The lots hash maps a lot id (the id of the entry that opened it) to
 -- 'remaining|amount|expires|priority|source' (expires '' = never), and the field '' to the
--- sum of `remaining` over its lots (the tracked credits). The balance beyond that sum
--- (credits written before lots existed, or by an older SDK during a rolling upgrade) is the
--- implicit lot '_': never expiring, consumed after every other. A balance below the tracked
--- sum means someone took credits without touching lots (an older SDK's debit): the next
--- script takes the difference from the lots in consumption order (lots_catch_up), which is
--- what replaying the ledger does for an entry that records no lots.
+-- summary 'tracked|soonest expiry|head id|head record': the sum of `remaining` over its
+-- lots (the tracked credits), the soonest expiry among the open lots ('' = none), and the
+-- first open lot in consumption order with a copy of its record ('' = none). With it, a
+-- debit that its first lot covers reads one field and writes one HSET, and a script finds
+-- out that no lot is due without reading the expiry zset.
+-- The balance beyond the tracked sum (credits written before lots existed, or by an older
+-- SDK during a rolling upgrade) is the implicit lot '_': never expiring, consumed after
+-- every other. A balance below the tracked sum means someone took credits without touching
+-- lots (an older SDK's debit): the next script takes the difference from the lots in
+-- consumption order (lots_catch_up), which is what replaying the ledger does for an entry
+-- that records no lots.
 -- The order zset holds the lots with credits left, scored so that ZRANGE is the consumption
 -- order: priority * 2^45 + expiry ms (2^45 - 1 for never), ties by id (oldest first). The
 -- expiry zset holds the lots with credits left and an expiry, scored by expiry.
@@ -25,13 +30,9 @@ local LOT_EXPIRE_BATCH = 16  -- expired lots per script call, to bound its work
 local lot_cache = {}       -- id -> lot, loaded this script
 local lot_dirty = {}       -- lots changed this script, in order
 local lot_tracked = nil    -- sum of remaining over tracked lots, read once
-
-local function lots_tracked()
-  if lot_tracked == nil then
-    lot_tracked = tonumber(redis.call('HGET', K_LOTS, LOT_SUM) or '0')
-  end
-  return lot_tracked
-end
+local lot_soonest = false  -- soonest expiry of an open lot: a number, nil (none), false (unknown)
+local lot_head = false     -- id of the first open lot: a string, nil (none), false (unknown)
+local lot_reopened = false -- a lot went from empty to open this script: the head may move
 
 local function lot_from(id, rec)
   local r, a, e, p, s = string.match(rec, '^(%d+)|(%d+)|(%d*)|(%d+)|(.*)$')
@@ -40,6 +41,37 @@ local function lot_from(id, rec)
   lot.was = lot.remaining
   lot_cache[id] = lot
   return lot
+end
+
+local function lot_record(lot)
+  return fmt(lot.remaining) .. '|' .. fmt(lot.amount) .. '|' ..
+    (lot.expires and fmt(lot.expires) or '') .. '|' .. fmt(lot.priority) .. '|' .. lot.source
+end
+
+-- Read the summary once per script ('tracked' alone, as an earlier layout wrote it, leaves
+-- the head and the soonest expiry unknown: they are then read from the zsets).
+local function lots_tracked()
+  if lot_tracked == nil then
+    local summary = redis.call('HGET', K_LOTS, LOT_SUM)
+    if not summary then
+      -- No lots at all (an account from before lots, or the TypeScript SDK's).
+      lot_tracked, lot_soonest, lot_head = 0, nil, nil
+      return 0
+    end
+    local t, e, h, rec = string.match(summary, '^(%-?%d+)|(%d*)|([^|]*)|?(.*)$')
+    if t then
+      lot_tracked, lot_soonest = tonumber(t), tonumber(e)
+      if h ~= '' then
+        lot_head = h
+        if not lot_cache[h] then lot_from(h, rec) end
+      else
+        lot_head = nil
+      end
+    else
+      lot_tracked = tonumber(summary) or 0
+    end
+  end
+  return lot_tracked
 end
 
 local function lot_get(id)
@@ -51,6 +83,7 @@ local function lot_get(id)
 end
 
 local function lot_change(lot, n)
+  if lot.remaining == 0 and n > 0 then lot_reopened = true end
   lot.remaining = lot.remaining + n
   lot_tracked = lots_tracked() + n
   if not lot.dirty then
@@ -63,31 +96,76 @@ local function lot_score(lot)
   return lot.priority * LOT_SPAN + (lot.expires or (LOT_SPAN - 1))
 end
 
--- Write every lot changed by this script, and the tracked sum, in one HSET.
+-- Does lot a come before lot b in consumption order (as ZRANGE orders them)?
+local function lot_before(a, b)
+  local sa, sb = lot_score(a), lot_score(b)
+  if sa ~= sb then return sa < sb end
+  return a.id < b.id
+end
+
+-- Write every lot changed by this script, the zsets, and the summary, in one HSET. The
+-- head and soonest expiry are kept without reading the zsets, except when the head drains
+-- or the soonest-expiring lot closes.
 local function lots_apply()
   if #lot_dirty == 0 then return end
-  local args = {'HSET', K_LOTS, LOT_SUM, fmt(lot_tracked)}
+  lots_tracked()
+  local args = {'HSET', K_LOTS, LOT_SUM, ''}
+  local head = lot_head and lot_cache[lot_head] or nil
+  local recheck_head = lot_head == false or (head ~= nil and head.remaining == 0)
+  local recheck_soonest = lot_soonest == false
   for i = 1, #lot_dirty do
     local lot = lot_dirty[i]
     args[#args + 1] = lot.id
-    args[#args + 1] = fmt(lot.remaining) .. '|' .. fmt(lot.amount) .. '|' ..
-      (lot.expires and fmt(lot.expires) or '') .. '|' .. fmt(lot.priority) .. '|' .. lot.source
-    if lot.remaining > 0 and lot.was == 0 then
-      redis.call('ZADD', K_LOTQ, lot_score(lot), lot.id)
-      if lot.expires then redis.call('ZADD', K_LOTEXP, lot.expires, lot.id) end
-    elseif lot.remaining == 0 and lot.was > 0 then
+    args[#args + 1] = lot_record(lot)
+    if lot.remaining > 0 then
+      if lot.was == 0 then
+        redis.call('ZADD', K_LOTQ, lot_score(lot), lot.id)
+        if lot.expires then redis.call('ZADD', K_LOTEXP, lot.expires, lot.id) end
+      end
+      if not recheck_head and (head == nil or lot_before(lot, head)) then head = lot end
+      if lot.expires and not recheck_soonest and
+         (lot_soonest == nil or lot.expires < lot_soonest) then
+        lot_soonest = lot.expires
+      end
+    elseif lot.was > 0 then
       redis.call('ZREM', K_LOTQ, lot.id)
-      if lot.expires then redis.call('ZREM', K_LOTEXP, lot.id) end
+      if lot.expires then
+        redis.call('ZREM', K_LOTEXP, lot.id)
+        if lot.expires == lot_soonest then recheck_soonest = true end
+      end
     end
     lot.was, lot.dirty = lot.remaining, false
   end
+  if recheck_head then
+    local first = redis.call('ZRANGE', K_LOTQ, 0, 0)
+    head = nil
+    if #first > 0 then head = lot_get(first[1]) end
+  end
+  if recheck_soonest then
+    local first = redis.call('ZRANGE', K_LOTEXP, 0, 0, 'WITHSCORES')
+    lot_soonest = nil
+    if #first > 0 then lot_soonest = tonumber(first[2]) end
+  end
+  lot_head = head and head.id or nil
+  args[4] = fmt(lot_tracked) .. '|' .. (lot_soonest and fmt(lot_soonest) or '') .. '|' ..
+            (head and (head.id .. '|' .. lot_record(head)) or '')
   redis.call(unpack(args))
   lot_dirty = {}
+  lot_reopened = false
 end
 
 -- Take `amount` from the lots in consumption order, the implicit lot last (and beyond it,
--- for an admin overdraft); returns the draws {{id, n}, ...}.
+-- for an admin overdraft); returns the draws {{id, n}, ...}. When the first lot covers it
+-- (and no lot reopened in this script), no zset is read.
 local function lots_draw(amount)
+  lots_tracked()
+  if lot_head and not lot_reopened then
+    local head = lot_cache[lot_head]
+    if head and head.remaining >= amount then
+      lot_change(head, -amount)
+      return {{head.id, amount}}
+    end
+  end
   local draws, left, start = {}, amount, 0
   while left > 0 do
     local ids = redis.call('ZRANGE', K_LOTQ, start, start + 3)
@@ -238,6 +316,8 @@ end
 
 -- Expire up to `limit` lots past their expiry (server time); returns how many were due.
 local function lots_expire_due(limit)
+  lots_tracked()
+  if lot_soonest == nil or (lot_soonest and lot_soonest > NOW) then return 0 end
   local due = redis.call('ZRANGEBYSCORE', K_LOTEXP, '-inf', NOW, 'LIMIT', 0, limit)
   if #due == 0 then return 0 end
   local bal = tonumber(redis.call('GET', K_BAL) or '0')
