@@ -86,7 +86,10 @@ def keys() -> KeyPair:
 
 
 @pytest.fixture(scope="module")
-def apps(redis_server: RedisServer, keys: KeyPair) -> Iterator[dict[str, Server]]:
+def apps(server_pool: Any, server_line: str, keys: KeyPair) -> Iterator[dict[str, Server]]:
+    # The session's server of this line (the function-scoped redis_server fixture cannot
+    # serve a module-scoped one).
+    redis_server: RedisServer = server_pool.server(server_line)
     base = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
