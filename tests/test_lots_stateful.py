@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
-from hypothesis import settings
+from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -39,7 +39,7 @@ ACCT = "user_lotmachine"
 MARGIN_MS = 400  # no expiry may fall this close to a call
 LIVES_MS = (700, 1100)
 
-SETTINGS = settings(max_examples=12, stateful_step_count=25, deadline=None)
+SETTINGS = settings(max_examples=20, stateful_step_count=25, deadline=None)
 
 
 @dataclass
@@ -88,12 +88,14 @@ class LotMachine(RuleBasedStateMachine):
             if now < expires <= now + MARGIN_MS:
                 time.sleep((expires - now + 50) / 1000)
                 now = self.now_ms()
-        self.m.book.expire_due(now)
+        if self.m.book.expire_due(now):
+            event("a lot lapsed")
         self._now = now
 
     def _give_back(self, draws: list[tuple[str, int]], amount: int, skip: int = 0) -> None:
         _, lapsed = self.m.book.give_back(draws, amount, skip, self._now)
         for lot in lapsed:
+            event("credits given back to an expired lot lapsed at once")
             self.m.book.lapse(lot)
 
     # -- rules --------------------------------------------------------------------------
@@ -107,8 +109,8 @@ class LotMachine(RuleBasedStateMachine):
 
     @rule(
         amount=st.integers(1, 50),
-        priority=st.sampled_from([0, 50, 100]),
-        life=st.sampled_from([None, None, LIVES_MS[0], LIVES_MS[1]]),
+        priority=st.sampled_from([0, 0, 50, 100]),
+        life=st.sampled_from([None, LIVES_MS[0], LIVES_MS[1]]),
     )
     def credit(self, amount: int, priority: int, life: int | None) -> None:
         self._guard()
