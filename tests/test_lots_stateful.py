@@ -1,4 +1,4 @@
-"""Credit lots against the pure model (sparked_credits.lots.LotBook), hypothesis-stateful.
+"""Credit lots against the pure model (``_core.lots.LotBook``), hypothesis-stateful.
 
 Grants with and without expiry and priorities interleave with debits, partial refunds,
 holds (settled under, at and over their amount, released) and admin adjustments. The model
@@ -8,7 +8,8 @@ balance must equal the model's.
 The clock: lots expire by Redis server time. The model's clock is advanced explicitly
 (``tick`` sleeps past the next expiry) and every step first makes sure no expiry falls
 within a safety margin of it (sleeping past one that is about to), so each call sees
-exactly the expiries the model has applied. Runs on both real server lines (Redis 6 and 7) and on memory://.
+exactly the expiries the model has applied. Runs on both real server lines (Redis 6 and 7)
+and on memory://.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The lots (``lots:{acct}`` and its two sorted sets) are derived state: every entry that moves
 credits records, in its ``_sc.l`` member, the lot it opened or the lots it drew from or gave
-back to. Replaying the ledger with the pure model (:class:`~sparked_credits.lots.LotBook`)
+back to. Replaying the ledger with the pure model (:class:`~sparked_credits._core.lots.LotBook`)
 gives the lots it implies; a full reconcile compares them with the stored ones and, with
 ``repair=True``, replaces the stored ones in one script that first checks the ledger has not
 moved on since the replay (else it replays again).

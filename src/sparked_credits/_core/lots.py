@@ -6,13 +6,14 @@ consumption order), the full reconcile (lots rebuilt by replaying the ledger, th
 record), and the tests' model. Replay is driven by the entries alone, never by a clock: an
 expiry happened when its ``lot_expire`` entry was written.
 
-Entry ``lots`` field grammar (written by the scripts):
+The lots record of an entry (``LedgerEntry.lots``; stored in the entry's meta as
+``_sc.l``, written by the scripts):
 
 * an entry that opens a lot (``init``, ``credit``, a positive ``adjust``):
   ``+<priority>`` or ``+<priority>:<expires ms>``;
 * an entry that draws or gives back credits: ``<lot id>:<n>[,<lot id>:<n>...]`` where
   ``_`` is the implicit lot (credits that no lot tracks);
-* ``''`` (or no field): an entry written before lots, or by an older SDK: its delta goes to
+* ``''`` (or none): an entry written before lots, or by an older SDK: its delta goes to
   the implicit lot, and a shortfall is taken from the lots in order by the next script.
 """
 

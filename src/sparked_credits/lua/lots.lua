@@ -248,7 +248,7 @@ local function lots_of_entry(id)
   return {}
 end
 
--- The opening record of a lot, in its entry's lots field: '+priority' or
+-- The opening record of a lot, in its entry's '_sc.l': '+priority' or
 -- '+priority:expires'.
 local function lots_opening(priority, expires)
   if expires then return '+' .. fmt(priority) .. ':' .. fmt(expires) end
