@@ -47,6 +47,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -405,6 +406,25 @@ def _shared_routes(settings: Settings) -> APIRouter:
             "time_zone": report.time_zone,
             "total": report.total,
             "days": [d.model_dump(mode="json") for d in report.days],
+        }
+
+    @router.get("/api/credits/grants")
+    def grants(
+        user: User, credits: Credits, days: Annotated[int, Query(ge=1, le=90)] = 7
+    ) -> dict[str, Any]:
+        """The open credit lots in spending order, and what of them expires in the next
+        ``days`` days (the credits page's "expiring soon" line)."""
+        lots = credits.grants(user.user_id)
+        horizon = datetime.now(timezone.utc) + timedelta(days=days)
+        soon = [g for g in lots if g.expires_at is not None and g.expires_at <= horizon]
+        first = min((g.expires_at for g in soon if g.expires_at is not None), default=None)
+        return {
+            "grants": [g.model_dump(mode="json") for g in lots],
+            "expiring": {
+                "days": days,
+                "credits": sum(g.remaining for g in soon),
+                "first": first.isoformat() if first else None,
+            },
         }
 
     @router.post("/api/webhooks/clerk")

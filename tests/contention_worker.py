@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import datetime, timedelta, timezone
 
 from sparked_credits import CreditsClient, InsufficientCreditsError, RefundError
 
@@ -12,6 +13,7 @@ def hammer(url: str, account: str, seed: int, rounds: int) -> dict[str, int]:
     rng = random.Random(seed)
     done = {"debited": 0, "credited": 0, "refunded": 0, "refused": 0, "debits": 0}
     my_debits: list[tuple[str, int]] = []
+    far = datetime.now(timezone.utc) + timedelta(days=2 + seed)
     with CreditsClient(url, app=f"worker-{seed}.test") as client:
         for _ in range(rounds):
             roll = rng.random()
@@ -24,7 +26,14 @@ def hammer(url: str, account: str, seed: int, rounds: int) -> dict[str, int]:
                     my_debits.append((entry.id, amount))
                 elif roll < 0.85:
                     amount = rng.randint(1, 30)
-                    client.credit(account, amount, source="test")
+                    # Lots of mixed priority and expiry (days away: none lapses here).
+                    client.credit(
+                        account,
+                        amount,
+                        source="test",
+                        priority=rng.choice([0, 50, 100]),
+                        expires_at=far if rng.random() < 0.5 else None,
+                    )
                     done["credited"] += amount
                 elif my_debits:
                     entry_id, amount = my_debits.pop(rng.randrange(len(my_debits)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -74,6 +75,7 @@ def _snapshot(client: Any) -> dict[str, Any]:
         account: (
             client.get_balance(account),
             [e.model_dump() for e in client.history(account, limit=1000).entries],
+            [g.model_dump() for g in client.grants(account)],
         )
         for account in (ACCT, OTHER)
     }
@@ -203,6 +205,52 @@ CASES = [
     case("debit-action-leading-dash", lambda c, e: debit(c, action="-chat"), field="action"),
     case("credit-source-spaces", lambda c, e: c.credit(ACCT, 5, source="a b"), field="source"),
     case("adjust-action-non-str", lambda c, e: c.adjust(ACCT, 5, action=1), field="action"),
+    case("credit-source-empty", lambda c, e: c.credit(ACCT, 5, source=""), field="source"),
+    case("credit-source-pipe", lambda c, e: c.credit(ACCT, 5, source="a|b"), field="source"),
+    case("credit-source-int", lambda c, e: c.credit(ACCT, 5, source=7), field="source"),
+    # -- credit lots: expiry and priority ---------------------------------------------
+    case(
+        "credit-expires-naive",
+        lambda c, e: c.credit(ACCT, 5, expires_at=datetime(2999, 1, 1)),
+        field="expires_at",
+    ),
+    case(
+        "credit-expires-past",
+        lambda c, e: c.credit(ACCT, 5, expires_at=datetime.now(timezone.utc) - timedelta(1)),
+        field="expires_at",
+    ),
+    case(
+        "credit-expires-now",
+        lambda c, e: c.credit(ACCT, 5, expires_at=datetime.now(timezone.utc)),
+        field="expires_at",
+    ),
+    case(
+        "credit-expires-year-3500",
+        lambda c, e: c.credit(ACCT, 5, expires_at=datetime(3500, 1, 1, tzinfo=timezone.utc)),
+        field="expires_at",
+    ),
+    case(
+        "credit-expires-str",
+        lambda c, e: c.credit(ACCT, 5, expires_at="2999-01-01T00:00:00Z"),
+        field="expires_at",
+    ),
+    case(
+        "credit-expires-timestamp",
+        lambda c, e: c.credit(ACCT, 5, expires_at=32503680000),
+        field="expires_at",
+    ),
+    case(
+        "credit-expires-timedelta",
+        lambda c, e: c.credit(ACCT, 5, expires_at=timedelta(days=1)),
+        field="expires_at",
+    ),
+    case("credit-priority-101", lambda c, e: c.credit(ACCT, 5, priority=101), field="priority"),
+    case("credit-priority-negative", lambda c, e: c.credit(ACCT, 5, priority=-1), field="priority"),
+    case("credit-priority-float", lambda c, e: c.credit(ACCT, 5, priority=1.0), field="priority"),
+    case("credit-priority-bool", lambda c, e: c.credit(ACCT, 5, priority=True), field="priority"),
+    case("credit-priority-str", lambda c, e: c.credit(ACCT, 5, priority="1"), field="priority"),
+    case("credit-priority-none", lambda c, e: c.credit(ACCT, 5, priority=None), field="priority"),
+    case("grants-account-space", lambda c, e: c.grants("user 1"), field="account"),
     # -- reason -----------------------------------------------------------------------
     case("reason-501-chars", lambda c, e: debit(c, reason="x" * 501), field="reason"),
     case("reason-nul", lambda c, e: debit(c, reason="a\x00b"), field="reason"),

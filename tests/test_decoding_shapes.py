@@ -25,9 +25,10 @@ def _as_bytes(value: Any) -> Any:
 def test_every_reply_shape_decodes_alike(shape: Any) -> None:
     ops = Operations(make_options())
     debit = ops.debit("user_1", 10, action="chat_message", extras=Extras(idempotency_key="k1"))
-    result = debit.decode(shape(["ok", "0", "1700000000000-0", *ENTRY]))
+    result = debit.decode(shape(["ok", "0", "1700000000000-0", *ENTRY, "1699999999999-0:10"]))
     assert (result.balance, result.entry.delta, result.replayed) == (90, -10, False)
     assert result.entry.metadata == {"m": 1}
+    assert result.entry.lots == "1699999999999-0:10"
 
     flat = [x for pair in zip(FIELDS, ENTRY, strict=True) for x in pair]
     entries = ops.read_entries("user_1", "-", "+", 2, True).decode(
@@ -46,11 +47,21 @@ def test_every_reply_shape_decodes_alike(shape: Any) -> None:
     )
     hold_entry = ["reserve", "-10", "90", "model_training", "", "", "", "k2", ""]
     hold = reserve.decode(
-        shape(["ok", "0", "1700000000002-0", *hold_entry, "O|10|1700000060000|model_training|"])
+        shape(
+            [
+                "ok",
+                "0",
+                "1700000000002-0",
+                *hold_entry,
+                "_:10",
+                "O|10|1700000060000|model_training|",
+            ]
+        )
     )
     assert hold.state is HoldState.OPEN
     assert hold.amount == 10
     assert hold.expires_at is not None
+    assert hold.entry.lots == "_:10"
 
     assert ops.get_balance("user_1").decode(shape("42")) == 42
     scan = ops.scan_accounts("holdexp", "sweep_expired_holds")

@@ -174,7 +174,7 @@ def _newer_entry(raw: redis.Redis, balance_after: int) -> str:
     return raw.xadd(
         f"txs:{ACCT}",
         {
-            "type": "lot_expire",
+            "type": "rollover_expire",
             "delta": "-5",
             "balance": str(balance_after),
             "action": "promo_lot",
@@ -197,15 +197,15 @@ def test_unknown_entry_type_never_raises(redis_url: str, raw_redis: redis.Redis)
 
         page = client.history(ACCT)
         newer = next(e for e in page.entries if e.id == eid)
-        assert newer.type == "lot_expire"
-        assert newer.type_name == "lot_expire"
+        assert newer.type == "rollover_expire"
+        assert newer.type_name == "rollover_expire"
         assert not isinstance(newer.type, EntryType)
         assert newer.delta == -5
         assert newer.metadata == {"lot": "promo"}
-        assert [e.type_name for e in page.entries] == ["debit", "lot_expire", "debit", "init"]
+        assert [e.type_name for e in page.entries] == ["debit", "rollover_expire", "debit", "init"]
         assert client.history(ACCT, app="new.sparked.world").entries == [newer]
         assert [e.id for e in client.history(ACCT, types=[EntryType.DEBIT]).entries] != []
-        assert newer.model_dump(mode="json")["type"] == "lot_expire"
+        assert newer.model_dump(mode="json")["type"] == "rollover_expire"
 
         usage = client.usage(ACCT, days=2)
         assert usage.total == 20  # not usage: this version cannot know it is

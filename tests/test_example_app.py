@@ -87,6 +87,8 @@ def keys() -> KeyPair:
 
 @pytest.fixture(scope="module")
 def apps(server_pool: Any, server_line: str, keys: KeyPair) -> Iterator[dict[str, Server]]:
+    # The session's server of this line (the function-scoped redis_server fixture cannot
+    # serve a module-scoped one).
     redis_server: RedisServer = server_pool.server(server_line)
     base = {
         **os.environ,

@@ -167,6 +167,12 @@ def _check_ledger(client: CreditsClient, account: str) -> list[Any]:
         assert entry.balance_after == running, entry
         assert entry.balance_after >= 0, entry
     assert client.get_balance(account) == running
+    # Credit lots: they add up to the balance, none is negative, and replaying the ledger
+    # gives the same lots.
+    lots = client.grants(account)
+    assert sum(g.remaining for g in lots) == running
+    assert all(g.remaining > 0 for g in lots)
+    assert client.reconcile(account, full=True).lots_matched is True
     return entries
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -125,6 +126,34 @@ def _corrupted(c: CreditsClient) -> Ctx:
     return {}
 
 
+def _with_lots(c: CreditsClient) -> Ctx:
+    c.initialize_user(ACCT, 100)
+    c.credit(ACCT, 30, source="promo", priority=10)
+    return {}
+
+
+def _spent_from_expiring_lot(c: CreditsClient) -> Ctx:
+    c.initialize_user(ACCT, 100)
+    c.credit(ACCT, 50, source="promo", priority=0, expires_at=_soon())
+    eid = c.debit(ACCT, 60, action="chat_message").entry.id
+    time.sleep(0.3)  # the promo lot has expired: a refund to it lapses at once
+    return {"eid": eid}
+
+
+def _with_due_lot(c: CreditsClient) -> Ctx:
+    c.initialize_user(ACCT, 100)
+    c.credit(ACCT, 20, source="promo", expires_at=_soon())
+    time.sleep(0.3)
+    return {}
+
+
+def _soon() -> datetime:
+    return datetime.now(timezone.utc) + timedelta(seconds=0.2)
+
+
+TOMORROW = datetime.now(timezone.utc) + timedelta(days=1)  # one value: retries replay
+
+
 SCENARIOS = [
     Scenario("initialize", lambda c: {}, lambda c, x: c.initialize_user(ACCT, 100)),
     Scenario("debit", _init, lambda c, x: c.debit(ACCT, 10, action="chat", idempotency_key="k"),
@@ -151,6 +180,16 @@ SCENARIOS = [
     Scenario("sweep", _with_due_holds, lambda c, x: c.sweep_expired_holds(ACCT)),
     Scenario("trim", _with_checkpoint, lambda c, x: c.trim_ledger(ACCT, before=x["before"])),
     Scenario("reconcile_repair", _corrupted, lambda c, x: c.reconcile(ACCT, repair=True)),
+    # Credit lots (they are derived state too: rebuilt from the entries' _sc.l).
+    Scenario("credit_expiring_lot", _init,
+             lambda c, x: c.credit(ACCT, 50, source="promo", priority=10, idempotency_key="k",
+                                   expires_at=TOMORROW),
+             key="k"),
+    Scenario("debit_across_lots", _with_lots,
+             lambda c, x: c.debit(ACCT, 120, action="chat", idempotency_key="k"), key="k"),
+    Scenario("refund_to_expired_lot", _spent_from_expiring_lot,
+             lambda c, x: c.refund(ACCT, x["eid"], idempotency_key="k"), key="k"),
+    Scenario("sweep_lots", _with_due_lot, lambda c, x: c.sweep_expired(ACCT)),
 ]
 
 
@@ -264,6 +303,8 @@ def test_every_prefix_is_detected_and_repaired(
                 assert balance(raw) == ledger_sum(raw), f"prefix {k}: a missed break"
             client.reconcile(ACCT, full=True, repair=True)
             check_derived_state(raw)
+            # None: a trimmed ledger, whose lots are not replayed.
+            assert client.reconcile(ACCT, full=True).lots_matched is not False, f"prefix {k}"
 
             again = scenario.run(client, ctx)
             committed = _commit_id(prefix, scenario.key) if scenario.key else None

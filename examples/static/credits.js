@@ -115,6 +115,21 @@
     showBalance(result.data.balance);
   }
 
+  // -- credits expiring soon (credit lots with an expiry) --------------------------------
+
+  async function loadExpiring() {
+    const result = await api("GET", `/api/credits/grants?days=${config.days}`);
+    if (!result.ok) throw new Error(`grants ${errorText(result)}`);
+    const soon = result.data.expiring;
+    const line = $("#expiring");
+    line.hidden = !soon.credits;
+    if (!soon.credits) return;
+    $("#expiring-credits").textContent = Number(soon.credits).toLocaleString("en-US");
+    const first = $("#expiring-first");
+    first.dateTime = soon.first;
+    first.textContent = new Date(soon.first).toLocaleString();
+  }
+
   // -- history --------------------------------------------------------------------------
 
   function cell(row, text, className) {
@@ -288,7 +303,9 @@
   // -- refresh and actions --------------------------------------------------------------
 
   async function refresh() {
-    const results = await Promise.allSettled([loadBalance(), loadHistory(), loadUsage()]);
+    const results = await Promise.allSettled([
+      loadBalance(), loadHistory(), loadUsage(), loadExpiring(),
+    ]);
     const failed = results.filter((r) => r.status === "rejected");
     if (failed.length) setStatus(`Could not load: ${failed.map((r) => r.reason.message).join("; ")}`, "error");
     document.body.dataset.ready = "true";

@@ -39,6 +39,7 @@ from .errors import (
 from .holds_context import AsyncHoldContext, HoldContext
 from .models import (
     EntryType,
+    Grant,
     HistoryPage,
     Hold,
     HoldState,
@@ -62,6 +63,7 @@ __all__ = [
     "DailyUsage",
     "EntryNotFoundError",
     "EntryType",
+    "Grant",
     "HistoryPage",
     "Hold",
     "HoldContext",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
-from datetime import timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -17,7 +17,7 @@ from ._drive import drive_async
 from .backends import AsyncBackend, Settings, open_async_backend
 from .backends.errors import translate
 from .holds_context import AsyncHoldContext
-from .models import EntryType, HistoryPage, Hold, InitResult, MutationResult
+from .models import EntryType, Grant, HistoryPage, Hold, InitResult, MutationResult
 from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
 
 __all__ = ["AsyncCreditsClient"]
@@ -109,21 +109,33 @@ class AsyncCreditsClient(ClientBase):
         account: str,
         amount: int,
         *,
-        source: str | None = None,
+        source: str = "grant",
+        expires_at: datetime | None = None,
+        priority: int = 50,
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> MutationResult:
-        """Add ``amount`` credits (admin grant, purchase, referral: say which in ``source``)."""
+        """Add ``amount`` credits as a lot of their own (a grant, purchase, referral: say
+        which in ``source``). The lot lapses at ``expires_at`` (an aware datetime; None:
+        never) and is spent before lots of a higher ``priority`` number (0-100)."""
         extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
         return await self._run(
             self._ops.credit(
                 account,
                 amount,
                 source=source,
+                expires_at=expires_at,
+                priority=priority,
                 extras=extras,
             )
         )
+
+    async def grants(self, account: str) -> list[Grant]:
+        """The account's open credit lots in consumption order (the order debits spend
+        them), credits no lot tracks last as grant ``'_'``. Expires lots past their expiry
+        first, so the remaining amounts add up to the balance."""
+        return await self._drive(self._ops.grants(account))
 
     async def refund(
         self,
@@ -255,10 +267,15 @@ class AsyncCreditsClient(ClientBase):
         a repeat returns the first close entry with ``replayed=True``."""
         return await self._run(self._ops.close_account(account, reason=reason, metadata=metadata))
 
+    async def sweep_expired(self, account: str | None = None) -> int:
+        """Return every hold past its ttl and lapse every credit lot past its expiry, of
+        one account or (None) of all accounts found by SCAN; returns how many. Each batch
+        is one atomic script."""
+        return await self._drive(self._ops.sweep_expired(account))
+
     async def sweep_expired_holds(self, account: str | None = None) -> int:
-        """Return every hold past its ttl, of one account or (None) of all accounts found
-        by SCAN; returns how many. Each batch is one atomic script."""
-        return await self._drive(self._ops.sweep_expired_holds(account))
+        """The former name of :meth:`sweep_expired` (which now lapses expired lots too)."""
+        return await self.sweep_expired(account)
 
     def hold(
         self,

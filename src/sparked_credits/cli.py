@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -114,6 +115,12 @@ def balance(ctx: click.Context, account: str, as_json: bool) -> None:
 @click.argument("amount", type=int)
 @click.option("--reason", help="Why (kept in the ledger).")
 @click.option("--source", default="admin_grant", show_default=True)
+@click.option("--priority", default=50, show_default=True, help="0-100, lower is spent first.")
+@click.option(
+    "--expires-at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z"]),
+    help="When what is left lapses, with its UTC offset (2026-12-31T00:00:00+0000).",
+)
 @click.option("--idempotency-key", help="Make a retried grant apply once.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -124,19 +131,62 @@ def grant(
     amount: int,
     reason: str | None,
     source: str,
+    priority: int,
+    expires_at: datetime | None,
     idempotency_key: str | None,
     as_json: bool,
 ) -> None:
-    """Add AMOUNT credits to ACCOUNT."""
+    """Add AMOUNT credits to ACCOUNT, as a lot of their own."""
     with _client(ctx) as credits:
         result = credits.credit(
-            account, amount, source=source, reason=reason, idempotency_key=idempotency_key
+            account,
+            amount,
+            source=source,
+            expires_at=expires_at,
+            priority=priority,
+            reason=reason,
+            idempotency_key=idempotency_key,
         )
     if as_json:
         _print_json(result)
     else:
         note = " (replayed: already applied)" if result.replayed else ""
         out.print(f"granted {amount} to {account}: balance {result.balance}{note}")
+
+
+@cli.command()
+@click.argument("account")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_exit_2
+def grants(ctx: click.Context, account: str, as_json: bool) -> None:
+    """List ACCOUNT's open credit lots, in the order debits consume them."""
+    with _client(ctx) as credits:
+        lots = credits.grants(account)
+    if as_json:
+        click.echo(json.dumps([g.model_dump(mode="json") for g in lots], indent=2))
+        return
+    table = Table(title=f"{account}: credit lots, consumed top first")
+    for name, justify in (
+        ("grant id", "left"),
+        ("source", "left"),
+        ("priority", "right"),
+        ("expires (UTC)", "left"),
+        ("remaining", "right"),
+        ("granted", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for g in lots:
+        table.add_row(
+            g.grant_id,
+            g.source,
+            str(g.priority),
+            "never" if g.expires_at is None else f"{g.expires_at:%Y-%m-%d %H:%M:%S}",
+            str(g.remaining),
+            str(g.amount),
+        )
+    out.print(table)
+    out.print(f"total: [bold]{sum(g.remaining for g in lots)}[/bold] credits", highlight=False)
 
 
 @cli.command()

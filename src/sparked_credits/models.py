@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 __all__ = [
     "EntryType",
+    "Grant",
     "HistoryPage",
     "Hold",
     "HoldState",
@@ -37,6 +38,9 @@ class EntryType(str, Enum):
     ADJUST = "adjust"
     CLOSE = "close"
     """The account was closed (delta 0): no new debits or reservations after it."""
+    LOT_EXPIRE = "lot_expire"
+    """What was left of a credit lot lapsed at its expiry (not usage; distinct from a
+    hold's ``expire``, which gives credits back)."""
 
 
 class LedgerEntry(BaseModel):
@@ -56,6 +60,11 @@ class LedgerEntry(BaseModel):
     ref: str | None = Field(default=None, description="Refunded entry id or hold id.")
     idempotency_key: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    lots: str | None = Field(
+        default=None,
+        description="The credit lots this entry opened ('+priority[:expires ms]'), or drew "
+        "from / gave back to ('<lot id>:<credits>,...'; '_' is credits no lot tracks).",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -142,3 +151,22 @@ class Hold(BaseModel):
     balance: int = Field(description="The balance right after the reserve.")
     entry: LedgerEntry = Field(description="The reserve entry.")
     replayed: bool = False
+
+
+class Grant(BaseModel):
+    """One open credit lot: credits that arrived together, with a source, an optional
+    expiry and a priority (lower is consumed first)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    grant_id: str = Field(
+        description="The id of the entry that opened the lot; '_' for credits no lot tracks "
+        "(written before lots, or by an older SDK): never expiring, consumed last."
+    )
+    source: str = Field(description="init, grant, purchase, subscription, referral, adjust...")
+    amount: int = Field(description="Credits as granted.")
+    remaining: int = Field(description="Credits left in the lot.")
+    expires_at: datetime | None = Field(
+        default=None, description="When what is left lapses (server time); None: never."
+    )
+    priority: int = Field(description="0-100; lower is consumed first.")

@@ -16,6 +16,7 @@ from ._core.decoding import text
 from ._core.operations import Operations
 from ._core.requests import Operation
 from .errors import ValidationError
+from .lot_reconciliation import LotsCheck, check_lots
 from .reports import ReconcileReport, ReconcileResult, TrimResult
 
 __all__ = [
@@ -131,7 +132,22 @@ def reconcile(
         if status == "ok" or (status == "mismatch" and not repair):
             return result
     result, _ = yield from _pass(ops, account, repair, True, chunk)
-    return result
+    # A full pass checks the credit lots too (replaying the ledger), and a repair rebuilds
+    # them from it, after the balance (which the replay's total must then equal).
+    lots: LotsCheck = yield from check_lots(ops, account, repair)
+    if repair:
+        # Credits a torn script gave back to a lot past its expiry (its lapse unit lost)
+        # lapse now, as the next script touching the account would have done.
+        yield from ops.sweep_expired(account)
+    if lots.matched is None:
+        return result
+    return result.model_copy(
+        update={
+            "lots_matched": lots.matched,
+            "lots_rebuilt": lots.rebuilt,
+            "repaired": result.repaired or lots.rebuilt > 0,
+        }
+    )
 
 
 def trim(ops: Operations, account: str, before: str) -> Generator[Operation[Any], Any, TrimResult]:
@@ -159,7 +175,7 @@ def check_account(
     ops: Operations, account: str, repair: bool, full: bool = False
 ) -> Generator[Operation[Any], Any, tuple[int, ReconcileResult]]:
     """One account of a reconcile_all run: return its expired holds, then reconcile it."""
-    expired: int = yield from ops.sweep_expired_holds(account)
+    expired: int = yield from ops.sweep_expired(account)
     result: ReconcileResult = yield from reconcile(ops, account, repair, full=full)
     return expired, result
 

@@ -39,6 +39,14 @@ class ReconcileResult(BaseModel):
         description="Entries that applied an idempotency key (or an init) a second time, "
         "compensated by a full repair with a new entry.",
     )
+    lots_matched: bool | None = Field(
+        default=None,
+        description="A full pass found the credit lots equal to those the ledger implies "
+        "(None: not checked: a cheap pass, or a trimmed ledger).",
+    )
+    lots_rebuilt: int = Field(
+        default=0, description="Credit lots a full repair rewrote from the ledger."
+    )
     checkpoint_id: str | None = Field(
         default=None, description="The entry the next reconcile starts after."
     )

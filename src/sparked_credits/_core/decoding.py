@@ -11,6 +11,7 @@ Refusals map to typed errors through :data:`.protocol.REFUSALS`, a table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "hold_decoder",
     "mutation_decoder",
     "script_error",
+    "stored_lots",
     "text",
     "user_metadata",
 ]
@@ -96,6 +98,18 @@ def user_metadata(meta: Any) -> dict[str, Any]:
     return parsed
 
 
+_LOTS_RE = re.compile(r'^\{"_sc":\{[^}]*"l":"([^"]*)"')
+
+
+def stored_lots(meta: Any) -> str | None:
+    """The credit-lots record of a stored entry (its meta's ``_sc.l``), None without one."""
+    if not meta:
+        return None
+    raw = meta.decode() if type(meta) is bytes else meta
+    found = _LOTS_RE.match(raw)
+    return (found.group(1) or None) if found else None
+
+
 def entry_type(value: Any) -> EntryType | str:
     """A known type as its EntryType; a type this version does not know (written by a
     newer SDK in another app) as its raw text, never an error."""
@@ -106,9 +120,11 @@ def entry_type(value: Any) -> EntryType | str:
     return _ENTRY_TYPES.get(typ, typ)
 
 
-def _entry_dict(entry_id: Any, values: Sequence[Any]) -> dict[str, Any]:
+def _entry_dict(entry_id: Any, values: Sequence[Any], lots: Any = None) -> dict[str, Any]:
     """The fields of a LedgerEntry from its id and nine values in _FIELDS order, raw as
-    the client returned them (bytes or str): pydantic converts them while it validates."""
+    the client returned them (bytes or str): pydantic converts them while it validates.
+    ``lots`` is the scripts' 13th reply element (a fresh entry's reply carries the
+    caller's meta, without '_sc'); a stored entry's lots are read from its meta."""
     typ, delta, balance, action, app, reason, ref, idem, meta = values
     return {
         "id": entry_id,
@@ -121,12 +137,14 @@ def _entry_dict(entry_id: Any, values: Sequence[Any]) -> dict[str, Any]:
         "ref": ref or None,
         "idempotency_key": idem or None,
         "metadata": user_metadata(meta),
+        "lots": (text(lots) or None) if lots is not None else stored_lots(meta),
     }
 
 
-def entry_from_values(entry_id: Any, values: Sequence[Any]) -> LedgerEntry:
-    """An entry from its id and its nine values in _FIELDS order (as the scripts reply)."""
-    return LedgerEntry.model_validate(_entry_dict(entry_id, values))
+def entry_from_values(entry_id: Any, values: Sequence[Any], lots: Any = None) -> LedgerEntry:
+    """An entry from its id and its nine values in _FIELDS order (as the scripts reply),
+    and its lots record (see _entry_dict)."""
+    return LedgerEntry.model_validate(_entry_dict(entry_id, values, lots))
 
 
 def script_error(status: str, raw: Sequence[Any], context: Context) -> CreditsError:
@@ -135,7 +153,8 @@ def script_error(status: str, raw: Sequence[Any], context: Context) -> CreditsEr
 
 
 def mutation_decoder(context: Context) -> Callable[[Any], MutationResult]:
-    """Decode a mutation's reply: ``{'ok', replayed, id, nine values}`` or a refusal."""
+    """Decode a mutation's reply: ``{'ok', replayed, id, nine values, lots}`` or a
+    refusal."""
     account = context.account
 
     def decode(raw: Sequence[Any]) -> MutationResult:
@@ -146,7 +165,7 @@ def mutation_decoder(context: Context) -> Callable[[Any], MutationResult]:
             {
                 "account": account,
                 "balance": raw[5],
-                "entry": _entry_dict(raw[2], raw[3:12]),
+                "entry": _entry_dict(raw[2], raw[3:12], raw[12] if len(raw) > 12 else None),
                 "replayed": raw[1] == b"1" or raw[1] == "1",
             }
         )
@@ -163,7 +182,7 @@ _HOLD_STATES = {
 
 
 def hold_decoder(context: Context) -> Callable[[Any], Hold]:
-    """Decode reserve's reply: the reserve entry, then the hold's record
+    """Decode reserve's reply: the reserve entry (and its lots), then the hold's record
     ('O|amount|expires_ms|action|app' while open; 'S|...', 'R|...', 'E|...' once closed)."""
     account = context.account
 
@@ -171,8 +190,8 @@ def hold_decoder(context: Context) -> Callable[[Any], Hold]:
         status = text(raw[0])
         if status != "ok":
             raise script_error(status, raw, context)
-        entry = _entry_dict(raw[2], raw[3:12])
-        record = text(raw[12]).split("|")
+        entry = _entry_dict(raw[2], raw[3:12], raw[12] if len(raw) > 13 else None)
+        record = text(raw[-1]).split("|")
         expires = None
         if record[0] == "O":
             expires = datetime.fromtimestamp(int(record[2]) / 1000, tz=timezone.utc)

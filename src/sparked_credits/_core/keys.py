@@ -26,10 +26,16 @@ class AccountKeys:
     holds: str
     hold_expiry: str
     refunds: str
+    lots: str
+    """Credit lots: lot id -> record, and '' -> the sum of what they hold (lua/lots.lua)."""
+    lot_order: str
+    """The lots with credits left, scored in consumption order."""
+    lot_expiry: str
+    """The lots with credits left and an expiry, scored by expiry (ms)."""
     script_keys: tuple[str, ...] = field(init=False)
-    """KEYS[1..7] shared by every mutation script."""
+    """KEYS[1..10] shared by every mutation script."""
     refund_keys: tuple[str, ...] = field(init=False)
-    """The refund script's KEYS: the shared five and the refunds hash."""
+    """The refund script's KEYS: the shared ten and the refunds hash."""
 
     def __post_init__(self) -> None:
         shared = (
@@ -40,6 +46,9 @@ class AccountKeys:
             self.idempotency_previous,
             self.holds,
             self.hold_expiry,
+            self.lots,
+            self.lot_order,
+            self.lot_expiry,
         )
         object.__setattr__(self, "script_keys", shared)
         object.__setattr__(self, "refund_keys", (*shared, self.refunds))
@@ -64,6 +73,9 @@ class KeySpace:
             holds=f"{p}holds:{tagged}",
             hold_expiry=f"{p}holdexp:{tagged}",
             refunds=f"{p}refunds:{tagged}",
+            lots=f"{p}lots:{tagged}",
+            lot_order=f"{p}lotq:{tagged}",
+            lot_expiry=f"{p}lotexp:{tagged}",
         )
 
     def _shared(self, account: str) -> str:

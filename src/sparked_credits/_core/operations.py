@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from ..errors import ValidationError
-from ..models import Hold, InitResult, LedgerEntry, MutationResult
+from ..models import Grant, Hold, InitResult, LedgerEntry, MutationResult
 from ..pricing import PriceTable, active_price_table
 from . import validation as v
 from .decoding import (
@@ -28,6 +28,7 @@ from .decoding import (
     text,
 )
 from .keys import AccountKeys, KeySpace
+from .lots import DEFAULT_PRIORITY, grants_from_records
 from .options import ClientOptions
 from .protocol import SPECS, Context, ScriptSpec
 from .requests import CommandCall, Operation, ScanCall, ScriptCall
@@ -227,7 +228,7 @@ class Operations:
         def decode(raw: Sequence[Any]) -> InitResult:
             status = text(raw[0])
             if status == "ok":
-                entry = entry_from_values(raw[2], raw[3:])
+                entry = entry_from_values(raw[2], raw[3:12], raw[12] if len(raw) > 12 else None)
                 return InitResult(
                     account=account, created=True, balance=entry.balance_after, entry=entry
                 )
@@ -339,18 +340,47 @@ class Operations:
         amount: int,
         *,
         source: str | None,
+        expires_at: object = None,
+        priority: object = DEFAULT_PRIORITY,
         extras: Extras = NO_EXTRAS,
     ) -> Operation[MutationResult]:
+        """Open a credit lot. Its priority and expiry decide the effect, so they are part
+        of the fingerprint (a retry with another expiry is a conflict, not a replay)."""
         account = v.account(account)
+        label = v.source(source)
+        expires_ms = v.expires_at(expires_at)
         values = _CREDIT.values(
             amount=str(v.amount(amount)),
-            source=v.label(source, "source"),
+            source=label,
             reason=v.reason(extras.reason),
             metadata=_metadata(extras.metadata),
+            priority=str(v.priority(priority)),
+            expires_ms="" if expires_ms is None else str(expires_ms),
         )
         return self._mutation(
-            _CREDIT, account, values, idempotency_key=extras.idempotency_key, action=source
+            _CREDIT, account, values, idempotency_key=extras.idempotency_key, action=label
         )
+
+    def grants(
+        self, account: str, batch: int = 100
+    ) -> Generator[Operation[Any], Any, list[Grant]]:
+        """The open lots in consumption order; each call first returns expired holds and
+        lapses lots past expiry (``batch`` of each), and calls again while more are due."""
+        account = v.account(account)
+
+        def decode(raw: Sequence[Any]) -> tuple[int, list[Grant]]:
+            flat = [text(x) for x in raw[4:]]
+            records = list(zip(flat[::2], flat[1::2], strict=True))
+            return int(raw[3]), grants_from_records(int(raw[1]), int(raw[2]), records)
+
+        while True:
+            due: int
+            lots: list[Grant]
+            due, lots = yield self.maintenance(
+                "grants", account, decode=decode, limit=str(batch)
+            )
+            if due == 0:
+                return lots
 
     def adjust(
         self,
@@ -503,23 +533,27 @@ class Operations:
         )
 
     def sweep(self, account: str, *, limit: int) -> Operation[tuple[int, int]]:
-        """Return up to ``limit`` expired holds; decodes to (returned, still due)."""
+        """Return up to ``limit`` expired holds and lapse up to ``limit`` expired lots;
+        decodes to (returned or lapsed, still due)."""
 
         def decode(raw: Sequence[Any]) -> tuple[int, int]:
             return int(raw[1]), int(raw[2])
 
         return self.maintenance("sweep", account, decode=decode, limit=str(limit))
 
-    def sweep_expired_holds(
+    def sweep_expired(
         self, account: str | None, batch: int = 100
     ) -> Generator[Operation[Any], Any, int]:
         """Several round trips, as a generator both clients drive: find the accounts with
-        holds (SCAN, when no account is given), then return each one's expired holds in
-        batches, each batch one atomic script call. Yields operations, returns the count.
-        The account search is one ScanCall: a cursor belongs to one server, so walking it
-        (once per primary on a cluster) is the backend's job."""
+        holds or expiring lots (SCAN, when no account is given), then return each one's
+        expired holds and lapse its expired lots in batches, each batch one atomic script
+        call. Yields operations, returns the count. The account search is one ScanCall per
+        key kind: a cursor belongs to one server, so walking it (once per primary on a
+        cluster) is the backend's job."""
         if account is None:
-            accounts: list[str] = yield self.scan_accounts("holdexp", "sweep_expired_holds")
+            with_holds: list[str] = yield self.scan_accounts("holdexp", "sweep_expired")
+            with_lots: list[str] = yield self.scan_accounts("lotexp", "sweep_expired")
+            accounts = sorted({*with_holds, *with_lots})
         else:
             accounts = [v.account(account)]
         total = 0
@@ -530,6 +564,9 @@ class Operations:
                 if still_due == 0:
                     break
         return total
+
+    sweep_expired_holds = sweep_expired
+    """The former name of :meth:`sweep_expired`."""
 
     def scan_accounts(self, kind: str, name: str) -> Operation[list[str]]:
         """The accounts that have a ``<kind>:<account>`` key (either key layout), by one

@@ -59,8 +59,12 @@ SHARED_KEYS = (
     "idempotency_previous",
     "holds",
     "hold_expiry",
+    "lots",
+    "lot_order",
+    "lot_expiry",
 )
-"""KEYS[1..7], in this order, for every script (see lua/prelude.lua); the names are
+"""KEYS[1..10], in this order, for every script (see lua/prelude.lua; 8 to 10 are the
+credit lots of lua/lots.lua, which the prelude includes); the names are
 :class:`~.keys.AccountKeys` attributes, as are a spec's ``extra_keys``."""
 
 SHARED_ARGS = (
@@ -77,7 +81,7 @@ SHARED_ARGS = (
 
 _SEP = "\x1f"
 
-Reply = Literal["mutation", "hold", "init", "swept", "trimmed", "reconcile"]
+Reply = Literal["mutation", "hold", "init", "swept", "trimmed", "reconcile", "lots", "restored"]
 
 REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "mutation": frozenset({"ok"}),
@@ -86,6 +90,8 @@ REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "swept": frozenset({"swept"}),
     "trimmed": frozenset({"trimmed", "no_checkpoint"}),
     "reconcile": frozenset({"more", "ok", "mismatch", "stale", "repaired"}),
+    "lots": frozenset({"lots"}),
+    "restored": frozenset({"restored", "moved"}),
 }
 """The statuses of each reply shape that are results, not refusals."""
 
@@ -150,6 +156,9 @@ REFUSALS: Mapping[str, Callable[[Context, Sequence[str]], CreditsError]] = {
     "hold_expired": lambda c, a: HoldExpiredError(c.account, a[0]),
     "hold_closed": lambda c, a: HoldNotFoundError(c.account, a[0], _HOLD_STATE_NAMES[a[1]]),
     "overage": lambda c, a: HoldOverageError(c.account, c.entry_id or "", int(a[0]), int(a[1])),
+    "expires_past": lambda c, a: ValidationError(
+        "expires_at", "must be in the future (by the server's clock)"
+    ),
     "replay_gone": lambda c, a: CreditsError(
         f"the entry {a[0]} this idempotency key produced is no longer in the ledger"
     ),
@@ -190,7 +199,7 @@ class ScriptSpec:
     operation whose default key names what it closes (settle, release, refund) leaves out
     reason and metadata, so a webhook's second delivery with another reason replays."""
     extra_keys: tuple[str, ...] = ()
-    """KEYS after the seven shared ones (e.g. the refunds hash)."""
+    """KEYS after the ten shared ones (e.g. the refunds hash)."""
     keyed: bool = True
     """Carries an idempotency key (False: maintenance, safe to repeat as is)."""
     operation: str = ""
@@ -251,7 +260,12 @@ SPECS: Mapping[str, ScriptSpec] = {
             operation="initialize_user",
         ),
         _mutation("debit", ("amount", "action", "reason", "metadata"), "closed", "insufficient"),
-        _mutation("credit", ("amount", "source", "reason", "metadata"), "overflow"),
+        _mutation(
+            "credit",
+            ("amount", "source", "reason", "metadata", "priority", "expires_ms"),
+            "overflow",
+            "expires_past",
+        ),
         _mutation(
             "adjust",
             ("delta", "allow_overdraft", "action", "reason", "metadata"),
@@ -294,7 +308,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             fingerprint=("hold_id",),
         ),
         _mutation("close", ("reason", "metadata"), operation="close_account"),
-        ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired_holds"),
+        ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired"),
         ScriptSpec("trim", ("before",), "trimmed", keyed=False),
         ScriptSpec(
             "reconcile",
@@ -302,6 +316,11 @@ SPECS: Mapping[str, ScriptSpec] = {
             "reconcile",
             keyed=False,
             extra_keys=("refunds",),
+        ),
+        ScriptSpec("grants", ("limit",), "lots", keyed=False),
+        ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
+        ScriptSpec(
+            "lots_restore", ("last_id", "records"), "restored", keyed=False, operation="reconcile"
         ),
     )
 }
@@ -330,7 +349,7 @@ class Header(NamedTuple):
 
 def parse_header(source: str) -> Header:
     """Read a script file's ``--: keys|argv|refusals|reply`` lines (``keys`` lists only
-    the KEYS after the shared seven, ``argv`` only the ARGV after the shared eight), the
+    the KEYS after the shared ten, ``argv`` only the ARGV after the shared eight), the
     highest ARGV/KEYS index its code uses and the statuses it returns."""
     found: dict[str, tuple[str, ...]] = {}
     for kind, rest in _HEADER.findall(source):

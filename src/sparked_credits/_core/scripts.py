@@ -1,7 +1,8 @@
 """The Lua scripts, loaded once from package data.
 
 Each mutation is one script file under ``lua/``; the shared helpers live in
-``lua/prelude.lua`` and are prepended at load time, so every script sent to Redis is
+``lua/prelude.lua`` (with the credit-lot functions of ``lua/lots.lua`` at its ``@lots``
+line) and are prepended at load time, so every script sent to Redis is
 self-contained and its SHA1 is known before the first call (EVALSHA first, EVAL on NOSCRIPT).
 """
 
@@ -37,8 +38,23 @@ def _read(name: str) -> str:
     )
 
 
+_LOTS_MARK = "-- @lots: scripts.py puts lua/lots.lua here.\n"
+
+
+def _prelude() -> str:
+    """The prelude with lua/lots.lua at its '@lots' line: the credit-lot functions come
+    after the ledger helpers they use and before the units that move credits."""
+    prelude = _read("prelude")
+    if _LOTS_MARK not in prelude:
+        raise RuntimeError("lua/prelude.lua lost its '@lots' line")
+    return prelude.replace(_LOTS_MARK, _read("lots") + "\n")
+
+
 def _load(name: str) -> Script:
-    return Script(name=name, source=_read("prelude") + "\n" + _read(name))
+    return Script(name=name, source=_PRELUDE + "\n" + _read(name))
+
+
+_PRELUDE = _prelude()
 
 
 class _Scripts:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 
@@ -218,3 +218,47 @@ def as_dict(value: str | bytes | None) -> dict[str, Any]:
         return {}
     parsed = json.loads(value)
     return parsed if isinstance(parsed, dict) else {"value": parsed}
+
+
+MIN_PRIORITY, MAX_PRIORITY = 0, 100
+MAX_EXPIRES_MS = 2**45 - 2
+"""Latest lot expiry (ms since the epoch, in the year 3084): the scripts order lots by
+priority * 2^45 + expiry, exact in a double."""
+
+
+def priority(value: object) -> int:
+    """A lot's priority: an int from 0 to 100, lower consumed first."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("priority", f"must be an int, got {type(value).__name__}")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValidationError(
+            "priority", f"must be between {MIN_PRIORITY} and {MAX_PRIORITY}, got {value}"
+        )
+    return value
+
+
+def expires_at(value: object, now: datetime | None = None) -> int | None:
+    """A lot's expiry as ms since the epoch (None: never): an aware datetime in the future.
+
+    Checked against this machine's clock here, and against the server's in the script.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ValidationError("expires_at", f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError("expires_at", "must be timezone-aware (naive times are ambiguous)")
+    current = now or datetime.now(timezone.utc)
+    if value <= current:
+        raise ValidationError("expires_at", "must be in the future")
+    ms = int(value.timestamp() * 1000)
+    if ms > MAX_EXPIRES_MS:
+        raise ValidationError("expires_at", "must be before the year 3000")
+    return ms
+
+
+def source(value: object) -> str:
+    """Where a lot's credits come from (grant, purchase, referral...); None means grant."""
+    if value is None:
+        return "grant"
+    return label(value, "source", required=True)

@@ -3,6 +3,9 @@
 --: refusals overflow insufficient conflict replay_gone
 -- adjust (signed admin correction): ARGV[9] delta, ARGV[10] allow overdraft ('1'/'0'),
 -- ARGV[11] action, ARGV[12] reason, ARGV[13] metadata JSON.
+-- A positive delta opens a lot (source 'adjust', never expiring; an overdraft owed is paid
+-- off from it first); a negative one draws in consumption order, past the lots only as an
+-- allowed overdraft.
 local replay = idem_lookup()
 if replay then return replay end
 local delta = tonumber(ARGV[9])
@@ -15,4 +18,10 @@ if delta < 0 and after < 0 and ARGV[10] ~= '1' then
 end
 if after < -MAX_CREDITS then return {'overflow', fmt(bal), fmt(delta)} end
 if needs_init then apply_init_if_needed(needs_init, raw) else mark_opened(raw) end
-return commit('adjust', delta, after, ARGV[11], APP, ARGV[12], '', ARGV[13])
+if delta > 0 then
+  return commit('adjust', delta, after, ARGV[11], APP, ARGV[12], '', ARGV[13],
+                function(id) lots_open(id, delta, 50, nil, 'adjust', bal) end,
+                ',"l":"' .. lots_opening(50, nil) .. '"')
+end
+return commit('adjust', delta, after, ARGV[11], APP, ARGV[12], '', ARGV[13], nil,
+              draw_for_entry(-delta))

@@ -7,5 +7,5 @@ if is_initialized(raw) then return {'exists', raw or '0'} end
 local credits = tonumber(ARGV[9])
 local base = tonumber(raw or '0')
 if base + credits > MAX_CREDITS then return {'overflow', fmt(base), fmt(credits)} end
-local id, values = do_init(credits, base, ARGV[10])
-return reply_entry(id, values, '0')
+local id, values, _, opening = do_init(credits, base, ARGV[10])
+return reply_entry(id, values, '0', opening)

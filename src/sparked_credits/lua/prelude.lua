@@ -1,7 +1,8 @@
 -- Shared prelude, prepended to every mutation script (see scripts.py).
 --
 -- KEYS: 1 balance, 2 ledger stream, 3 account meta hash, 4 idempotency hash (current),
---       5 idempotency hash (previous generation), 6 holds hash, 7 hold expiry zset;
+--       5 idempotency hash (previous generation), 6 holds hash, 7 hold expiry zset,
+--       8 lots hash, 9 lot order zset, 10 lot expiry zset (lots.lua);
 --       scripts may add their own after these.
 -- ARGV: 1 idempotency key, 2 fingerprint (what the operation is: never the app),
 --       3 idempotency retention (ms), 4 auto-initialize ('1'/'0'), 5 default credits, 6 app,
@@ -62,9 +63,14 @@ end
 -- The set is the TypeScript SDK's; what only this SDK needs rides in meta under '_sc'.
 local FIELDS = {'type', 'delta', 'balance', 'action', 'app', 'reason', 'ref', 'idem', 'meta'}
 
-local function reply_entry(id, values, replayed)
+-- The 13th element is the entry's lots record (lots.lua), '' for none: the caller's meta
+-- in values[9] never carries it, a stored meta carries it in '_sc.l'.
+local function reply_entry(id, values, replayed, lots)
+  if lots == nil then
+    lots = string.match(values[9], '^{"_sc":{[^}]*"l":"([^"]*)"') or ''
+  end
   return {'ok', replayed, id, values[1], values[2], values[3], values[4], values[5],
-          values[6], values[7], values[8], values[9]}
+          values[6], values[7], values[8], values[9], lots}
 end
 
 -- Values of a stored entry in FIELDS order, whatever order it was written in.
@@ -81,7 +87,8 @@ end
 --   "_sc":{"f":"<fingerprint>"[,"n":"<call nonce>"][,"x":<hold expiry ms>]}
 -- f: what the operation was (idempotency conflicts, and rebuilding the record);
 -- n: the nonce of the call that applied it (a re-send of that call is not a replay);
--- x: a reserve's expiry (rebuilding an open hold). Readers drop '_sc' from metadata.
+-- x: a reserve's expiry (rebuilding an open hold); l: the credit lots the entry opened,
+-- drew from or gave back to (lots.lua). Readers drop '_sc' from metadata.
 -- An entry whose key the SDK made for the call (nonce '*') and that needs no extra member
 -- has no '_sc': nobody else can hold its key, so there is no conflict to detect and no
 -- caller to tell a re-send from a replay (and the hot path keeps ~35 bytes per entry).
@@ -195,14 +202,22 @@ local function mark_opened(raw_balance)
   if raw_balance == false then redis.call('HSET', K_META, 'opened', '1') end
 end
 
--- Initialize inside the calling script: the starting credits and their entry.
+-- @lots: scripts.py puts lua/lots.lua here.
+
+-- Initialize inside the calling script: the starting credits, their entry and their lot
+-- (never expiring, priority 50).
 -- Unit order: XADD, meta mark, balance last.
 local function do_init(credits, base, reason)
+  lots_catch_up(base)
   local after = base + credits
-  local id, values = append('init', credits, after, 'initialize', APP, reason, '', '', '')
+  local opening = lots_opening(50, nil)
+  local id, values = append('init', credits, after, 'initialize', APP, reason, '', '', '',
+                            lots_meta(opening))
   redis.call('HSET', K_META, 'init', id)
+  lots_open(id, credits, 50, nil, 'init', base)
+  lots_apply()
   redis.call('SET', K_BAL, fmt(after))
-  return id, values, after
+  return id, values, after, opening
 end
 
 -- Holds: K_HOLDS maps hold id (its reserve entry's id) to 'state|amount|expires|action|app'
@@ -216,11 +231,16 @@ end
 -- Return an open hold's credits with an 'expire' entry and close it.
 -- Unit order: XADD, hold record, expiry zset, balance last.
 local function expire_hold(hid, amount, action, app)
-  local after = tonumber(redis.call('GET', K_BAL) or '0') + amount
-  append('expire', amount, after, action, app, 'hold expired', hid, '', '')
+  local bal = tonumber(redis.call('GET', K_BAL) or '0')
+  local back, lapsed = lots_give_back(lots_of_entry(hid), amount, 0)
+  local after = bal + amount
+  local l = lots_encode(back)
+  append('expire', amount, after, action, app, 'hold expired', hid, '', '', lots_meta(l))
+  lots_apply()
   redis.call('HSET', K_HOLDS, hid, 'E|' .. fmt(amount))
   redis.call('ZREM', K_HOLD_EXP, hid)
   redis.call('SET', K_BAL, fmt(after))
+  lots_lapse_all(lapsed, after)
 end
 
 -- Give back every hold past its ttl (up to `limit`); returns how many were due.
@@ -241,10 +261,14 @@ local function expire_due(limit)
 end
 
 -- The balance this script starts from, and whether it must initialize the account first.
--- Expired holds go back first, so a balance is never read with stale holds in it.
+-- Expired holds go back first, so a balance is never read with stale holds in it; lots
+-- first catch up with credits taken without them, and lots past their expiry lapse.
 local function current_balance()
-  expire_due(EXPIRE_BATCH)
   local raw = redis.call('GET', K_BAL)
+  lots_catch_up(tonumber(raw or '0'))
+  if expire_due(EXPIRE_BATCH) + lots_expire_due(LOT_EXPIRE_BATCH) > 0 then
+    raw = redis.call('GET', K_BAL)
+  end
   return tonumber(raw or '0'), raw
 end
 
@@ -259,9 +283,17 @@ local function apply_init_if_needed(needs_init, raw)
   if needs_init then do_init(DEFAULT_CREDITS, tonumber(raw or '0'), 'auto-initialize') end
 end
 
+-- Take `amount` for the script's own entry: the draws, as the entry's '_sc' member.
+local function draw_for_entry(amount)
+  local l = lots_encode(lots_draw(amount))
+  return ',"l":"' .. l .. '"', l
+end
+
 -- An open hold by id, after returning any that expired; or the refusal to reply with.
 local function open_hold(hid)
+  lots_catch_up(tonumber(redis.call('GET', K_BAL) or '0'))
   expire_due(EXPIRE_BATCH)
+  lots_expire_due(LOT_EXPIRE_BATCH)
   local rec = redis.call('HGET', K_HOLDS, hid)
   if not rec then return nil, {'hold_not_found', hid} end
   local state, amount, expires, action, app = parse_hold(rec)
@@ -279,10 +311,11 @@ end
 -- write the unit's other state, and set the balance last (see the write order above).
 -- `sc_extra` adds members to the entry's '_sc' (a reserve's expiry).
 local function commit(typ, delta, after, action, app, reason, ref, meta, derived, sc_extra)
-  local id, values = append(typ, delta, after, action, app, reason, ref, IDEM_KEY, meta,
-                            sc_meta(meta, sc_extra))
+  local stored = sc_meta(meta, sc_extra)
+  local id, values = append(typ, delta, after, action, app, reason, ref, IDEM_KEY, meta, stored)
   idem_record(id)
   if derived then derived(id) end
+  lots_apply()
   redis.call('SET', K_BAL, fmt(after))
-  return reply_entry(id, values, '0')
+  return reply_entry(id, values, '0', string.match(stored, '^{"_sc":{[^}]*"l":"([^"]*)"') or '')
 end

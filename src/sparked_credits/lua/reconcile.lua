@@ -1,7 +1,8 @@
 --: argv start sum count chunk mode scope
 --: keys refunds
 --: reply reconcile
--- reconcile one chunk of an account's ledger. KEYS[8] is the refunds hash.
+-- reconcile one chunk of an account's ledger. KEYS[11] is the refunds hash (after the
+-- shared ten: lots.lua takes 8 to 10).
 -- ARGV[9] start id (exclusive; '' = from the checkpoint, or for a full pass from the trim
 -- base / the start), ARGV[10] running sum, ARGV[11] running count, ARGV[12] chunk size,
 -- ARGV[13] 'check' or 'repair', ARGV[14] 'ckpt' (cheap: after the checkpoint) or 'full'.
@@ -25,7 +26,7 @@
 -- Replies: {'more', last_id, sum, count, read, rebuilt, duplicates} or
 -- {status, checkpoint_id, sum, count, read, rebuilt, duplicates, balance} with status
 -- 'ok', 'mismatch', 'stale' or 'repaired'.
-local K_REFUNDS = KEYS[8]
+local K_REFUNDS = KEYS[11]
 local start, sum, count = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local chunk, mode, full = tonumber(ARGV[12]), ARGV[13], ARGV[14] == 'full'
 local rebuild = full and mode == 'repair'

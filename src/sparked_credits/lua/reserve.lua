@@ -5,6 +5,7 @@
 -- is its reserve entry's id, and the entry's '_sc.x' keeps its expiry (so the full repair
 -- can rebuild an open hold from the ledger). ARGV[9] amount, ARGV[10] action, ARGV[11] ttl
 -- (ms), ARGV[12] reason, ARGV[13] metadata JSON.
+-- Draws from the lots like a debit ('_sc.l'); settle, release and expiry give back to them.
 -- Reply: the reserve entry, then the hold record (so a replay reports the hold's state).
 local replay = idem_lookup()
 if replay then
@@ -22,6 +23,6 @@ local reply = commit('reserve', -amount, bal - amount, ARGV[10], APP, ARGV[12], 
                      function(id)
                        redis.call('HSET', K_HOLDS, id, record)
                        redis.call('ZADD', K_HOLD_EXP, expires, id)
-                     end, ',"x":' .. fmt(expires))
+                     end, ',"x":' .. fmt(expires) .. draw_for_entry(amount))
 reply[#reply + 1] = record
 return reply

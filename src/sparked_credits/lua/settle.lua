@@ -18,8 +18,21 @@ if delta < 0 then
   if ARGV[11] ~= '1' then return {'overage', fmt(hold.amount), fmt(actual)} end
   if bal + delta < 0 then return {'insufficient', fmt(bal), fmt(-delta)} end
 end
-return commit('settle', delta, bal + delta, hold.action, hold.app, ARGV[12], hid, ARGV[13],
-              function()
-                redis.call('HSET', K_HOLDS, hid, 'S|' .. fmt(hold.amount) .. '|' .. fmt(actual))
-                redis.call('ZREM', K_HOLD_EXP, hid)
-              end)
+-- What is not kept goes back to the hold's lots, the last drawn first (the kept part is
+-- the head of its draws); an overage draws more in consumption order.
+local sc, lapsed = '', {}
+if delta > 0 then
+  local back
+  back, lapsed = lots_give_back(lots_of_entry(hid), delta, 0)
+  sc = ',"l":"' .. lots_encode(back) .. '"'
+elseif delta < 0 then
+  sc = draw_for_entry(-delta)
+end
+local reply = commit('settle', delta, bal + delta, hold.action, hold.app, ARGV[12], hid,
+                     ARGV[13], function()
+                       redis.call('HSET', K_HOLDS, hid,
+                                  'S|' .. fmt(hold.amount) .. '|' .. fmt(actual))
+                       redis.call('ZREM', K_HOLD_EXP, hid)
+                     end, sc)
+lots_lapse_all(lapsed, bal + delta)
+return reply

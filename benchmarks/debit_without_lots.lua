@@ -1,0 +1,292 @@
+-- The debit script as it was just before credit lots (the ledger-as-commit-record
+-- version), prelude included: the same-run baseline of benchmarks/bench_lots.py.
+-- Shared prelude, prepended to every mutation script (see scripts.py).
+--
+-- KEYS: 1 balance, 2 ledger stream, 3 account meta hash, 4 idempotency hash (current),
+--       5 idempotency hash (previous generation), 6 holds hash, 7 hold expiry zset;
+--       scripts may add their own after these.
+-- ARGV: 1 idempotency key, 2 fingerprint (what the operation is: never the app),
+--       3 idempotency retention (ms), 4 auto-initialize ('1'/'0'), 5 default credits, 6 app,
+--       7 call nonce ('' for maintenance; '*' when the key was made for this one call),
+--       8 legacy fingerprint (the earlier versions' one, which included the calling app; '' for none);
+--       scripts add their own from ARGV[9] on.
+--
+-- THE LEDGER IS THE COMMIT RECORD. Balance, idempotency records, hold records, the refunds
+-- hash and the meta marks are derived state, rebuilt from the entries by a full repair
+-- (reconcile.lua, mode 'full'). Redis 6.2/7.0 can replay a *prefix* of one script's writes
+-- after a power loss (a torn MULTI in the append-only file), so every script writes in
+-- units, each unit in this order:
+--   1. XADD the entry (it carries everything its effect needs: idempotency key in `idem`,
+--      hold/entry id in `ref`, fingerprint, call nonce and hold expiry in meta._sc);
+--   2. the idempotency record (so a retry after this point replays, never re-applies);
+--   3. the unit's other derived state (hold record and expiry, refunds hash, meta marks);
+--   4. SET the balance, LAST.
+-- A unit is: an expired hold's return (expire_hold), an initialization (do_init), the
+-- script's own effect (commit). Any prefix of a script therefore ends either between
+-- units (harmless: complete units only) or inside one unit after its XADD and before its
+-- SET: the balance then lags the ledger by that entry's delta, which the cheap
+-- checkpointed reconcile sees (balance ~= checkpoint sum + later deltas), and when the
+-- prefix surfaces below a checkpoint (Redis replays a torn MULTI merged into the next one
+-- after a second restart) the checkpoint's entry count no longer matches XLEN, which the
+-- cheap check also sees. Entries with delta 0 (close) whose mark is lost are harmless
+-- until the full repair restores the mark. A prefix that stops before a unit's XADD wrote
+-- nothing of that unit. The only writes before a unit's XADD are 'opened' (harmless).
+-- What no order can prevent: a retry that runs after a prefix "XADD only" and before the
+-- full repair applies the key again; the full repair finds the two entries with one key
+-- and compensates the one the record does not point at. Run the repair before traffic.
+--
+-- Only locals (a global poisons fakeredis for every later script), keys only via KEYS[],
+-- numbers leave the script as strings formatted with %d (tostring(1e15) gives '1e+15').
+if redis.replicate_commands then redis.replicate_commands() end
+
+local K_BAL, K_TXS, K_META, K_IDEM, K_IDEM_PREV = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_HOLDS, K_HOLD_EXP = KEYS[6], KEYS[7]
+local IDEM_KEY, FINGERPRINT, IDEM_TTL = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local AUTO_INIT, DEFAULT_CREDITS, APP = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6]
+local NONCE, LEGACY_FP = ARGV[7] or '', ARGV[8] or ''
+local MAX_CREDITS = 9007199254740991
+local BORN = ''  -- hash field holding a generation's birth time; idempotency keys are never ''
+local EXPIRE_BATCH = 16  -- expired holds returned per script call, to bound its work
+
+-- Server time in ms: hold expiry and key retention never trust a client's clock.
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fmt(n)
+  return string.format('%d', n)
+end
+
+-- Entry field names, in the order every entry is written (listpacks then store the names
+-- once per node). Replies carry the values only, in this order: {'ok', replayed, id, ...}.
+-- The set is the TypeScript SDK's; what only this SDK needs rides in meta under '_sc'.
+local FIELDS = {'type', 'delta', 'balance', 'action', 'app', 'reason', 'ref', 'idem', 'meta'}
+
+local function reply_entry(id, values, replayed)
+  return {'ok', replayed, id, values[1], values[2], values[3], values[4], values[5],
+          values[6], values[7], values[8], values[9]}
+end
+
+-- Values of a stored entry in FIELDS order, whatever order it was written in.
+local function entry_values(flat)
+  local by_name = {}
+  for i = 1, #flat, 2 do by_name[flat[i]] = flat[i + 1] end
+  local values = {}
+  for i = 1, #FIELDS do values[i] = by_name[FIELDS[i]] or '' end
+  return values
+end
+
+-- The entry's own record, first member of its meta JSON (so readers find it by a cheap
+-- anchored match, and the caller's metadata keeps its text after it):
+--   "_sc":{"f":"<fingerprint>"[,"n":"<call nonce>"][,"x":<hold expiry ms>]}
+-- f: what the operation was (idempotency conflicts, and rebuilding the record);
+-- n: the nonce of the call that applied it (a re-send of that call is not a replay);
+-- x: a reserve's expiry (rebuilding an open hold). Readers drop '_sc' from metadata.
+local function sc_meta(meta, extra)
+  local sc = '"_sc":{"f":"' .. FINGERPRINT .. '"'
+  if NONCE ~= '' and NONCE ~= '*' then sc = sc .. ',"n":"' .. NONCE .. '"' end
+  if extra then sc = sc .. extra end
+  sc = sc .. '}'
+  if meta == '' or meta == '{}' then return '{' .. sc .. '}' end
+  return '{' .. sc .. ',' .. string.sub(meta, 2)
+end
+
+-- (fingerprint, nonce, expiry) from a stored meta; nil fingerprint for an entry without
+-- '_sc' (written by an earlier version, or by the TypeScript SDK).
+local function sc_fields(meta)
+  local body = string.match(meta, '^{"_sc":{([^}]*)}')
+  if not body then return nil, nil, nil end
+  return string.match(body, '"f":"([^"]*)"'), string.match(body, '"n":"([^"]*)"'),
+         tonumber(string.match(body, '"x":(%d+)'))
+end
+
+-- Append one entry. The reply carries the caller's metadata; the stored meta adds '_sc'.
+local function append(typ, delta, after, action, app, reason, ref, idem, meta, stored_meta)
+  local values = {typ, fmt(delta), fmt(after), action, app, reason, ref, idem, meta}
+  local id = redis.call('XADD', K_TXS, '*', 'type', values[1], 'delta', values[2],
+                        'balance', values[3], 'action', action, 'app', app, 'reason', reason,
+                        'ref', ref, 'idem', idem, 'meta', stored_meta or meta)
+  return id, values
+end
+
+-- 'replayed' for a found entry: '0' when it was applied by this very call (the SDK's own
+-- re-send after a lost reply: redis-py's or the backend's retry), '1' otherwise.
+local function replayed_flag(nonce)
+  if NONCE == '*' or (NONCE ~= '' and nonce == NONCE) then return '0' end
+  return '1'
+end
+
+-- A replay returns the first call's entry; the same key with other parameters is a
+-- conflict. The record is 'legacy fingerprint|entry id' (the format earlier readers parse,
+-- so a rolling upgrade replays both ways); the entry's own '_sc.f' is what is compared,
+-- and the record's fingerprint only for an entry without '_sc' (written by an earlier version).
+local function idem_lookup()
+  local rec = redis.call('HGET', K_IDEM, IDEM_KEY)
+  if not rec then rec = redis.call('HGET', K_IDEM_PREV, IDEM_KEY) end
+  if not rec then return nil end
+  local sep = string.find(rec, '|', 1, true)
+  local rec_fp = string.sub(rec, 1, sep - 1)
+  local id = string.sub(rec, sep + 1)
+  local found = redis.call('XRANGE', K_TXS, id, id)
+  if #found == 0 then
+    if rec_fp ~= LEGACY_FP and rec_fp ~= FINGERPRINT then return {'conflict'} end
+    return {'replay_gone', id}
+  end
+  local values = entry_values(found[1][2])
+  local fp, nonce = sc_fields(values[9])
+  if fp then
+    if fp ~= FINGERPRINT then return {'conflict'} end
+  elseif rec_fp ~= LEGACY_FP or LEGACY_FP == '' then
+    return {'conflict'}
+  end
+  return reply_entry(found[1][1], values, replayed_flag(nonce))
+end
+
+-- Record the key with its outcome. Two generations of one hash per account: the current
+-- one is renamed to previous once it is IDEM_TTL old, and lookups read both, so a key lives
+-- at least IDEM_TTL and at most twice that, without one Redis key (and expiry) per call.
+-- A torn rotation loses at most records the full repair rebuilds from the ledger.
+local function idem_record_as(key, fp, id)
+  local now = NOW
+  local born = redis.call('HGET', K_IDEM, BORN)
+  if born and now - tonumber(born) >= IDEM_TTL then
+    redis.call('UNLINK', K_IDEM_PREV)
+    redis.call('RENAME', K_IDEM, K_IDEM_PREV)
+    redis.call('PEXPIRE', K_IDEM_PREV, IDEM_TTL)
+    born = nil
+  end
+  if not born then
+    redis.call('HSET', K_IDEM, BORN, fmt(now))
+    redis.call('PEXPIRE', K_IDEM, 2 * IDEM_TTL)
+  end
+  redis.call('HSET', K_IDEM, key, fp .. '|' .. id)
+end
+
+local function idem_record(id)
+  idem_record_as(IDEM_KEY, LEGACY_FP, id)
+end
+
+-- An account is initialized when its meta hash says so, or when it has a balance written
+-- by the TypeScript SDK (a balance key and no meta hash). A credit that reaches an account
+-- before its init marks the meta hash, so the later init still grants the starting credits.
+-- A closed account counts as initialized: it never gets starting credits again (not from a
+-- user.created that Svix delivers after user.deleted, not from auto-initialize).
+local function is_initialized(raw_balance)
+  local marks = redis.call('HMGET', K_META, 'init', 'closed')
+  if marks[1] or marks[2] then return true end
+  return raw_balance ~= false and redis.call('EXISTS', K_META) == 0
+end
+
+-- A closed account (close.lua) takes no new debits or reservations; 'closed' holds the id
+-- of its close entry.
+local function is_closed()
+  return redis.call('HEXISTS', K_META, 'closed') == 1
+end
+
+local function mark_opened(raw_balance)
+  if raw_balance == false then redis.call('HSET', K_META, 'opened', '1') end
+end
+
+-- Initialize inside the calling script: the starting credits and their entry.
+-- Unit order: XADD, meta mark, balance last.
+local function do_init(credits, base, reason)
+  local after = base + credits
+  local id, values = append('init', credits, after, 'initialize', APP, reason, '', '', '')
+  redis.call('HSET', K_META, 'init', id)
+  redis.call('SET', K_BAL, fmt(after))
+  return id, values, after
+end
+
+-- Holds: K_HOLDS maps hold id (its reserve entry's id) to 'state|amount|expires|action|app'
+-- for an open hold (state 'O'); a closed one keeps 'S|amount|captured' (settled),
+-- 'R|amount' (released) or 'E|amount' (expired), so a late settle can say what happened.
+-- K_HOLD_EXP scores open holds by expiry time.
+local function parse_hold(rec)
+  return string.match(rec, '^(%a)|(%d+)|?(%d*)|?([^|]*)|?(.*)$')
+end
+
+-- Return an open hold's credits with an 'expire' entry and close it.
+-- Unit order: XADD, hold record, expiry zset, balance last.
+local function expire_hold(hid, amount, action, app)
+  local after = tonumber(redis.call('GET', K_BAL) or '0') + amount
+  append('expire', amount, after, action, app, 'hold expired', hid, '', '')
+  redis.call('HSET', K_HOLDS, hid, 'E|' .. fmt(amount))
+  redis.call('ZREM', K_HOLD_EXP, hid)
+  redis.call('SET', K_BAL, fmt(after))
+end
+
+-- Give back every hold past its ttl (up to `limit`); returns how many were due.
+local function expire_due(limit)
+  local due = redis.call('ZRANGEBYSCORE', K_HOLD_EXP, '-inf', NOW, 'LIMIT', 0, limit)
+  for i = 1, #due do
+    local hid = due[i]
+    local rec = redis.call('HGET', K_HOLDS, hid)
+    local state, amount, _, action, app
+    if rec then state, amount, _, action, app = parse_hold(rec) end
+    if state == 'O' then
+      expire_hold(hid, tonumber(amount), action, app)
+    else
+      redis.call('ZREM', K_HOLD_EXP, hid)
+    end
+  end
+  return #due
+end
+
+-- The balance this script starts from, and whether it must initialize the account first.
+-- Expired holds go back first, so a balance is never read with stale holds in it.
+local function current_balance()
+  expire_due(EXPIRE_BATCH)
+  local raw = redis.call('GET', K_BAL)
+  return tonumber(raw or '0'), raw
+end
+
+local function load_balance()
+  local bal, raw = current_balance()
+  local needs_init = AUTO_INIT and not is_initialized(raw)
+  if needs_init then bal = bal + DEFAULT_CREDITS end
+  return bal, needs_init, raw
+end
+
+local function apply_init_if_needed(needs_init, raw)
+  if needs_init then do_init(DEFAULT_CREDITS, tonumber(raw or '0'), 'auto-initialize') end
+end
+
+-- An open hold by id, after returning any that expired; or the refusal to reply with.
+local function open_hold(hid)
+  expire_due(EXPIRE_BATCH)
+  local rec = redis.call('HGET', K_HOLDS, hid)
+  if not rec then return nil, {'hold_not_found', hid} end
+  local state, amount, expires, action, app = parse_hold(rec)
+  if state == 'O' and tonumber(expires) <= NOW then
+    -- Due, but beyond this call's expiry batch: expire it now, like the sweep would.
+    expire_hold(hid, tonumber(amount), action, app)
+    state = 'E'
+  end
+  if state == 'E' then return nil, {'hold_expired', hid} end
+  if state ~= 'O' then return nil, {'hold_closed', hid, state} end
+  return {amount = tonumber(amount), action = action, app = app}, nil
+end
+
+-- The script's own unit: append the entry, record the idempotency key, let `derived(id)`
+-- write the unit's other state, and set the balance last (see the write order above).
+-- `sc_extra` adds members to the entry's '_sc' (a reserve's expiry).
+local function commit(typ, delta, after, action, app, reason, ref, meta, derived, sc_extra)
+  local id, values = append(typ, delta, after, action, app, reason, ref, IDEM_KEY, meta,
+                            sc_meta(meta, sc_extra))
+  idem_record(id)
+  if derived then derived(id) end
+  redis.call('SET', K_BAL, fmt(after))
+  return reply_entry(id, values, '0')
+end
+
+-- debit: ARGV[9] amount, ARGV[10] action, ARGV[11] reason, ARGV[12] metadata JSON.
+local replay = idem_lookup()
+if replay then return replay end
+if is_closed() then return {'closed'} end
+local amount = tonumber(ARGV[9])
+local bal, needs_init, raw = load_balance()
+if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
+apply_init_if_needed(needs_init, raw)
+return commit('debit', -amount, bal - amount, ARGV[10], APP, ARGV[11], '', ARGV[12])

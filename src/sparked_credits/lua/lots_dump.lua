@@ -1,0 +1,18 @@
+--: reply lots
+-- lots_dump: every lot record of an account, and the members of its two lot indexes, for
+-- the full reconcile to compare with the lots the ledger implies. Reply {'lots', last entry
+-- id ('' = empty ledger), trimmed ('1'/'0'), n, id, record, ... (n pairs, the '' field with
+-- the tracked sum among them), m, order member..., expiry member...} (m order members).
+local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
+local out = {'lots', '', '0'}
+if #last > 0 then out[2] = last[1][1] end
+if redis.call('HEXISTS', K_META, 'base_id') == 1 then out[3] = '1' end
+local all = redis.call('HGETALL', K_LOTS)
+out[4] = fmt(#all / 2)
+for i = 1, #all do out[#out + 1] = all[i] end
+local order = redis.call('ZRANGE', K_LOTQ, 0, -1)
+out[#out + 1] = fmt(#order)
+for i = 1, #order do out[#out + 1] = order[i] end
+local expiry = redis.call('ZRANGE', K_LOTEXP, 0, -1)
+for i = 1, #expiry do out[#out + 1] = expiry[i] end
+return out
