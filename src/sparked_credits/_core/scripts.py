@@ -4,11 +4,17 @@ Each mutation is one script file under ``lua/``; the shared helpers live in
 ``lua/prelude.lua`` (with the credit-lot functions of ``lua/lots.lua`` at its ``@lots``
 line) and are prepended at load time, so every script sent to Redis is
 self-contained and its SHA1 is known before the first call (EVALSHA first, EVAL on NOSCRIPT).
+
+Each script carries only the prelude functions it reaches (``_prune``): Redis runs a
+script's whole chunk on every call, and every ``local function`` in it is a closure made
+anew each time, so unused helpers are per-call cost (about a third of the prelude's time
+on a debit, measured in BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -50,8 +56,38 @@ def _prelude() -> str:
     return prelude.replace(_LOTS_MARK, _read("lots") + "\n")
 
 
+# A top-level function of the prelude: 'local function name(' at column 0 up to the first
+# line that is exactly 'end' (the prelude's style; nested functions are indented).
+_FUNCTION = re.compile(r"^local function (\w+)\(.*?^end\n", re.M | re.S)
+_NAME = re.compile(r"[A-Za-z_]\w*")
+_COMMENT = re.compile(r"--[^\n]*")
+
+
+def _names(code: str) -> set[str]:
+    """Every identifier-like word of `code` outside comments (strings included: a name
+    seen too many times only keeps a function, never drops one)."""
+    return set(_NAME.findall(_COMMENT.sub("", code)))
+
+
+def _prune(prelude: str, body: str) -> str:
+    """The prelude without the top-level functions `body` does not reach, directly or
+    through the kept code. Everything that is not such a function stays as written, in
+    order, so what remains behaves exactly as the whole prelude does for this script."""
+    functions = {m.group(1): m for m in _FUNCTION.finditer(prelude)}
+    rest = _FUNCTION.sub("", prelude)
+    wanted: set[str] = set()
+    todo = _names(body) | _names(rest)
+    while todo:
+        name = todo.pop()
+        if name in functions and name not in wanted:
+            wanted.add(name)
+            todo |= _names(functions[name].group(0))
+    return _FUNCTION.sub(lambda m: m.group(0) if m.group(1) in wanted else "", prelude)
+
+
 def _load(name: str) -> Script:
-    return Script(name=name, source=_PRELUDE + "\n" + _read(name))
+    body = _read(name)
+    return Script(name=name, source=_prune(_PRELUDE, body) + "\n" + body)
 
 
 _PRELUDE = _prelude()

@@ -85,6 +85,7 @@ end
 local function lot_change(lot, n)
   if lot.remaining == 0 and n > 0 then lot_reopened = true end
   lot.remaining = lot.remaining + n
+  lot.rec = nil
   lot_tracked = lots_tracked() + n
   if not lot.dirty then
     lot.dirty = true
@@ -115,14 +116,18 @@ local function lots_apply()
   local recheck_soonest = lot_soonest == false
   for i = 1, #lot_dirty do
     local lot = lot_dirty[i]
+    local rec = lot_record(lot)
+    lot.rec = rec  -- the record as written, reused for the summary's head copy
     args[#args + 1] = lot.id
-    args[#args + 1] = lot_record(lot)
+    args[#args + 1] = rec
     if lot.remaining > 0 then
       if lot.was == 0 then
         redis.call('ZADD', K_LOTQ, lot_score(lot), lot.id)
         if lot.expires then redis.call('ZADD', K_LOTEXP, lot.expires, lot.id) end
       end
-      if not recheck_head and (head == nil or lot_before(lot, head)) then head = lot end
+      if not recheck_head and lot ~= head and (head == nil or lot_before(lot, head)) then
+        head = lot
+      end
       if lot.expires and not recheck_soonest and
          (lot_soonest == nil or lot.expires < lot_soonest) then
         lot_soonest = lot.expires
@@ -148,7 +153,7 @@ local function lots_apply()
   end
   lot_head = head and head.id or nil
   args[4] = fmt(lot_tracked) .. '|' .. (lot_soonest and fmt(lot_soonest) or '') .. '|' ..
-            (head and (head.id .. '|' .. lot_record(head)) or '')
+            (head and (head.id .. '|' .. (head.rec or lot_record(head))) or '')
   redis.call(unpack(args))
   lot_dirty = {}
   lot_reopened = false

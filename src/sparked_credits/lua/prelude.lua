@@ -133,8 +133,14 @@ end
 -- and the record's fingerprint only for an entry without '_sc' (an SDK-made key, or an
 -- entry of an earlier version). A record the full repair rebuilt for an entry without
 -- '_sc' says '*': any parameters replay (a repeat is never applied twice).
+-- The current generation's birth time is read with the key (one HMGET, not two reads) and
+-- kept for idem_record_as: a string, false (none), nil (not read yet).
+local idem_born = nil
+
 local function idem_lookup()
-  local rec = redis.call('HGET', K_IDEM, IDEM_KEY)
+  local got = redis.call('HMGET', K_IDEM, IDEM_KEY, BORN)
+  local rec = got[1]
+  idem_born = got[2]
   if not rec then rec = redis.call('HGET', K_IDEM_PREV, IDEM_KEY) end
   if not rec then return nil end
   local sep = string.find(rec, '|', 1, true)
@@ -163,7 +169,8 @@ end
 -- A torn rotation loses at most records the full repair rebuilds from the ledger.
 local function idem_record_as(key, fp, id)
   local now = NOW
-  local born = redis.call('HGET', K_IDEM, BORN)
+  local born = idem_born
+  if born == nil then born = redis.call('HGET', K_IDEM, BORN) end
   if born and now - tonumber(born) >= IDEM_TTL then
     redis.call('UNLINK', K_IDEM_PREV)
     redis.call('RENAME', K_IDEM, K_IDEM_PREV)
@@ -173,7 +180,9 @@ local function idem_record_as(key, fp, id)
   if not born then
     redis.call('HSET', K_IDEM, BORN, fmt(now))
     redis.call('PEXPIRE', K_IDEM, 2 * IDEM_TTL)
+    born = fmt(now)
   end
+  idem_born = born
   redis.call('HSET', K_IDEM, key, fp .. '|' .. id)
 end
 
@@ -186,8 +195,17 @@ end
 -- before its init marks the meta hash, so the later init still grants the starting credits.
 -- A closed account counts as initialized: it never gets starting credits again (not from a
 -- user.created that Svix delivers after user.deleted, not from auto-initialize).
+-- The 'init' and 'closed' marks are read once per script (is_closed, then is_initialized,
+-- in one HMGET) and kept up to date by do_init, the only prelude code that writes them.
+local meta_marks = nil
+
+local function read_marks()
+  if not meta_marks then meta_marks = redis.call('HMGET', K_META, 'init', 'closed') end
+  return meta_marks
+end
+
 local function is_initialized(raw_balance)
-  local marks = redis.call('HMGET', K_META, 'init', 'closed')
+  local marks = read_marks()
   if marks[1] or marks[2] then return true end
   return raw_balance ~= false and redis.call('EXISTS', K_META) == 0
 end
@@ -195,7 +213,7 @@ end
 -- A closed account (close.lua) takes no new debits or reservations; 'closed' holds the id
 -- of its close entry.
 local function is_closed()
-  return redis.call('HEXISTS', K_META, 'closed') == 1
+  return read_marks()[2] ~= false
 end
 
 local function mark_opened(raw_balance)
@@ -214,6 +232,7 @@ local function do_init(credits, base, reason)
   local id, values = append('init', credits, after, 'initialize', APP, reason, '', '', '',
                             lots_meta(opening))
   redis.call('HSET', K_META, 'init', id)
+  if meta_marks then meta_marks[1] = id end
   lots_open(id, credits, 50, nil, 'init', base)
   lots_apply()
   redis.call('SET', K_BAL, fmt(after))
@@ -309,13 +328,16 @@ end
 
 -- The script's own unit: append the entry, record the idempotency key, let `derived(id)`
 -- write the unit's other state, and set the balance last (see the write order above).
--- `sc_extra` adds members to the entry's '_sc' (a reserve's expiry).
-local function commit(typ, delta, after, action, app, reason, ref, meta, derived, sc_extra)
+-- `sc_extra` adds members to the entry's '_sc' (a reserve's expiry); `lots`, when given,
+-- is the lots record it holds (draw_for_entry's second value), else it is read back.
+local function commit(typ, delta, after, action, app, reason, ref, meta, derived, sc_extra,
+                      lots)
   local stored = sc_meta(meta, sc_extra)
   local id, values = append(typ, delta, after, action, app, reason, ref, IDEM_KEY, meta, stored)
   idem_record(id)
   if derived then derived(id) end
   lots_apply()
   redis.call('SET', K_BAL, fmt(after))
-  return reply_entry(id, values, '0', string.match(stored, '^{"_sc":{[^}]*"l":"([^"]*)"') or '')
+  return reply_entry(id, values, '0',
+                     lots or string.match(stored, '^{"_sc":{[^}]*"l":"([^"]*)"') or '')
 end
