@@ -32,7 +32,7 @@ def sdk_block(text: str, redis_url: str) -> str:
 
 def test_sdk_blocks(redis_url: str) -> None:
     ns: dict[str, Any] = {}
-    exec(sdk_block("credits.initialize_user(\"user_2abc\")", redis_url), ns)
+    exec(sdk_block("# once per account, ever: a webhook retry changes nothing", redis_url), ns)
     assert ns["result"].balance == 90
     credits = ns["credits"]
     async_block = sdk_block("async with AsyncCreditsClient", redis_url)
