@@ -84,10 +84,9 @@ def test_one_decoder_for_replies_and_stream_entries(values: tuple[str, ...], sha
     """A script's reply and the same entry read back by XRANGE decode to equal entries,
     whether the client gave bytes or str; an unknown type is kept as its text."""
     from sparked_credits._core import decoding
-    from sparked_credits._core.protocol import Context
 
     reply = shape(["ok", "0", "1700000000000-5", *values])
-    result = decoding.mutation_decoder(Context("user_1"))(reply)
+    result = decoding.mutation_decoder("user_1")(reply)
     flat = [x for pair in zip(FIELDS, values, strict=True) for x in pair]
     read = decoding.entry_from_fields(shape("1700000000000-5"), shape(flat))
     reordered = decoding.entry_from_fields(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
@@ -29,6 +30,7 @@ _ENTRY_TYPES: dict[Any, EntryType] = {
 }
 
 __all__ = [
+    "decode_mutation",
     "entry_from_fields",
     "entry_from_values",
     "entry_type",
@@ -152,25 +154,42 @@ def script_error(status: str, raw: Sequence[Any], context: Context) -> CreditsEr
     return refusal(status, raw[1:], context)
 
 
-def mutation_decoder(context: Context) -> Callable[[Any], MutationResult]:
-    """Decode a mutation's reply: ``{'ok', replayed, id, nine values, lots}`` or a
-    refusal."""
-    account = context.account
+def decode_mutation(
+    account: str,
+    action: str | None,
+    entry_id: str | None,
+    idempotency_key: str | None,
+    amount_field: str,
+    raw: Sequence[Any],
+) -> MutationResult:
+    """A mutation's reply, ``{'ok', replayed, id, nine values, lots}``, as its result, or
+    a refusal as its typed error. The call's context comes as plain arguments (bound with
+    ``functools.partial`` by :func:`mutation_decoder`) and becomes a Context only for a
+    refusal: every debit makes a decoder, few of them refuse."""
+    status = raw[0]
+    if status != b"ok" and status != "ok":
+        context = Context(account, action, entry_id, idempotency_key, amount_field)
+        raise script_error(text(status), raw, context)
+    return MutationResult.model_validate(
+        {
+            "account": account,
+            "balance": raw[5],
+            "entry": _entry_dict(raw[2], raw[3:12], raw[12] if len(raw) > 12 else None),
+            "replayed": raw[1] == b"1" or raw[1] == "1",
+        }
+    )
 
-    def decode(raw: Sequence[Any]) -> MutationResult:
-        status = raw[0]
-        if status != b"ok" and status != "ok":
-            raise script_error(text(status), raw, context)
-        return MutationResult.model_validate(
-            {
-                "account": account,
-                "balance": raw[5],
-                "entry": _entry_dict(raw[2], raw[3:12], raw[12] if len(raw) > 12 else None),
-                "replayed": raw[1] == b"1" or raw[1] == "1",
-            }
-        )
 
-    return decode
+def mutation_decoder(
+    account: str,
+    action: str | None = None,
+    entry_id: str | None = None,
+    idempotency_key: str | None = None,
+    amount_field: str = "amount",
+) -> Callable[[Any], MutationResult]:
+    """The decoder of one mutation call (see decode_mutation): a partial, which costs a
+    third of a closure over a Context to make."""
+    return partial(decode_mutation, account, action, entry_id, idempotency_key, amount_field)
 
 
 _HOLD_STATES = {

@@ -211,7 +211,7 @@ class Operations:
         return Operation(
             name=spec.operation,
             request=call,
-            decode=mutation_decoder(Context(account, action, entry_id, key, amount_field)),
+            decode=mutation_decoder(account, action, entry_id, key, amount_field),
             idempotency_key=key,
         )
 
@@ -283,7 +283,7 @@ class Operations:
                 return Operation(
                     "debit",
                     ScriptCall(script, keys, (key, *head, nonce, *tail)),
-                    mutation_decoder(Context(account, action, None, key)),
+                    mutation_decoder(account, action, None, key),
                     key,
                 )
         account = v.account(account)
