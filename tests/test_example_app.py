@@ -11,9 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -26,7 +23,8 @@ import redis
 from svix.webhooks import Webhook
 
 from clerk_keys import ORIGIN, KeyPair
-from redis_servers import RedisServer, free_port
+from redis_servers import RedisServer
+from uvicorn_process import UvicornProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -35,49 +33,11 @@ TRAIN_SECRET = "train-" + os.urandom(8).hex()
 ADMIN = "user_admin"
 
 
-class Server:
+class Server(UvicornProcess):
     """One example-app process (uvicorn) on a free loopback port."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed by stop())
-        self.proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "uvicorn", "--factory", "credits_app:create_app",
-                "--app-dir", str(ROOT / "examples"), "--host", "127.0.0.1",
-                "--port", str(self.port), "--log-level", "warning",
-            ],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"example app exited:\n{self.output()}")
-            try:
-                httpx.get(self.url + "/openapi.json", timeout=0.5)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError(f"example app did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        super().__init__("credits_app:create_app", ROOT / "examples", env, "example app")
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,62 +25,23 @@ import pytest
 import redis
 
 from clerk_keys import KeyPair
-
-try:  # the test servers' helpers, wherever this checkout keeps them
-    from redis_servers import free_port
-except ImportError:
-    from redis_servers import free_port
+from uvicorn_process import UvicornProcess
 
 HERE = Path(__file__).resolve().parent
 KEYS = KeyPair("ins_worker")
 USER = "user_worker"
 
 
-class Worker:
+class Worker(UvicornProcess):
     """One request_worker process on a free loopback port."""
 
     def __init__(self, redis_url: str, **env: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115  (closed by stop())
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "request_worker:create_app",
-             "--app-dir", str(HERE), "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"],
-            env={**os.environ, "REDIS_URL": redis_url, "WORKER_JWT_KEY": KEYS.public_pem,
-                 **env},
-            stdout=self._log, stderr=subprocess.STDOUT,
+        super().__init__(
+            "request_worker:create_app",
+            HERE,
+            {**os.environ, "REDIS_URL": redis_url, "WORKER_JWT_KEY": KEYS.public_pem, **env},
+            "worker",
         )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited:\n{self.output()}")
-            try:
-                httpx.get(self.url + "/openapi.json", timeout=0.5)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError(f"worker did not start:\n{self.output()}")
-
-    def output(self) -> str:
-        self._log.seek(0)
-        return self._log.read().decode(errors="replace")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 @pytest.fixture
