@@ -43,10 +43,13 @@ do
       if left > 0 and (head_exp == '' or (soonest ~= '' and tonumber(head_exp) >= tonumber(soonest))) then
         local after = bal - amount
         local l = head .. ":" .. string.format("%d", amount)
-        local sc = '"_sc":{"f":"' .. ARGV[2] .. '"'
+        local sc = '"_sc":{'
         local nonce = ARGV[7] or ''
-        if nonce ~= '' and nonce ~= '*' then sc = sc .. ',"n":"' .. nonce .. '"' end
-        sc = sc .. ',"l":"' .. l .. '"}'
+        if nonce ~= '*' then
+          sc = sc .. '"f":"' .. ARGV[2] .. '",'
+          if nonce ~= '' then sc = sc .. '"n":"' .. nonce .. '",' end
+        end
+        sc = sc .. '"l":"' .. l .. '"}'
         local meta = ARGV[12]
         local stored
         if meta == '' or meta == '{}' then stored = '{' .. sc .. '}'
