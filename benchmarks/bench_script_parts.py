@@ -7,7 +7,9 @@ this process to one CPU, SLOWLOG on for every command, and these scripts called 
 EVALSHA with the KEYS/ARGV the SDK builds, round by round:
 
 * ``no lots``: the debit script just before credit lots (benchmarks/debit_without_lots.lua);
-* ``1 lot``: this version's debit script on a 1-lot account;
+* ``1 lot``: this version's debit script on a 1-lot account (its ``-- @fast`` block
+  takes this case before the prelude);
+* ``1 lot, general path``: the same script without its fast block (scripts.general_only);
 * ``prelude, no lots`` / ``prelude, 1 lot``: each script's prelude alone (its body replaced
   by ``return 1``): the per-call cost of defining the helpers (one closure per
   ``local function``, made anew on every call) plus TIME;
@@ -29,6 +31,7 @@ from pathlib import Path
 import redis
 
 from sparked_credits import CreditsClient
+from sparked_credits._core.scripts import general_only
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -57,15 +60,17 @@ def bench_line(binary: str, name: str, n: int, rounds: int) -> None:
         keys, tail = list(new.keys), list(new.args[1:])
         old_keys, old_tail = list(old.keys)[:7], list(old.args[1:])
         source = new.script.source
+        general = general_only("debit").source
         scripts = {
             "no lots": (WITHOUT_LOTS, old_keys, old_tail),
             "1 lot": (source, keys, tail),
+            "1 lot, general path": (general, keys, tail),
             "prelude, no lots": (
                 _prelude_only(WITHOUT_LOTS, "-- debit: ARGV[9]"),
                 old_keys,
                 old_tail,
             ),
-            "prelude, 1 lot": (_prelude_only(source, "--: argv"), keys, tail),
+            "prelude, 1 lot": (_prelude_only(general, "--: argv"), keys, tail),
             "empty": ("return 1", keys, tail),
         }
         shas = {label: raw.script_load(s[0]) for label, s in scripts.items()}
@@ -89,10 +94,10 @@ def bench_line(binary: str, name: str, n: int, rounds: int) -> None:
         for label, d in durations.items():
             p10 = statistics.quantiles(d, n=10)[0]
             print(
-                f"  {label:<18} p10 {p10:5.1f} µs  median {statistics.median(d):5.1f} µs"
+                f"  {label:<20} p10 {p10:5.1f} µs  median {statistics.median(d):5.1f} µs"
                 f"  (p10 / no lots {p10 / base:.2f})"
             )
-        for label in ("no lots", "1 lot"):
+        for label in ("no lots", "1 lot", "1 lot, general path"):
             _, k, t = scripts[label]
             raw.config_resetstat()
             for _ in range(n):

@@ -84,19 +84,26 @@ end
 
 -- The entry's own record, first member of its meta JSON (so readers find it by a cheap
 -- anchored match, and the caller's metadata keeps its text after it):
---   "_sc":{"f":"<fingerprint>"[,"n":"<call nonce>"][,"x":<hold expiry ms>]}
+--   "_sc":{"f":"<fingerprint>"[,"n":"<call nonce>"][,"x":<hold expiry ms>][,"l":"<lots>"]}
 -- f: what the operation was (idempotency conflicts, and rebuilding the record);
 -- n: the nonce of the call that applied it (a re-send of that call is not a replay);
 -- x: a reserve's expiry (rebuilding an open hold); l: the credit lots the entry opened,
 -- drew from or gave back to (lots.lua). Readers drop '_sc' from metadata.
--- An entry whose key the SDK made for the call (nonce '*') and that needs no extra member
--- has no '_sc': nobody else can hold its key, so there is no conflict to detect and no
--- caller to tell a re-send from a replay (and the hot path keeps ~35 bytes per entry).
+-- An entry whose key the SDK made for the call (nonce '*') has no 'f' and no 'n' (and no
+-- '_sc' at all when it needs no extra member): nobody else can hold its key, so there is
+-- no conflict to detect and no caller to tell a re-send from a replay (the record's legacy
+-- fingerprint still guards the SDK's own re-send), and the hot path keeps ~30 bytes per
+-- entry.
 local function sc_meta(meta, extra)
-  if NONCE == '*' and not extra then return meta end
-  local sc = '"_sc":{"f":"' .. FINGERPRINT .. '"'
-  if NONCE ~= '' and NONCE ~= '*' then sc = sc .. ',"n":"' .. NONCE .. '"' end
-  if extra then sc = sc .. extra end
+  local sc
+  if NONCE == '*' then
+    if not extra then return meta end
+    sc = '"_sc":{' .. string.sub(extra, 2)
+  else
+    sc = '"_sc":{"f":"' .. FINGERPRINT .. '"'
+    if NONCE ~= '' then sc = sc .. ',"n":"' .. NONCE .. '"' end
+    if extra then sc = sc .. extra end
+  end
   sc = sc .. '}'
   if meta == '' or meta == '{}' then return '{' .. sc .. '}' end
   return '{' .. sc .. ',' .. string.sub(meta, 2)
