@@ -28,6 +28,7 @@ import pytest
 import redis
 
 import aof
+import block_sums
 from redis_servers import RedisServer
 from sparked_credits import CreditsClient, CreditsError, Hold, MutationResult
 
@@ -267,45 +268,10 @@ def check_derived_state(raw: redis.Redis) -> None:
     check_blocks(raw)
 
 
-BLOCK = 1024
 
-
-def check_blocks(raw: redis.Redis, key: str = K_META, ledger: str = K_TXS) -> None:
-    """The block sums (prelude.lua, ledger_block_add) recomputed from the ledger: n counts
-    every entry (trimmed ones too); each block field that covers only entries still in
-    the stream holds their sum; the folded base, the blocks and the open block add up to
-    the ledger's sum."""
-    meta = {k.decode(): v.decode() for k, v in raw.hgetall(key).items()}
-    base_sum, base_count = int(meta.get("base_sum", 0)), int(meta.get("base_count", 0))
-    deltas = [int(f[b"delta"]) for _, f in raw.xrange(ledger)]
-    n = int(meta["n"])
-    assert n == base_count + len(deltas), "n does not count every entry"
-    folded, folded_n = int(meta.get("bf", 0)), int(meta.get("bfn", 0))
-    assert 0 <= folded_n <= n
-    by_ordinal = {base_count + i + 1: d for i, d in enumerate(deltas)}
-
-    def known(first: int, last: int) -> int | None:
-        """Sum of ordinals first..last, when none of them was trimmed."""
-        if first <= base_count:
-            return None
-        return sum(by_ordinal[o] for o in range(first, last + 1))
-
-    total = folded
-    lowest = max(folded_n, 0) // BLOCK
-    for k in range(lowest, n // BLOCK):
-        value = int(meta[f"b:{k}"])
-        expect = known(max(k * BLOCK, folded_n) + 1, (k + 1) * BLOCK)
-        assert expect is None or value == expect, f"block {k}: {value} != {expect}"
-        total += value
-    open_sum = int(meta.get("bo", 0))
-    expect = known(max(n // BLOCK * BLOCK, folded_n) + 1, n)
-    assert expect is None or open_sum == expect, f"open block: {open_sum} != {expect}"
-    total += open_sum
-    if folded_n >= base_count:
-        assert folded == base_sum + sum(by_ordinal[o] for o in range(base_count + 1,
-                                                                      folded_n + 1))
-    assert total == base_sum + sum(deltas), "the block sums do not add up to the ledger"
-
+def check_blocks(raw: redis.Redis) -> None:
+    meta = {k.decode(): v.decode() for k, v in raw.hgetall(K_META).items()}
+    block_sums.check_blocks(meta, [int(f[b"delta"]) for _, f in raw.xrange(K_TXS)])
 
 def _commit_id(writes: list[aof.Command], key: str) -> str | None:
     """The id of the entry the script wrote for ``key``, if its XADD is in ``writes``."""
