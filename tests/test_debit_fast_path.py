@@ -189,6 +189,12 @@ def test_fast_block_writes_what_the_general_path_writes(twins: Twins) -> None:
     t.debit(4, key="caller-key-1")  # replay: general
     t.debit(5, key="caller-key-1")  # conflict: general
     t.debit(10**6)  # insufficient, answered by the fast block
+    # A block of 1024 entries closes (block sums, prelude.lua): n moved near the boundary.
+    for account in (A, B):
+        t.raw.hset(t._keys(account)[2], "n", 1022)
+    t.debit(1)
+    t.debit(1)  # the 1024th entry: closes block 0
+    t.debit(1)
     # Lots: a promotional lot first in order, with an expiry.
     expiry = _in(60_000)
     t.both(lambda a: t.client.credit(a, 30, source="promo", expires_at=expiry, priority=10))

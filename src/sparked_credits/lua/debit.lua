@@ -11,7 +11,8 @@
 -- every call and each prelude `local function` is a closure made anew each time; this
 -- block runs first, reads what decides the case, and when it is the common one writes
 -- exactly what the general path below writes (same entry, same records, same order: the
--- entry, the idempotency record, the lot and the lots summary, the balance last) and
+-- entry, its block sums, the idempotency record, the lot and the lots summary, the
+-- balance last) and
 -- returns. Anything else falls through, having written nothing, to the general path.
 -- tests/test_debit_fast_path.py runs both on the same histories and compares every key.
 do
@@ -23,7 +24,8 @@ do
   local born = tonumber(got[2])
   local fast = not got[1] and born and now - born < tonumber(ARGV[3])
   if fast then fast = not redis.call('HGET', KEYS[5], key) end
-  local marks = fast and redis.call('HMGET', KEYS[3], 'init', 'closed')
+  -- The init/closed marks and the block sums' 'n' and 'bo' (prelude.lua) in one read.
+  local marks = fast and redis.call('HMGET', KEYS[3], 'init', 'closed', 'n', 'bo')
   if marks and marks[1] and not marks[2] then
     local bal = tonumber(redis.call('GET', KEYS[1]) or '0')
     local summary = redis.call('HGET', KEYS[8], '')
@@ -58,6 +60,14 @@ do
         local id = redis.call('XADD', KEYS[2], '*', 'type', 'debit', 'delta', delta,
                               'balance', after_s, 'action', ARGV[10], 'app', ARGV[6],
                               'reason', ARGV[11], 'ref', '', 'idem', key, 'meta', stored)
+        local n = tonumber(marks[3] or '0') + 1
+        local open_sum = string.format('%d', tonumber(marks[4] or '0') - amount)
+        if n % 1024 == 0 then
+          redis.call('HSET', KEYS[3], 'n', string.format('%d', n), 'bo', '0',
+                     'b:' .. string.format('%d', n / 1024 - 1), open_sum)
+        else
+          redis.call('HSET', KEYS[3], 'n', string.format('%d', n), 'bo', open_sum)
+        end
         redis.call('HSET', KEYS[4], key, (ARGV[8] or '') .. '|' .. id)
         local rec = string.format('%d', left) .. rest
         redis.call('HSET', KEYS[8], '', string.format('%d', tonumber(tracked) - amount) ..

@@ -18,7 +18,8 @@
 --   1. XADD the entry (it carries everything its effect needs: idempotency key in `idem`,
 --      hold/entry id in `ref`, fingerprint, call nonce and hold expiry in meta._sc);
 --   2. the idempotency record (so a retry after this point replays, never re-applies);
---   3. the unit's other derived state (hold record and expiry, refunds hash, meta marks);
+--   3. the unit's other derived state (hold record and expiry, refunds hash, meta marks;
+--      the entry's block sums, which append() writes right after the XADD, one HSET);
 --   4. SET the balance, LAST.
 -- A unit is: an expired hold's return (expire_hold), an initialization (do_init), the
 -- script's own effect (commit). Any prefix of a script therefore ends either between
@@ -118,12 +119,40 @@ local function sc_fields(meta)
          tonumber(string.match(body, '"x":(%d+)'))
 end
 
+-- Block sums, derived state in the meta hash that lets a reconcile add ~1 number per 1024
+-- entries instead of reading them (reconcile.lua, 'Block sums'):
+--   n      how many entries the account's ledger has had (trimmed ones included): the
+--          entry just appended is the n-th (its ordinal);
+--   bo     the sum of the deltas of the open block: ordinals floor(n/1024)*1024+1 .. n;
+--   b:<k>  the sum of closed block k (ordinals k*1024+1 .. (k+1)*1024), written when its
+--          last entry is appended;
+--   bf/bfn a folded base: the sum and the count of the first bfn ordinals (a reconcile
+--          seeds it, a trim folds whole trimmed blocks into it); blocks and bo then only
+--          sum ordinals above bfn, and b:<k> below floor(bfn/1024) are never read.
+-- One read and ONE write: n and the sums change in the same HSET, so no prefix of a torn
+-- script can count an entry without its delta (or the reverse). Entries appended without
+-- this update (the TypeScript SDK, an earlier version, a prefix that kept only the XADD)
+-- leave n short of base_count + XLEN, which sends the reconcile back to reading entries.
+local BLOCK = 1024
+local function ledger_block_add(delta)
+  local m = redis.call('HMGET', K_META, 'n', 'bo')
+  local n = tonumber(m[1] or '0') + 1
+  local o = tonumber(m[2] or '0') + delta
+  if n % BLOCK == 0 then
+    redis.call('HSET', K_META, 'n', fmt(n), 'bo', '0', 'b:' .. fmt(n / BLOCK - 1), fmt(o))
+  else
+    redis.call('HSET', K_META, 'n', fmt(n), 'bo', fmt(o))
+  end
+end
+
 -- Append one entry. The reply carries the caller's metadata; the stored meta adds '_sc'.
+-- Its block sums are written right after it (derived state: before the unit's balance).
 local function append(typ, delta, after, action, app, reason, ref, idem, meta, stored_meta)
   local values = {typ, fmt(delta), fmt(after), action, app, reason, ref, idem, meta}
   local id = redis.call('XADD', K_TXS, '*', 'type', values[1], 'delta', values[2],
                         'balance', values[3], 'action', action, 'app', app, 'reason', reason,
                         'ref', ref, 'idem', idem, 'meta', stored_meta or meta)
+  ledger_block_add(delta)
   return id, values
 end
 
@@ -198,23 +227,27 @@ local function idem_record(id)
 end
 
 -- An account is initialized when its meta hash says so, or when it has a balance written
--- by the TypeScript SDK (a balance key and no meta hash). A credit that reaches an account
--- before its init marks the meta hash, so the later init still grants the starting credits.
+-- by the TypeScript SDK (a balance key and no 'opened' mark: the meta hash alone says
+-- nothing, since block sums and checkpoints live in it too). A credit that reaches an
+-- account before its init marks it 'opened', so the later init still grants the starting
+-- credits.
 -- A closed account counts as initialized: it never gets starting credits again (not from a
 -- user.created that Svix delivers after user.deleted, not from auto-initialize).
--- The 'init' and 'closed' marks are read once per script (is_closed, then is_initialized,
+-- The 'init', 'closed' and 'opened' marks are read once per script (is_closed, then is_initialized,
 -- in one HMGET) and kept up to date by do_init, the only prelude code that writes them.
 local meta_marks = nil
 
 local function read_marks()
-  if not meta_marks then meta_marks = redis.call('HMGET', K_META, 'init', 'closed') end
+  if not meta_marks then
+    meta_marks = redis.call('HMGET', K_META, 'init', 'closed', 'opened')
+  end
   return meta_marks
 end
 
 local function is_initialized(raw_balance)
   local marks = read_marks()
   if marks[1] or marks[2] then return true end
-  return raw_balance ~= false and redis.call('EXISTS', K_META) == 0
+  return raw_balance ~= false and not marks[3]
 end
 
 -- A closed account (close.lua) takes no new debits or reservations; 'closed' holds the id
