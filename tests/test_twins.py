@@ -25,6 +25,8 @@ RENAMES = {
     "AsyncHoldContext": "HoldContext",
     "AsyncBackend": "SyncBackend",
     "AsyncRedisBackend": "RedisBackend",
+    "AsyncLanes": "Lanes",
+    "_stale_async": "_stale",
     "AsyncUpstashBackend": "UpstashBackend",
     "open_async_backend": "open_backend",
     "drive_async": "drive",
@@ -38,6 +40,7 @@ LINE_RENAMES = [
     ("asyncio . sleep", "time . sleep"),
     ("import asyncio", "import time"),
     ("redis . asyncio . Redis", "redis . Redis"),
+    ("redis . asyncio . ConnectionPool", "redis . ConnectionPool"),
 ]
 
 
@@ -103,6 +106,8 @@ ALLOWED = {
     "backend contract": {
         "-    _call : Callable [ ... , Any ]",
         "+    _call : Callable [ ... , Awaitable [ Any ] ]",
+        "-    _call_script : Callable [ ... , Any ] | None = None",
+        "+    _call_script : Callable [ ... , Awaitable [ Any ] ] | None = None",
         # The async execute returns its method's awaitable instead of awaiting it itself.
         "-    def execute ( self , request : Request ) -> Any :",
         "+    def execute ( self , request : Request ) -> Awaitable [ Any ] :",
@@ -123,6 +128,10 @@ PAIRS = {
     "redis backend": lambda: (
         inspect.getsource(redis_py.RedisBackend),
         inspect.getsource(redis_py.AsyncRedisBackend),
+    ),
+    "redis lanes": lambda: (
+        inspect.getsource(redis_py.Lanes) + inspect.getsource(redis_py._stale),
+        inspect.getsource(redis_py.AsyncLanes) + inspect.getsource(redis_py._stale_async),
     ),
     "upstash backend": lambda: (
         inspect.getsource(upstash.UpstashBackend),

@@ -10,6 +10,9 @@ re-sent EVALSHA replays the first outcome instead of applying twice.
 
 from __future__ import annotations
 
+import os
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -27,7 +30,9 @@ if TYPE_CHECKING:
     from .registry import Settings
 
 __all__ = [
+    "AsyncLanes",
     "AsyncRedisBackend",
+    "Lanes",
     "RedisBackend",
     "classify",
     "no_retries",
@@ -72,13 +77,122 @@ def _options(settings: Settings, asyncio: bool) -> dict[str, Any]:
     }
 
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+    _hiredis_pack = None
+
+
+def _packed(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
+    """The command in RESP, as the blocking client packs it when hiredis is installed
+    (the asyncio client packs in Python, at several microseconds per script call)."""
+    if _hiredis_pack is None:
+        return list(conn.pack_command(*command))
+    return [_hiredis_pack(command)]
+
+
+_LANES: weakref.WeakSet[Lanes | AsyncLanes] = weakref.WeakSet()
+
+
+def _forget_lanes() -> None:
+    """In a forked child, drop the parent's connections (the pool does the same with its
+    own): two processes writing to one socket would read each other's replies."""
+    for lanes in list(_LANES):
+        lanes.idle = []
+
+
+os.register_at_fork(after_in_child=_forget_lanes)
+
+
+def _stale(conn: Any) -> bool:
+    """What the pool checks before it lends a connection: a connection with something to
+    read (an unread reply, or the server's EOF after it closed the connection, e.g. on a
+    restart) must be reconnected before it sends."""
+    try:
+        return bool(conn.can_read())
+    except (rx.ConnectionError, rx.TimeoutError, OSError):
+        return True
+
+
+async def _stale_async(conn: Any) -> bool:
+    """The asyncio twin of :func:`_stale`."""
+    try:
+        return bool(await conn.can_read())
+    except (rx.ConnectionError, rx.TimeoutError, OSError):
+        return True
+
+
+class Lanes:
+    """The script fast path: connections of the client's own pool, each sending one command
+    and reading its reply with redis-py's ``send_packed_command``/``read_response``.
+
+    ``execute_command`` does much more per call than a script needs: it checks the pool
+    out and in (two ``getpid`` system calls and a ``poll`` for stale data), runs the call
+    in a retry wrapper and two closures, records observability figures, and looks for
+    special commands. Measured on one shared CPU, that is most of the SDK's cost over
+    the raw client. A lane keeps what matters: the same connection class and settings
+    (timeouts, TLS, auth), the same exception classes (redis-py raises them inside
+    ``send_packed_command``/``read_response``, and disconnects the connection on any error
+    but a reply error, so a connection is never left holding an unread reply).
+
+    Idle connections sit on a list: ``pop`` and ``append`` are atomic, so threads (or
+    tasks) never share one connection and need no lock; a caller finding the list empty
+    checks a new one out of the pool, which also closes it with the client.
+    """
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pool = pool
+        self.idle: list[Any] = []
+        _LANES.add(self)
+
+    def call(self, *command: Any) -> Any:
+        idle = self.idle
+        if idle:
+            conn = idle.pop()
+            if _stale(conn):
+                conn.disconnect()
+        else:
+            conn = self.pool.get_connection()
+        try:
+            conn.send_packed_command(_packed(conn, command), False)
+            return conn.read_response()
+        finally:
+            idle.append(conn)
+
+
+class AsyncLanes:
+    """The asyncio twin of :class:`Lanes`."""
+
+    def __init__(self, pool: redis.asyncio.ConnectionPool) -> None:
+        self.pool = pool
+        self.idle: list[Any] = []
+        _LANES.add(self)
+
+    async def call(self, *command: Any) -> Any:
+        idle = self.idle
+        if idle:
+            conn = idle.pop()
+            if await _stale_async(conn):
+                await conn.disconnect()
+        else:
+            conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(_packed(conn, command), False)
+            return await conn.read_response()
+        finally:
+            idle.append(conn)
+
+
 class RedisBackend(SyncBackend):
     """A blocking redis-py client (or a fakeredis one, which is the same class underneath)."""
 
-    def __init__(self, client: redis.Redis, retries: int = 0) -> None:
+    def __init__(self, client: redis.Redis, retries: int = 0, lanes: bool = False) -> None:
         self.client = client
         self.retries = retries
         self._call = client.execute_command
+        if lanes:
+            self._call_script = Lanes(client.connection_pool).call
 
     def classify(self, exc: BaseException) -> Failure:
         return classify(exc)
@@ -90,10 +204,12 @@ class RedisBackend(SyncBackend):
 class AsyncRedisBackend(AsyncBackend):
     """An asyncio redis-py client (or fakeredis's async one)."""
 
-    def __init__(self, client: redis.asyncio.Redis, retries: int = 0) -> None:
+    def __init__(self, client: redis.asyncio.Redis, retries: int = 0, lanes: bool = False) -> None:
         self.client = client
         self.retries = retries
         self._call = client.execute_command
+        if lanes:
+            self._call_script = AsyncLanes(client.connection_pool).call
 
     def classify(self, exc: BaseException) -> Failure:
         return classify(exc)
@@ -104,9 +220,9 @@ class AsyncRedisBackend(AsyncBackend):
 
 def open_sync(url: str, settings: Settings) -> RedisBackend:
     client = redis.Redis.from_url(url, **_options(settings, asyncio=False))
-    return RedisBackend(client, settings.retries)
+    return RedisBackend(client, settings.retries, lanes=True)
 
 
 def open_async(url: str, settings: Settings) -> AsyncRedisBackend:
     client = redis.asyncio.Redis.from_url(url, **_options(settings, asyncio=True))
-    return AsyncRedisBackend(client, settings.retries)
+    return AsyncRedisBackend(client, settings.retries, lanes=True)
