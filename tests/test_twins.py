@@ -106,8 +106,6 @@ ALLOWED = {
     "backend contract": {
         "-    _call : Callable [ ... , Any ]",
         "+    _call : Callable [ ... , Awaitable [ Any ] ]",
-        "-    _call_script : Callable [ ... , Any ] | None = None",
-        "+    _call_script : Callable [ ... , Awaitable [ Any ] ] | None = None",
         # The async execute returns its method's awaitable instead of awaiting it itself.
         "-    def execute ( self , request : Request ) -> Any :",
         "+    def execute ( self , request : Request ) -> Awaitable [ Any ] :",

@@ -51,9 +51,6 @@ class SyncBackend(ABC):
 
     _call: Callable[..., Any]
     """Send one command (its arguments) and return the raw reply; may raise."""
-    _call_script: Callable[..., Any] | None = None
-    """A faster way than ``_call`` to send a script call, if the backend has one (same
-    server, same exceptions); the recovery's EVAL and re-sends take the same way."""
     retries: int = 0
     """Re-sends after a transient failure (the client's ``retries``)."""
 
@@ -76,10 +73,6 @@ class SyncBackend(ABC):
     def _send(self, command: tuple[Any, ...]) -> Any:
         return self.send(*command)
 
-    def _send_script(self, command: tuple[Any, ...]) -> Any:
-        send = self._call_script or self._call
-        return send(*command)
-
     def send(self, *command: Any) -> Any:
         """One command, with the recovery procedure after a failure."""
         try:
@@ -91,11 +84,10 @@ class SyncBackend(ABC):
     def run_script(self, call: ScriptCall) -> Any:
         """EVALSHA the script; on NOSCRIPT, EVAL it (which also caches it)."""
         try:
-            send = self._call_script or self._call
-            return send("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+            return self._call("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
         except Exception as exc:
             steps = recover(exc, evalsha(call), self.classify, self.retries, eval_(call))
-            return drive(steps, self._send_script, time.sleep)
+            return drive(steps, self._send_raw, time.sleep)
 
     def scan_keys(self, call: ScanCall) -> list[Any]:
         """Every key matching the pattern (one server: one cursor)."""
@@ -111,9 +103,6 @@ class AsyncBackend(ABC):
 
     _call: Callable[..., Awaitable[Any]]
     """Send one command (its arguments) and return the raw reply; may raise."""
-    _call_script: Callable[..., Awaitable[Any]] | None = None
-    """A faster way than ``_call`` to send a script call, if the backend has one (same
-    server, same exceptions); the recovery's EVAL and re-sends take the same way."""
     retries: int = 0
     """Re-sends after a transient failure (the client's ``retries``)."""
 
@@ -137,10 +126,6 @@ class AsyncBackend(ABC):
     async def _send(self, command: tuple[Any, ...]) -> Any:
         return await self.send(*command)
 
-    async def _send_script(self, command: tuple[Any, ...]) -> Any:
-        send = self._call_script or self._call
-        return await send(*command)
-
     async def send(self, *command: Any) -> Any:
         """One command, with the recovery procedure after a failure."""
         try:
@@ -152,11 +137,12 @@ class AsyncBackend(ABC):
     async def run_script(self, call: ScriptCall) -> Any:
         """EVALSHA the script; on NOSCRIPT, EVAL it (which also caches it)."""
         try:
-            send = self._call_script or self._call
-            return await send("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+            return await self._call(
+                "EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args
+            )
         except Exception as exc:
             steps = recover(exc, evalsha(call), self.classify, self.retries, eval_(call))
-            return await drive_async(steps, self._send_script, asyncio.sleep)
+            return await drive_async(steps, self._send_raw, asyncio.sleep)
 
     async def scan_keys(self, call: ScanCall) -> list[Any]:
         """Every key matching the pattern (one server: one cursor)."""

@@ -92,6 +92,8 @@ def _packed(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
     return [_hiredis_pack(command)]
 
 
+_UNKNOWN = object()
+
 _LANES: weakref.WeakSet[Lanes | AsyncLanes] = weakref.WeakSet()
 
 
@@ -124,25 +126,31 @@ async def _stale_async(conn: Any) -> bool:
 
 
 class Lanes:
-    """The script fast path: connections of the client's own pool, each sending one command
-    and reading its reply with redis-py's ``send_packed_command``/``read_response``.
+    """How a redis-py backend sends every command: connections of the client's own pool,
+    each sending one command and reading its reply with redis-py's
+    ``send_packed_command``/``read_response``, then redis-py's response callback for the
+    command if it has one (SCAN, XRANGE...), as ``execute_command`` would.
 
-    ``execute_command`` does much more per call than a script needs: it checks the pool
-    out and in (two ``getpid`` system calls and a ``poll`` for stale data), runs the call
-    in a retry wrapper and two closures, records observability figures, and looks for
-    special commands. Measured on one shared CPU, that is most of the SDK's cost over
-    the raw client. A lane keeps what matters: the same connection class and settings
-    (timeouts, TLS, auth), the same exception classes (redis-py raises them inside
-    ``send_packed_command``/``read_response``, and disconnects the connection on any error
-    but a reply error, so a connection is never left holding an unread reply).
+    ``execute_command`` does much more per call: it checks the connection out of the pool
+    and back in (two ``getpid`` system calls, a lock, a ``poll``), runs the call in a retry
+    wrapper and two closures, records observability figures and looks for special
+    commands; the asyncio client also packs in Python. On one shared CPU that cost more
+    than the SDK's own work per debit (see BENCHMARKS.md). A lane keeps what matters: the
+    same connection class and settings (timeouts, TLS, auth, protocol), the same exception
+    classes (redis-py raises them inside ``send_packed_command``/``read_response``, which
+    disconnect the connection on any failure but a reply error, so no connection is left
+    holding an unread reply), the pool's check of a reused connection for stale data, and
+    the pool's ``max_connections``: a lane checks a new connection out of the pool when it
+    has no idle one, keeps it, and the client's ``close`` disconnects it with the pool.
 
     Idle connections sit on a list: ``pop`` and ``append`` are atomic, so threads (or
-    tasks) never share one connection and need no lock; a caller finding the list empty
-    checks a new one out of the pool, which also closes it with the client.
+    tasks) never share one connection and need no lock.
     """
 
-    def __init__(self, pool: redis.ConnectionPool) -> None:
-        self.pool = pool
+    def __init__(self, client: redis.Redis) -> None:
+        self.pool = client.connection_pool
+        self.callbacks: Any = client.response_callbacks
+        self.parsers: dict[Any, Any] = {}
         self.idle: list[Any] = []
         _LANES.add(self)
 
@@ -156,16 +164,22 @@ class Lanes:
             conn = self.pool.get_connection()
         try:
             conn.send_packed_command(_packed(conn, command), False)
-            return conn.read_response()
+            reply = conn.read_response()
         finally:
             idle.append(conn)
+        parse = self.parsers.get(command[0], _UNKNOWN)
+        if parse is _UNKNOWN:
+            parse = self.parsers[command[0]] = self.callbacks.get(command[0])
+        return reply if parse is None else parse(reply)
 
 
 class AsyncLanes:
     """The asyncio twin of :class:`Lanes`."""
 
-    def __init__(self, pool: redis.asyncio.ConnectionPool) -> None:
-        self.pool = pool
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.pool = client.connection_pool
+        self.callbacks: Any = client.response_callbacks
+        self.parsers: dict[Any, Any] = {}
         self.idle: list[Any] = []
         _LANES.add(self)
 
@@ -179,9 +193,13 @@ class AsyncLanes:
             conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.send_packed_command(_packed(conn, command), False)
-            return await conn.read_response()
+            reply = await conn.read_response()
         finally:
             idle.append(conn)
+        parse = self.parsers.get(command[0], _UNKNOWN)
+        if parse is _UNKNOWN:
+            parse = self.parsers[command[0]] = self.callbacks.get(command[0])
+        return reply if parse is None else parse(reply)
 
 
 class RedisBackend(SyncBackend):
@@ -192,7 +210,7 @@ class RedisBackend(SyncBackend):
         self.retries = retries
         self._call = client.execute_command
         if lanes:
-            self._call_script = Lanes(client.connection_pool).call
+            self._call = Lanes(client).call
 
     def classify(self, exc: BaseException) -> Failure:
         return classify(exc)
@@ -209,7 +227,7 @@ class AsyncRedisBackend(AsyncBackend):
         self.retries = retries
         self._call = client.execute_command
         if lanes:
-            self._call_script = AsyncLanes(client.connection_pool).call
+            self._call = AsyncLanes(client).call
 
     def classify(self, exc: BaseException) -> Failure:
         return classify(exc)
