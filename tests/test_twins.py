@@ -26,7 +26,7 @@ RENAMES = {
     "AsyncBackend": "SyncBackend",
     "AsyncRedisBackend": "RedisBackend",
     "AsyncLanes": "Lanes",
-    "_stale_async": "_stale",
+    "_ready_async": "_ready",
     "AsyncUpstashBackend": "UpstashBackend",
     "open_async_backend": "open_backend",
     "drive_async": "drive",
@@ -128,8 +128,8 @@ PAIRS = {
         inspect.getsource(redis_py.AsyncRedisBackend),
     ),
     "redis lanes": lambda: (
-        inspect.getsource(redis_py.Lanes) + inspect.getsource(redis_py._stale),
-        inspect.getsource(redis_py.AsyncLanes) + inspect.getsource(redis_py._stale_async),
+        inspect.getsource(redis_py.Lanes) + inspect.getsource(redis_py._ready),
+        inspect.getsource(redis_py.AsyncLanes) + inspect.getsource(redis_py._ready_async),
     ),
     "upstash backend": lambda: (
         inspect.getsource(upstash.UpstashBackend),

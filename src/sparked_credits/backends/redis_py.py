@@ -107,22 +107,32 @@ def _forget_lanes() -> None:
 os.register_at_fork(after_in_child=_forget_lanes)
 
 
-def _stale(conn: Any) -> bool:
-    """What the pool checks before it lends a connection: a connection with something to
-    read (an unread reply, or the server's EOF after it closed the connection, e.g. on a
-    restart) must be reconnected before it sends."""
+def _ready(conn: Any) -> None:
+    """Make a reused connection ready to send, as the pool does before it lends one:
+    connected, and with nothing to read (an unread reply, or the EOF of a server that
+    closed it, e.g. on a restart, means reconnect)."""
+    conn.connect()
     try:
-        return bool(conn.can_read())
+        if conn.can_read():
+            raise rx.ConnectionError("Connection has data")
     except (rx.ConnectionError, rx.TimeoutError, OSError):
-        return True
+        conn.disconnect()
+        conn.connect()
+        if conn.can_read():
+            raise rx.ConnectionError("Connection not ready") from None
 
 
-async def _stale_async(conn: Any) -> bool:
-    """The asyncio twin of :func:`_stale`."""
+async def _ready_async(conn: Any) -> None:
+    """The asyncio twin of :func:`_ready`."""
+    await conn.connect()
     try:
-        return bool(await conn.can_read())
+        if await conn.can_read():
+            raise rx.ConnectionError("Connection has data")
     except (rx.ConnectionError, rx.TimeoutError, OSError):
-        return True
+        await conn.disconnect()
+        await conn.connect()
+        if await conn.can_read():
+            raise rx.ConnectionError("Connection not ready") from None
 
 
 class Lanes:
@@ -158,8 +168,11 @@ class Lanes:
         idle = self.idle
         if idle:
             conn = idle.pop()
-            if _stale(conn):
-                conn.disconnect()
+            try:
+                _ready(conn)
+            except BaseException:
+                idle.append(conn)
+                raise
         else:
             conn = self.pool.get_connection()
         try:
@@ -187,8 +200,11 @@ class AsyncLanes:
         idle = self.idle
         if idle:
             conn = idle.pop()
-            if await _stale_async(conn):
-                await conn.disconnect()
+            try:
+                await _ready_async(conn)
+            except BaseException:
+                idle.append(conn)
+                raise
         else:
             conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
