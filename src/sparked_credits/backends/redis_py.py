@@ -149,7 +149,8 @@ class Lanes:
     same connection class and settings (timeouts, TLS, auth, protocol), the same exception
     classes (redis-py raises them inside ``send_packed_command``/``read_response``, which
     disconnect the connection on any failure but a reply error, so no connection is left
-    holding an unread reply), the pool's check of a reused connection for stale data, and
+    holding an unread reply), the pool's check of a reused connection for stale data, the health check (a PING
+    after ``health_check_interval``, when the URL sets one), and
     the pool's ``max_connections``: a lane checks a new connection out of the pool when it
     has no idle one, keeps it, and the client's ``close`` disconnects it with the pool.
 
@@ -176,7 +177,7 @@ class Lanes:
         else:
             conn = self.pool.get_connection()
         try:
-            conn.send_packed_command(_packed(conn, command), False)
+            conn.send_packed_command(_packed(conn, command))
             reply = conn.read_response()
         finally:
             idle.append(conn)
@@ -208,7 +209,7 @@ class AsyncLanes:
         else:
             conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(_packed(conn, command), False)
+            await conn.send_packed_command(_packed(conn, command))
             reply = await conn.read_response()
         finally:
             idle.append(conn)
