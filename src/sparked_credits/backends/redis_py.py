@@ -149,9 +149,9 @@ class Lanes:
     same connection class and settings (timeouts, TLS, auth, protocol), the same exception
     classes (redis-py raises them inside ``send_packed_command``/``read_response``, which
     disconnect the connection on any failure but a reply error, so no connection is left
-    holding an unread reply), the pool's check of a reused connection for stale data, the health check (a PING
-    after ``health_check_interval``, when the URL sets one), and
-    the pool's ``max_connections``: a lane checks a new connection out of the pool when it
+    holding an unread reply), the pool's check of a reused connection for stale data, the
+    health check (a PING after ``health_check_interval``, when the URL sets one), and the
+    pool's ``max_connections``: a lane checks a new connection out of the pool when it
     has no idle one, keeps it, and the client's ``close`` disconnects it with the pool.
 
     Idle connections sit on a list: ``pop`` and ``append`` are atomic, so threads (or
