@@ -207,7 +207,7 @@ def bench_sync(url: str, rounds: int, n: int, report: Report) -> None:
         for _ in range(count):
             execute("EVALSHA", sha, *args())
 
-    lane = Lanes(raw_client.connection_pool).call
+    lane = Lanes(raw_client).call
 
     def run_lane(count: int) -> None:
         args = raw.args
@@ -325,7 +325,7 @@ async def _async_rounds(
         for _ in range(count):
             await execute("EVALSHA", sha, *args())
 
-    lane = AsyncLanes(raw_client.connection_pool).call
+    lane = AsyncLanes(raw_client).call
 
     async def lane_worker(count: int) -> None:
         args = raw.args
