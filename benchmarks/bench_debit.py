@@ -53,6 +53,7 @@ from sparked_credits import AsyncCreditsClient, CreditsClient, LedgerEntry, Muta
 from sparked_credits._core.decoding import _entry_dict
 from sparked_credits._core.operations import new_idempotency_key
 from sparked_credits._core.scripts import SCRIPTS
+from sparked_credits.backends.redis_py import AsyncLanes, Lanes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from redis_servers import SERVER_LINES, RedisServer
@@ -173,7 +174,14 @@ CPU_RATES: dict[str, dict[str, list[float]]] = {}
 
 
 def _cpu_record(bench: str, side: str, n: int, seconds: float) -> None:
-    CPU_RATES.setdefault(bench, {"sdk": [], "raw": []})[side].append(n / seconds)
+    CPU_RATES.setdefault(bench, {"sdk": [], "raw": [], "lane": []})[side].append(n / seconds)
+
+
+LANE_RATES: dict[str, list[float]] = {}
+"""ops/s of a third, informative side: the same raw EVALSHA sent the way the SDK sends
+it (a :class:`~sparked_credits.backends.redis_py.Lanes` connection, no
+``execute_command``). SDK/lane is the SDK's own cost (arguments, key, decoding into the
+result models); the targets are SDK/raw, against the plain redis-py client."""
 
 
 # -- 1. sync throughput ----------------------------------------------------------------------
@@ -199,22 +207,32 @@ def bench_sync(url: str, rounds: int, n: int, report: Report) -> None:
         for _ in range(count):
             execute("EVALSHA", sha, *args())
 
+    lane = Lanes(raw_client).call
+
+    def run_lane(count: int) -> None:
+        args = raw.args
+        for _ in range(count):
+            lane("EVALSHA", sha, *args())
+
     try:
         run_sdk(500)  # warm-up: connection, script cache, allocator
         run_raw(500)
+        run_lane(500)
         sdk_rates: list[float] = []
         raw_rates: list[float] = []
+        lane_rates = LANE_RATES.setdefault("sync", [])
         for i in range(rounds):
             # ABBA order so neither side always runs first.
-            order = (("sdk", run_sdk), ("raw", run_raw))
+            order = (("sdk", run_sdk), ("raw", run_raw), ("lane", run_lane))
             for name, fn in order if i % 2 == 0 else order[::-1]:
                 cpu = clock.now()
                 rate = timed(fn, n)
                 _cpu_record("sync", name, n, clock.now() - cpu)
-                (sdk_rates if name == "sdk" else raw_rates).append(rate)
+                {"sdk": sdk_rates, "raw": raw_rates, "lane": lane_rates}[name].append(rate)
             report.line(
                 f"  round {i + 1}: sdk {sdk_rates[-1]:8.0f} ops/s   raw {raw_rates[-1]:8.0f} ops/s"
                 f"   ratio {sdk_rates[-1] / raw_rates[-1]:.3f}"
+                f"   (raw lane {lane_rates[-1]:8.0f} ops/s)"
             )
     finally:
         sdk.close()
@@ -255,7 +273,24 @@ def _summarize(name: str, sdk_rates: list[float], raw_rates: list[float], report
             f"{cpu_ratio:.3f} (range {min(cpu_ratios):.3f}..{max(cpu_ratios):.3f}); "
             f"target >= {target}: {verdict(cpu_ratio >= target)}"
         )
+    lane = LANE_RATES.get(name)
+    lane_ratio = lane_cpu_ratio = None
+    if lane:
+        lane_ratio = statistics.median(s / x for s, x in zip(sdk_rates, lane, strict=True))
+        lane_line = (
+            f"  informative: raw sent through a lane like the SDK's, "
+            f"{1e6 / statistics.median(lane):.1f} us/op; SDK/lane = {lane_ratio:.3f}"
+        )
+        if cpu and cpu["lane"]:
+            lane_cpu_ratio = statistics.median(
+                s / x for s, x in zip(cpu["sdk"], cpu["lane"], strict=True)
+            )
+            lane_line += f" (by CPU time {lane_cpu_ratio:.3f})"
+        report.line(lane_line + "; the SDK's own cost: arguments, key, result models")
     report.results[name] = {
+        "lane_ratio": None if lane_ratio is None else round(lane_ratio, 3),
+        "lane_cpu_ratio": None if lane_cpu_ratio is None else round(lane_cpu_ratio, 3),
+        "lane_ops_per_s": round(statistics.median(lane)) if lane else None,
         "cpu_ratio": None if cpu_ratio is None else round(cpu_ratio, 3),
         "sdk_ops_per_s": round(sdk_med),
         "raw_ops_per_s": round(raw_med),
@@ -290,6 +325,13 @@ async def _async_rounds(
         for _ in range(count):
             await execute("EVALSHA", sha, *args())
 
+    lane = AsyncLanes(raw_client).call
+
+    async def lane_worker(count: int) -> None:
+        args = raw.args
+        for _ in range(count):
+            await lane("EVALSHA", sha, *args())
+
     async def run(worker: Callable[[int], Any], total: int) -> float:
         # `concurrency` tasks, each issuing its share back to back: `concurrency` debits
         # are in flight at every moment.
@@ -305,16 +347,19 @@ async def _async_rounds(
     try:
         await run(sdk_worker, concurrency * 20)  # warm-up: opens `concurrency` connections
         await run(raw_worker, concurrency * 20)
+        await run(lane_worker, concurrency * 20)
+        lane_rates = LANE_RATES.setdefault("async", [])
         for i in range(rounds):
-            order = (("sdk", sdk_worker), ("raw", raw_worker))
+            order = (("sdk", sdk_worker), ("raw", raw_worker), ("lane", lane_worker))
             for name, worker in order if i % 2 == 0 else order[::-1]:
                 cpu = clock.now()
                 rate = await run(worker, n)
                 _cpu_record("async", name, n, clock.now() - cpu)
-                (sdk_rates if name == "sdk" else raw_rates).append(rate)
+                {"sdk": sdk_rates, "raw": raw_rates, "lane": lane_rates}[name].append(rate)
             report.line(
                 f"  round {i + 1}: sdk {sdk_rates[-1]:8.0f} ops/s   raw {raw_rates[-1]:8.0f} ops/s"
                 f"   ratio {sdk_rates[-1] / raw_rates[-1]:.3f}"
+                f"   (raw lane {lane_rates[-1]:8.0f} ops/s)"
             )
     finally:
         await sdk.aclose()

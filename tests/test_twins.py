@@ -25,6 +25,8 @@ RENAMES = {
     "AsyncHoldContext": "HoldContext",
     "AsyncBackend": "SyncBackend",
     "AsyncRedisBackend": "RedisBackend",
+    "AsyncLanes": "Lanes",
+    "_ready_async": "_ready",
     "AsyncUpstashBackend": "UpstashBackend",
     "open_async_backend": "open_backend",
     "drive_async": "drive",
@@ -38,6 +40,7 @@ LINE_RENAMES = [
     ("asyncio . sleep", "time . sleep"),
     ("import asyncio", "import time"),
     ("redis . asyncio . Redis", "redis . Redis"),
+    ("redis . asyncio . ConnectionPool", "redis . ConnectionPool"),
 ]
 
 
@@ -123,6 +126,10 @@ PAIRS = {
     "redis backend": lambda: (
         inspect.getsource(redis_py.RedisBackend),
         inspect.getsource(redis_py.AsyncRedisBackend),
+    ),
+    "redis lanes": lambda: (
+        inspect.getsource(redis_py.Lanes) + inspect.getsource(redis_py._ready),
+        inspect.getsource(redis_py.AsyncLanes) + inspect.getsource(redis_py._ready_async),
     ),
     "upstash backend": lambda: (
         inspect.getsource(upstash.UpstashBackend),

@@ -10,6 +10,9 @@ re-sent EVALSHA replays the first outcome instead of applying twice.
 
 from __future__ import annotations
 
+import os
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -27,7 +30,9 @@ if TYPE_CHECKING:
     from .registry import Settings
 
 __all__ = [
+    "AsyncLanes",
     "AsyncRedisBackend",
+    "Lanes",
     "RedisBackend",
     "classify",
     "no_retries",
@@ -72,13 +77,157 @@ def _options(settings: Settings, asyncio: bool) -> dict[str, Any]:
     }
 
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis comes with the redis extra
+    _hiredis_pack = None
+
+
+def _packed(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
+    """The command in RESP, as the blocking client packs it when hiredis is installed
+    (the asyncio client packs in Python, at several microseconds per script call)."""
+    if _hiredis_pack is None:
+        return list(conn.pack_command(*command))
+    return [_hiredis_pack(command)]
+
+
+_UNKNOWN = object()
+
+_LANES: weakref.WeakSet[Lanes | AsyncLanes] = weakref.WeakSet()
+
+
+def _forget_lanes() -> None:
+    """In a forked child, drop the parent's connections (the pool does the same with its
+    own): two processes writing to one socket would read each other's replies."""
+    for lanes in list(_LANES):
+        lanes.idle = []
+
+
+os.register_at_fork(after_in_child=_forget_lanes)
+
+
+def _ready(conn: Any) -> None:
+    """Make a reused connection ready to send, as the pool does before it lends one:
+    connected, and with nothing to read (an unread reply, or the EOF of a server that
+    closed it, e.g. on a restart, means reconnect)."""
+    conn.connect()
+    try:
+        if conn.can_read():
+            raise rx.ConnectionError("Connection has data")
+    except (rx.ConnectionError, rx.TimeoutError, OSError):
+        conn.disconnect()
+        conn.connect()
+        if conn.can_read():
+            raise rx.ConnectionError("Connection not ready") from None
+
+
+async def _ready_async(conn: Any) -> None:
+    """The asyncio twin of :func:`_ready`."""
+    await conn.connect()
+    try:
+        if await conn.can_read():
+            raise rx.ConnectionError("Connection has data")
+    except (rx.ConnectionError, rx.TimeoutError, OSError):
+        await conn.disconnect()
+        await conn.connect()
+        if await conn.can_read():
+            raise rx.ConnectionError("Connection not ready") from None
+
+
+class Lanes:
+    """How a redis-py backend sends every command: connections of the client's own pool,
+    each sending one command and reading its reply with redis-py's
+    ``send_packed_command``/``read_response``, then redis-py's response callback for the
+    command if it has one (SCAN, XRANGE...), as ``execute_command`` would.
+
+    ``execute_command`` does much more per call: it checks the connection out of the pool
+    and back in (two ``getpid`` system calls, a lock, a ``poll``), runs the call in a retry
+    wrapper and two closures, records observability figures and looks for special
+    commands; the asyncio client also packs in Python. On one shared CPU that cost more
+    than the SDK's own work per debit (see BENCHMARKS.md). A lane keeps what matters: the
+    same connection class and settings (timeouts, TLS, auth, protocol), the same exception
+    classes (redis-py raises them inside ``send_packed_command``/``read_response``, which
+    disconnect the connection on any failure but a reply error, so no connection is left
+    holding an unread reply), the pool's check of a reused connection for stale data, the
+    health check (a PING after ``health_check_interval``, when the URL sets one), and the
+    pool's ``max_connections``: a lane checks a new connection out of the pool when it
+    has no idle one, keeps it, and the client's ``close`` disconnects it with the pool.
+
+    Idle connections sit on a list: ``pop`` and ``append`` are atomic, so threads (or
+    tasks) never share one connection and need no lock.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pool = client.connection_pool
+        self.callbacks: Any = client.response_callbacks
+        self.parsers: dict[Any, Any] = {}
+        self.idle: list[Any] = []
+        _LANES.add(self)
+
+    def call(self, *command: Any) -> Any:
+        idle = self.idle
+        if idle:
+            conn = idle.pop()
+            try:
+                _ready(conn)
+            except BaseException:
+                idle.append(conn)
+                raise
+        else:
+            conn = self.pool.get_connection()
+        try:
+            conn.send_packed_command(_packed(conn, command))
+            reply = conn.read_response()
+        finally:
+            idle.append(conn)
+        parse = self.parsers.get(command[0], _UNKNOWN)
+        if parse is _UNKNOWN:
+            parse = self.parsers[command[0]] = self.callbacks.get(command[0])
+        return reply if parse is None else parse(reply)
+
+
+class AsyncLanes:
+    """The asyncio twin of :class:`Lanes`."""
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self.pool = client.connection_pool
+        self.callbacks: Any = client.response_callbacks
+        self.parsers: dict[Any, Any] = {}
+        self.idle: list[Any] = []
+        _LANES.add(self)
+
+    async def call(self, *command: Any) -> Any:
+        idle = self.idle
+        if idle:
+            conn = idle.pop()
+            try:
+                await _ready_async(conn)
+            except BaseException:
+                idle.append(conn)
+                raise
+        else:
+            conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(_packed(conn, command))
+            reply = await conn.read_response()
+        finally:
+            idle.append(conn)
+        parse = self.parsers.get(command[0], _UNKNOWN)
+        if parse is _UNKNOWN:
+            parse = self.parsers[command[0]] = self.callbacks.get(command[0])
+        return reply if parse is None else parse(reply)
+
+
 class RedisBackend(SyncBackend):
     """A blocking redis-py client (or a fakeredis one, which is the same class underneath)."""
 
-    def __init__(self, client: redis.Redis, retries: int = 0) -> None:
+    def __init__(self, client: redis.Redis, retries: int = 0, lanes: bool = False) -> None:
         self.client = client
         self.retries = retries
         self._call = client.execute_command
+        if lanes:
+            self._call = Lanes(client).call
 
     def classify(self, exc: BaseException) -> Failure:
         return classify(exc)
@@ -90,10 +239,12 @@ class RedisBackend(SyncBackend):
 class AsyncRedisBackend(AsyncBackend):
     """An asyncio redis-py client (or fakeredis's async one)."""
 
-    def __init__(self, client: redis.asyncio.Redis, retries: int = 0) -> None:
+    def __init__(self, client: redis.asyncio.Redis, retries: int = 0, lanes: bool = False) -> None:
         self.client = client
         self.retries = retries
         self._call = client.execute_command
+        if lanes:
+            self._call = AsyncLanes(client).call
 
     def classify(self, exc: BaseException) -> Failure:
         return classify(exc)
@@ -104,9 +255,9 @@ class AsyncRedisBackend(AsyncBackend):
 
 def open_sync(url: str, settings: Settings) -> RedisBackend:
     client = redis.Redis.from_url(url, **_options(settings, asyncio=False))
-    return RedisBackend(client, settings.retries)
+    return RedisBackend(client, settings.retries, lanes=True)
 
 
 def open_async(url: str, settings: Settings) -> AsyncRedisBackend:
     client = redis.asyncio.Redis.from_url(url, **_options(settings, asyncio=True))
-    return AsyncRedisBackend(client, settings.retries)
+    return AsyncRedisBackend(client, settings.retries, lanes=True)
