@@ -60,7 +60,7 @@ local function blocks_fold(trimmed)
   redis.call('HSET', K_META, 'bf', fmt(folded), 'bfn', fmt(upto * BLOCK))
   for i = 1, #names do redis.call('HDEL', K_META, names[i]) end
 end
-blocks_fold(n + #gone)
+blocks_fold(tonumber(redis.call('HGET', K_META, 'base_count')))
 -- == end of block sums ==================================================================
 
 return {'trimmed', fmt(removed), minid}
