@@ -120,8 +120,10 @@ end
 --   b:<k>  the sum of closed block k (ordinals k*1024+1 .. (k+1)*1024), written when its
 --          last entry is appended;
 --   bf/bfn a folded base: the sum and the count of the first bfn ordinals (a reconcile
---          seeds it, a trim folds whole trimmed blocks into it); blocks and bo then only
---          sum ordinals above bfn, and b:<k> below floor(bfn/1024) are never read.
+--          that agrees folds the closed blocks into it, or seeds it); blocks and bo then
+--          only sum ordinals above bfn, and b:<k> below floor(bfn/1024) are never read.
+-- So the meta hash holds the closed blocks since the last clean reconcile only: it stays a
+-- small listpack, which every script reads (a listpack is scanned for an absent field).
 -- One read and ONE write: n and the sums change in the same HSET, so no prefix of a torn
 -- script can count an entry without its delta (or the reverse). Entries appended without
 -- this update (the TypeScript SDK, an earlier version, a prefix that kept only the XADD)
@@ -135,6 +137,30 @@ local function ledger_block_add(delta)
     redis.call('HSET', K_META, 'n', fmt(n), 'bo', '0', 'b:' .. fmt(n / BLOCK - 1), fmt(o))
   else
     redis.call('HSET', K_META, 'n', fmt(n), 'bo', fmt(o))
+  end
+end
+
+-- Fold the closed blocks below ordinal `upto` into the base bf/bfn (reconcile.lua, once
+-- the sums agree with the ledger). bf and bfn change in one HSET, the folded fields go
+-- after it (fields below the base are never read: any prefix is harmless). Nothing is
+-- folded when a field is missing: the next pass that agrees seeds the fields anew.
+local function ledger_blocks_fold(upto)
+  local m = redis.call('HMGET', K_META, 'n', 'bf', 'bfn')
+  if not m[1] then return end
+  local folded, from = tonumber(m[2] or '0'), tonumber(m[3] or '0')
+  local last = math.floor(math.min(upto, tonumber(m[1])) / BLOCK)
+  if last * BLOCK <= from then return end
+  local names = {}
+  for k = math.floor(from / BLOCK), last - 1 do
+    local name = 'b:' .. fmt(k)
+    local sum = redis.call('HGET', K_META, name)
+    if not sum then return end
+    folded = folded + tonumber(sum)
+    names[#names + 1] = name
+  end
+  redis.call('HSET', K_META, 'bf', fmt(folded), 'bfn', fmt(last * BLOCK))
+  for i = 1, #names, 500 do
+    redis.call('HDEL', K_META, (table.unpack or unpack)(names, i, math.min(i + 499, #names)))
   end
 end
 

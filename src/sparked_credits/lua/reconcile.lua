@@ -94,7 +94,8 @@ end
 
 -- The cheap pass's shortcut: when the block sums add up to the balance and n counts every
 -- entry (base_count + XLEN), the whole ledger stands checked up to its newest entry, which
--- becomes the pass's start (sum and count as of it): no entry is read. Any disagreement
+-- becomes the pass's start (sum and count as of it): no entry is read, and the closed
+-- blocks fold into the base (the next pass reads only the blocks closed after). Any disagreement
 -- (entries appended without blocks, a torn script, an account from before blocks) leaves
 -- the start where it was: the pass then sums entries as before.
 local function blocks_start()
@@ -107,6 +108,7 @@ local function blocks_start()
   if total ~= tonumber(redis.call('GET', K_BAL) or '0') then return nil end
   local newest = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
   if #newest == 0 then return nil end
+  ledger_blocks_fold(n)
   return newest[1][1], total, n
 end
 
