@@ -118,7 +118,7 @@ end
 -- so a prefix that stops before the HDELs is harmless).
 local function blocks_seed(total, n)
   local t, have = blocks_total()
-  if t == total and have == n then return end
+  if t == total and have == n then return ledger_blocks_fold(n) end
   redis.call('HSET', K_META, 'n', fmt(n), 'bo', '0', 'bf', fmt(total), 'bfn', fmt(n))
   local names = redis.call('HKEYS', K_META)
   for i = 1, #names do
