@@ -140,30 +140,6 @@ local function ledger_block_add(delta)
   end
 end
 
--- Fold the closed blocks below ordinal `upto` into the base bf/bfn (reconcile.lua, once
--- the sums agree with the ledger). bf and bfn change in one HSET, the folded fields go
--- after it (fields below the base are never read: any prefix is harmless). Nothing is
--- folded when a field is missing: the next pass that agrees seeds the fields anew.
-local function ledger_blocks_fold(upto)
-  local m = redis.call('HMGET', K_META, 'n', 'bf', 'bfn')
-  if not m[1] then return end
-  local folded, from = tonumber(m[2] or '0'), tonumber(m[3] or '0')
-  local last = math.floor(math.min(upto, tonumber(m[1])) / BLOCK)
-  if last * BLOCK <= from then return end
-  local names = {}
-  for k = math.floor(from / BLOCK), last - 1 do
-    local name = 'b:' .. fmt(k)
-    local sum = redis.call('HGET', K_META, name)
-    if not sum then return end
-    folded = folded + tonumber(sum)
-    names[#names + 1] = name
-  end
-  redis.call('HSET', K_META, 'bf', fmt(folded), 'bfn', fmt(last * BLOCK))
-  for i = 1, #names, 500 do
-    redis.call('HDEL', K_META, (table.unpack or unpack)(names, i, math.min(i + 499, #names)))
-  end
-end
-
 -- Append one entry. The reply carries the caller's metadata; the stored meta adds '_sc'.
 -- Its block sums are written right after it (derived state: before the unit's balance).
 local function append(typ, delta, after, action, app, reason, ref, idem, meta, stored_meta)

@@ -92,6 +92,25 @@ local function blocks_total()
   return total, n
 end
 
+-- Fold the closed blocks into the base bf/bfn, once they add up (with the base and the
+-- open block) to `total`, the verified ledger sum: so the meta hash, which every script
+-- reads, keeps only the blocks closed since. bf and bfn change in one HSET, the folded
+-- fields go after it (fields below the base are never read: any prefix is harmless).
+local function blocks_fold(total, n)
+  local m = redis.call('HMGET', K_META, 'bo', 'bfn')
+  local from, last = tonumber(m[2] or '0'), math.floor(n / BLOCK)
+  if last * BLOCK <= from then return end
+  redis.call('HSET', K_META, 'bf', fmt(total - tonumber(m[1] or '0')), 'bfn', fmt(last * BLOCK))
+  local names = {}
+  for k = math.floor(from / BLOCK), last - 1 do
+    names[#names + 1] = 'b:' .. fmt(k)
+    if #names == 500 or k == last - 1 then
+      redis.call('HDEL', K_META, (table.unpack or unpack)(names))
+      names = {}
+    end
+  end
+end
+
 -- The cheap pass's shortcut: when the block sums add up to the balance and n counts every
 -- entry (base_count + XLEN), the whole ledger stands checked up to its newest entry, which
 -- becomes the pass's start (sum and count as of it): no entry is read, and the closed
@@ -108,7 +127,7 @@ local function blocks_start()
   if total ~= tonumber(redis.call('GET', K_BAL) or '0') then return nil end
   local newest = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
   if #newest == 0 then return nil end
-  ledger_blocks_fold(n)
+  blocks_fold(total, n)
   return newest[1][1], total, n
 end
 
@@ -118,7 +137,7 @@ end
 -- so a prefix that stops before the HDELs is harmless).
 local function blocks_seed(total, n)
   local t, have = blocks_total()
-  if t == total and have == n then return ledger_blocks_fold(n) end
+  if t == total and have == n then return blocks_fold(total, n) end
   redis.call('HSET', K_META, 'n', fmt(n), 'bo', '0', 'bf', fmt(total), 'bfn', fmt(n))
   local names = redis.call('HKEYS', K_META)
   for i = 1, #names do
