@@ -228,8 +228,9 @@ end
 -- credits.
 -- A closed account counts as initialized: it never gets starting credits again (not from a
 -- user.created that Svix delivers after user.deleted, not from auto-initialize).
--- The 'init', 'closed' and 'opened' marks are read once per script (is_closed, then is_initialized,
--- in one HMGET) and kept up to date by do_init, the only prelude code that writes them.
+-- The 'init', 'closed' and 'opened' marks are read once per script (is_closed, then
+-- is_initialized, in one HMGET) and kept up to date by do_init, the only prelude code that
+-- writes 'init' and 'closed'.
 local meta_marks = nil
 
 local function read_marks()
