@@ -128,23 +128,62 @@ def without_blocks(source: str) -> str:
     return stripped
 
 
+_ADD_FN = re.compile(r"^local BLOCK = 1024\n.*?^local function ledger_block_add\(.*?^end\n",
+                     re.M | re.S)
+
+
+def isolated_cost(url: str, source: str, runs: int = 40, loop: int = 2000) -> dict[str, float]:
+    """ledger_block_add as the prelude has it, called `loop` times in one script on a meta
+    hash of a few fields, against the same loop calling an empty function: the per-update
+    server time without a debit's noise around it (median of `runs` SLOWLOG durations)."""
+    found = _ADD_FN.search(source)
+    if found is None:
+        raise SystemExit("no ledger_block_add in the debit script")
+    head = ("local K_META = KEYS[1]\n"
+            "local function fmt(n) return string.format('%d', n) end\n")
+    body = f"for i = 1, {loop} do ledger_block_add(-1) end\nreturn 1\n"
+    empty = "local function ledger_block_add(delta) end\n"
+    r = redis.Redis.from_url(url)
+    r.hset("account:{cost}", mapping={"init": "1-0", "ckpt_id": "1-1", "opened": "1"})
+    shas = {"with": r.script_load(head + found.group(0) + body),
+            "empty": r.script_load(head + empty + body)}
+    out: dict[str, list[int]] = {label: [] for label in shas}
+    r.config_set("slowlog-log-slower-than", 0)
+    for _ in range(runs):
+        for label, sha in shas.items():
+            r.slowlog_reset()
+            r.evalsha(sha, 1, "account:{cost}")
+            out[label] += [e["duration"] for e in r.slowlog_get(10)
+                           if e["command"].startswith(b"EVALSHA")]
+    r.config_set("slowlog-log-slower-than", 10000)
+    r.close()
+    per = {label: statistics.median(d) / loop for label, d in out.items()}
+    return {"isolated us": per["with"] - per["empty"]}
+
+
 def block_cost(url: str, n: int, rounds: int) -> dict[str, float]:
     """SLOWLOG p10/median of a debit with and without the block update (µs)."""
     r = redis.Redis.from_url(url)
     with CreditsClient(url, app=APP) as client:
         out: dict[str, float] = {}
         variants = {}
-        for label in ("with blocks", "without blocks"):
-            account = "user_cost_" + label.split()[0]
+        for label in ("with blocks", "without blocks", "with blocks, 120 closed"):
+            account = "user_cost_" + str(len(variants))
             client.initialize_user(account, FUNDS)
             source, keys, tail = debit_call(client, account)
             if label == "without blocks":
                 source = without_blocks(source)
+            if label == "with blocks, 120 closed":
+                # An account of ~123,000 entries: 120 block fields in its meta hash, which
+                # Redis still keeps as a listpack (hash-max-*-entries 128: scanned per read).
+                fields = {f"b:{k}": "-1024" for k in range(120)}
+                r.hset(f"account:{{{account}}}", mapping={**fields, "n": str(120 * 1024 + 1)})
             variants[label] = (r.script_load(source), keys, tail)
         durations: dict[str, list[int]] = {label: [] for label in variants}
         r.config_set("slowlog-max-len", n + 100)
-        for _ in range(rounds):
-            for label, (sha, keys, tail) in variants.items():
+        for i in range(rounds):
+            order = list(variants.items())
+            for label, (sha, keys, tail) in order if i % 2 else reversed(order):
                 r.config_set("slowlog-log-slower-than", 0)
                 r.slowlog_reset()
                 for _ in range(n):
@@ -166,6 +205,7 @@ def block_cost(url: str, n: int, rounds: int) -> dict[str, float]:
                      if c != "cmdstat_evalsha" and not c.startswith("cmdstat_config")}
             out[f"{label} commands"] = sum(v["calls"] for v in inner.values()) / n
             out[f"{label} commands us"] = sum(v["usec"] for v in inner.values()) / n
+        out.update(isolated_cost(url, debit_call(client, "user_cost_0")[0]))
     r.close()
     return out
 
@@ -253,6 +293,11 @@ def report_cost(cost: dict[str, float]) -> None:
           f"{without_p10:.1f} µs without: +{with_p10 - without_p10:.1f} µs "
           f"({with_p10 / without_p10:.3f}x); medians {cost['with blocks median']:.1f} / "
           f"{cost['without blocks median']:.1f} µs")
+    print(f"one block update alone (2000 in one script, median of 40, minus an empty loop): "
+          f"{cost['isolated us']:.2f} µs")
+    closed = cost["with blocks, 120 closed p10"]
+    print(f"  with 120 closed blocks in the meta hash (a listpack still): p10 {closed:.1f} µs "
+          f"({closed / without_p10:.3f}x the script without the block update)")
     print(f"in-script commands per debit: {cost['with blocks commands']:.1f} taking "
           f"{cost['with blocks commands us']:.2f} µs with the block update, "
           f"{cost['without blocks commands']:.1f} taking "

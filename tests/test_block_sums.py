@@ -158,16 +158,18 @@ def test_typescript_account_is_not_initialized_again(
     assert credits.reconcile("ts_user").matched is True
 
 
-def test_trim_folds_whole_blocks(credits: CreditsClient) -> None:
+def test_reconcile_folds_closed_blocks_and_trim_keeps_them(credits: CreditsClient) -> None:
     credits.initialize_user(ACCT, 10_000)
     ids = [credits.debit(ACCT, 1, action="chat_message").entry.id for _ in range(2100)]
+    assert {"b:0", "b:1"} <= set(meta(credits))
     assert credits.reconcile(ACCT).entries_read == 0
-    trimmed = credits.trim_ledger(ACCT, before=ids[2090])
-    assert trimmed.removed == 2091
     m = meta(credits)
     assert (m["bfn"], m["bf"]) == ("2048", str(10_000 - 2047))  # blocks 0 and 1, whole
     assert "b:0" not in m
     assert "b:1" not in m
+    assert_blocks(credits, ACCT)
+    trimmed = credits.trim_ledger(ACCT, before=ids[2090])
+    assert trimmed.removed == 2091
     assert_blocks(credits, ACCT)
     for _ in range(3):
         credits.debit(ACCT, 1, action="chat_message")

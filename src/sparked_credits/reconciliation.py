@@ -2,8 +2,8 @@
 
 A procedure is a generator that yields operations and receives their results, so the
 multi-step logic (chunked sums, sweeps across accounts) is written once for both clients.
-Sums run inside Redis in bounded chunks: entries never travel to Python, and no single
-script call holds Redis for long.
+Sums run inside Redis (block sums first, then entries in bounded chunks): entries never
+travel to Python, and no single script call holds Redis for long.
 """
 
 from __future__ import annotations
@@ -115,9 +115,13 @@ def reconcile(
 ) -> Generator[Operation[Any], Any, ReconcileResult]:
     """Check that the balance equals the ledger's sum, summing inside Redis.
 
-    The cheap pass sums from the last checkpoint on, and checks the entry count against
-    the checkpoint's, so an entry that appeared at or below the checkpoint (a torn
-    transaction replayed after a restart) is noticed: it then falls back to a full pass.
+    The cheap pass first adds the block sums every script keeps beside the ledger (one
+    number per 1,024 entries): when they equal the balance and their entry count is the
+    ledger's, no entry is read. Otherwise (entries appended without block sums: the
+    TypeScript SDK, an earlier version, a torn script) it sums from the last checkpoint
+    on, and checks the entry count against the checkpoint's, so an entry that appeared at
+    or below the checkpoint (a torn transaction replayed after a restart) is noticed: it
+    then falls back to a full pass. A pass that agrees seeds the block sums again.
     ``full=True`` sums every entry. ``repair=True`` fixes a mismatch by a full pass that
     rebuilds every derived record (balance, idempotency records, holds, refunds, marks)
     from the ledger, the commit record, and compensates a key applied twice.

@@ -127,8 +127,10 @@ end
 --   b:<k>  the sum of closed block k (ordinals k*1024+1 .. (k+1)*1024), written when its
 --          last entry is appended;
 --   bf/bfn a folded base: the sum and the count of the first bfn ordinals (a reconcile
---          seeds it, a trim folds whole trimmed blocks into it); blocks and bo then only
---          sum ordinals above bfn, and b:<k> below floor(bfn/1024) are never read.
+--          that agrees folds the closed blocks into it, or seeds it); blocks and bo then
+--          only sum ordinals above bfn, and b:<k> below floor(bfn/1024) are never read.
+-- So the meta hash holds the closed blocks since the last clean reconcile only: it stays a
+-- small listpack, which every script reads (a listpack is scanned for an absent field).
 -- One read and ONE write: n and the sums change in the same HSET, so no prefix of a torn
 -- script can count an entry without its delta (or the reverse). Entries appended without
 -- this update (the TypeScript SDK, an earlier version, a prefix that kept only the XADD)
@@ -233,8 +235,9 @@ end
 -- credits.
 -- A closed account counts as initialized: it never gets starting credits again (not from a
 -- user.created that Svix delivers after user.deleted, not from auto-initialize).
--- The 'init', 'closed' and 'opened' marks are read once per script (is_closed, then is_initialized,
--- in one HMGET) and kept up to date by do_init, the only prelude code that writes them.
+-- The 'init', 'closed' and 'opened' marks are read once per script (is_closed, then
+-- is_initialized, in one HMGET) and kept up to date by do_init, the only prelude code that
+-- writes 'init' and 'closed'.
 local meta_marks = nil
 
 local function read_marks()

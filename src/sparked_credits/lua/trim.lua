@@ -37,30 +37,4 @@ end
 redis.call('HSET', K_META, 'base_id', gone[#gone][1], 'base_sum', fmt(s),
            'base_count', fmt(n + #gone))
 local removed = redis.call('XTRIM', K_TXS, 'MINID', minid)
-
--- == Block sums (prelude.lua, ledger_block_add): fold the closed blocks that the trim base
--- covers whole into the folded base bf/bfn, so the meta hash and a reconcile's reads stay
--- bounded by what the stream keeps. bf and bfn change in one HSET; the folded fields go
--- after it (fields below the base are never read: a prefix is harmless). An account
--- without block sums (or a field missing) is left alone: the next reconcile seeds it.
-local function blocks_fold(trimmed)
-  local m = redis.call('HMGET', K_META, 'n', 'bf', 'bfn')
-  if not m[1] then return end
-  local folded, from = tonumber(m[2] or '0'), tonumber(m[3] or '0')
-  local upto = math.min(math.floor(trimmed / BLOCK), math.floor(tonumber(m[1]) / BLOCK))
-  if upto * BLOCK <= from then return end
-  local names = {}
-  for k = math.floor(from / BLOCK), upto - 1 do
-    local name = 'b:' .. fmt(k)
-    local sum = redis.call('HGET', K_META, name)
-    if not sum then return end
-    folded = folded + tonumber(sum)
-    names[#names + 1] = name
-  end
-  redis.call('HSET', K_META, 'bf', fmt(folded), 'bfn', fmt(upto * BLOCK))
-  for i = 1, #names do redis.call('HDEL', K_META, names[i]) end
-end
-blocks_fold(n + #gone)
--- == end of block sums ==================================================================
-
 return {'trimmed', fmt(removed), minid}
