@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._core.decoding import text
-from ._core.lots import LotBook, parse_record
+from ._core.lots import Lot, LotBook, parse_record
 from ._core.operations import Operations
 from ._core.requests import Operation
 from .models import LedgerEntry
@@ -49,7 +49,9 @@ class _Dump:
         """The two sorted sets hold exactly the lots the records say have credits left, and
         the summary (tracked sum, soonest expiry, first lot and its record) says what the
         records say: a torn write can leave them apart."""
-        lots = [parse_record(i, r) for i, r in self.records.items() if i]
+        lots = _parsed(self.records)
+        if lots is None:
+            return False
         open_lots = [lot for lot in lots if lot.remaining > 0]
         expiring = [lot for lot in open_lots if lot.expires_ms is not None]
         if set(self.order) != {lot.id for lot in open_lots}:
@@ -114,17 +116,28 @@ def _normalized(book: LotBook) -> dict[str, str]:
     """Records after charging any pending shortfall to the lots (a script may or may not
     have done so yet: both states stand for the same lots)."""
     book.catch_up()
+    return _records(book)
+
+
+def _records(book: LotBook) -> dict[str, str]:
     out = {lot.id: lot.record() for lot in book.lots.values()}
     out[""] = str(book.tracked)
     return out
 
 
-def _stored(records: dict[str, str], balance: int) -> LotBook:
-    book = LotBook(balance)
-    for lot_id, record in records.items():
-        if lot_id:
-            book.lots[lot_id] = parse_record(lot_id, record)
-    return book
+def _parsed(records: dict[str, str]) -> list[Lot] | None:
+    """The lots of stored records; None when one does not parse (a corrupted record)."""
+    try:
+        return [parse_record(i, r) for i, r in records.items() if i]
+    except ValueError:
+        return None
+
+
+def _stored(records: dict[str, str], balance: int) -> LotBook | None:
+    lots = _parsed(records)
+    if lots is None:
+        return None
+    return LotBook(balance, {lot.id: lot for lot in lots})
 
 
 def _later(a: str, b: str) -> bool:
@@ -135,10 +148,11 @@ def _later(a: str, b: str) -> bool:
 
 
 def check_lots(
-    ops: Operations, account: str, repair: bool
+    ops: Operations, account: str, repair: bool, force: bool = False
 ) -> Generator[Operation[Any], Any, LotsCheck]:
     """Replay the ledger, compare the lots it implies with the stored ones, and (repair)
-    replace the stored ones with them."""
+    replace the stored ones with them; ``force``: replace them even when they compare
+    equal (the reconcile script's own check found them wrong)."""
     for _ in range(ATTEMPTS):
         dump: _Dump = yield _dump(ops, account)
         if dump.trimmed:
@@ -156,9 +170,15 @@ def check_lots(
             if len(page) < PAGE or _later(page[-1].id, dump.last_id):
                 break
             start = "(" + page[-1].id
+        # Stored lots that hold more than the balance stand for the same lots as those
+        # charged for it only where the ledger says credits were taken without them.
+        pending = book.tracked > max(book.balance, 0)
         want = _normalized(book)
-        have = _normalized(_stored(dump.records, book.balance))
-        if want == have and dump.indexes_agree():
+        stored = _stored(dump.records, book.balance)
+        have = None
+        if stored is not None:
+            have = _normalized(stored) if pending else _records(stored)
+        if want == have and dump.indexes_agree() and not force:
             return LotsCheck(matched=True)
         if not repair:
             return LotsCheck(matched=False)

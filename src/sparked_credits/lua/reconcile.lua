@@ -24,8 +24,9 @@
 -- with an 'adjust' entry of delta 0 that records what was found (never a silent overwrite).
 -- Entries of types this version does not know are counted by their delta, nothing else.
 -- Replies: {'more', last_id, sum, count, read, rebuilt, duplicates} or
--- {status, checkpoint_id, sum, count, read, rebuilt, duplicates, balance} with status
--- 'ok', 'mismatch', 'stale' or 'repaired'.
+-- {status, checkpoint_id, sum, count, read, rebuilt, duplicates, balance, lots} with status
+-- 'ok', 'mismatch', 'stale' or 'repaired' (about the balance), and lots '' when the credit
+-- lots pass the check below, else what is wrong with them (see lots_problem).
 local K_REFUNDS = KEYS[11]
 local start, sum, count = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local chunk, mode, full = tonumber(ARGV[12]), ARGV[13], ARGV[14] == 'full'
@@ -70,6 +71,88 @@ end
 local function ms_of(id)
   return tonumber(string.match(id, '^(%d+)'))
 end
+
+-- == Credit lots: the check every pass makes (lots.lua's invariants) ==================
+-- The lots are derived state too. The last chunk of every pass (the cheap one included)
+-- checks, in the same script that compares the balance, what holds without the ledger:
+-- every record parses and none is negative; the summary's tracked sum is the sum of
+-- `remaining` over the records, its head is the first lot of the order zset (with a
+-- copy of its record) and its soonest expiry the expiry zset's first; the order zset holds
+-- exactly the lots with credits left, scored as lots.lua scores them, and the expiry zset
+-- exactly those of them that expire, scored by expiry; the tracked credits are not more
+-- than the ledger sum (beyond it only an admin overdraft, owed by the implicit lot '_':
+-- the lots then hold nothing). Credits an older SDK took without touching lots leave the
+-- tracked sum above the balance until the next script catches up: that is no fault while
+-- the latest entry that moved credits records no lots. Reply: '' (agree) or what is wrong:
+-- 'record', 'negative', 'summary', 'tracked', 'order', 'expiry', 'over_balance'. Read only:
+-- the full repair (lot_reconciliation.py) rebuilds the lots from the ledger.
+
+-- Did the latest entry that moved credits record no lots (an older SDK's write)?
+local function lots_latest_untracked()
+  local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 8)
+  for i = 1, #last do
+    local v = entry_values(last[i][2])
+    if (tonumber(v[2]) or 0) ~= 0 then return lots_in_meta(v[9]) == '' end
+  end
+  return true
+end
+
+-- Does the zset `key` hold exactly the lots `want` (id -> score)? `n` is how many.
+-- Returns its members with scores (first first) when it does, else nil.
+local function lots_index_agrees(key, want, n)
+  local got = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  if #got ~= 2 * n then return nil end
+  for i = 1, #got, 2 do
+    if want[got[i]] ~= tonumber(got[i + 1]) then return nil end
+  end
+  return got
+end
+
+local function lots_problem(ledger_sum)
+  local all = redis.call('HGETALL', K_LOTS)
+  local summary, tracked, n = nil, 0, 0
+  local records, order, expiry, n_order, n_expiry = {}, {}, {}, 0, 0
+  for i = 1, #all, 2 do
+    local id, rec = all[i], all[i + 1]
+    if id == LOT_SUM then
+      summary = rec
+    else
+      local r, e, p = string.match(rec, '^(%-?%d+)|%d+|(%d*)|(%d+)|')
+      if not r then return 'record' end
+      local lot = {remaining = tonumber(r), expires = tonumber(e), priority = tonumber(p)}
+      if lot.remaining < 0 then return 'negative' end
+      records[id] = rec
+      tracked, n = tracked + lot.remaining, n + 1
+      if lot.remaining > 0 then
+        order[id], n_order = lot_score(lot), n_order + 1
+        if lot.expires then expiry[id], n_expiry = lot.expires, n_expiry + 1 end
+      end
+    end
+  end
+  local t, rest = nil, ''
+  if summary ~= nil then
+    t, rest = string.match(summary, '^(%-?%d+)(.*)$')
+    if not t then return 'summary' end
+    if tonumber(t) ~= tracked then return 'tracked' end
+  elseif n > 0 then
+    return 'summary'
+  end
+  local first = lots_index_agrees(K_LOTQ, order, n_order)
+  if not first then return 'order' end
+  local soonest = lots_index_agrees(K_LOTEXP, expiry, n_expiry)
+  if not soonest then return 'expiry' end
+  if rest ~= '' then  -- 'tracked' alone is an earlier layout: no head, no soonest
+    local e, h, hrec = string.match(rest, '^|(%d*)|([^|]*)|?(.*)$')
+    if not e then return 'summary' end
+    if h ~= (first[1] or '') or (h ~= '' and hrec ~= records[h]) then return 'summary' end
+    if tonumber(e) ~= (soonest[2] and tonumber(soonest[2]) or nil) then return 'summary' end
+  end
+  if tracked > math.max(ledger_sum, 0) and not lots_latest_untracked() then
+    return 'over_balance'
+  end
+  return ''
+end
+-- == end of the credit lots check ========================================================
 
 -- Compensate a second application with a new entry. It leaves the stored balance alone:
 -- whether the balance took the repeat in depends on which writes of the torn transaction
@@ -246,7 +329,8 @@ if #entries == chunk or dups > 0 then
 end
 
 local function finish(status, id, balance)
-  return {status, id, fmt(sum), fmt(count), read, fmt(rebuilt), fmt(dups), fmt(balance)}
+  return {status, id, fmt(sum), fmt(count), read, fmt(rebuilt), fmt(dups), fmt(balance),
+          lots_problem(sum)}
 end
 
 if rebuild then
