@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 import redis
 
-from conftest import ledger_sum
 from sparked_credits import CreditsClient
 from sparked_credits._core.keys import AccountKeys, KeySpace
 from sparked_credits._core.lots import SPAN, parse_record
@@ -42,7 +41,7 @@ def grants(client: CreditsClient) -> list[tuple[str, int, int, str]]:
     """The open lots (id, remaining, amount, source), and the invariants."""
     lots = client.grants(ACCT)
     balance = client.get_balance(ACCT)
-    assert balance == ledger_sum(client, ACCT)
+    assert balance == client.reconcile(ACCT, full=True).ledger_sum  # from the trim base on
     assert max(balance, 0) == sum(g.remaining for g in lots)
     return [(g.grant_id, g.remaining, g.amount, g.source) for g in lots]
 
@@ -247,3 +246,103 @@ def test_lots_deleted_are_found_by_the_full_pass(
     fixed = client.reconcile(ACCT, full=True, repair=True)
     assert (fixed.lots_matched, fixed.repaired) == (False, True)
     assert grants(client) == before
+
+
+def _old_debit(raw: redis.Redis, key: str, amount: int) -> None:
+    """A debit by an SDK from before lots (it leaves the lots to catch up)."""
+    reply = raw.register_script(LEGACY_DEBIT)(
+        keys=list(KEYS.script_keys[:7]),
+        args=[key, "fp", 60_000, "0", 100, "old", amount, "chat", "", ""],
+    )
+    assert reply[0] == b"ok", reply
+
+
+def _trim_at_checkpoint(client: CreditsClient, raw: redis.Redis) -> int:
+    assert client.reconcile(ACCT).matched is True
+    ckpt = (raw.hget(KEYS.meta, "ckpt_id") or b"").decode()
+    client.debit(ACCT, 1, action="chat_message")  # one entry after the checkpoint
+    return client.trim_ledger(ACCT, before=ckpt).removed
+
+
+def test_trim_keeps_the_lots_at_its_base_and_a_repair_rebuilds_them(
+    client: CreditsClient, raw_redis: redis.Redis
+) -> None:
+    client.initialize_user(ACCT)
+    promo = client.credit(ACCT, 50, source="promo", priority=10, expires_at=TOMORROW)
+    client.credit(ACCT, 20, source="grant")
+    spent = client.debit(ACCT, 60, action="video")  # promo 50, init 10
+    client.refund(ACCT, spent.entry.id, amount=5)  # back to init (the last drawn)
+    hold = client.reserve(ACCT, 8, action="video", ttl=600)
+    client.settle(ACCT, hold.hold_id, 3)
+    _old_debit(raw_redis, "old-1", 4)  # credits taken without lots: replay catches up
+    later = client.debit(ACCT, 30, action="video")
+    assert _trim_at_checkpoint(client, raw_redis) > 5
+    assert raw_redis.xrange(KEYS.ledger, "-", promo.entry.id) == []  # the lot's entry is gone
+    assert raw_redis.hget(KEYS.meta, "base_lots") is not None
+    before = grants(client)
+    clean = client.reconcile(ACCT, full=True)
+    assert (clean.lots_matched, clean.lots_replayed, clean.lots_rebuilt) == (True, True, 0)
+
+    for keys in ([KEYS.lots, KEYS.lot_order, KEYS.lot_expiry], [KEYS.lot_order]):
+        raw_redis.delete(*keys)
+        found = client.reconcile(ACCT, full=True)
+        assert (found.lots_matched, found.lots_replayed, found.repaired) == (False, True, False)
+        fixed = client.reconcile(ACCT, full=True, repair=True)
+        assert (fixed.lots_matched, fixed.repaired) == (False, True)
+        assert fixed.lots_rebuilt > 0
+        assert grants(client) == before
+        assert client.reconcile(ACCT, full=True).lots_matched is True
+
+    # Credits given back after the trim to a lot opened before it, a second trim on top
+    # of the first base, and a repair again.
+    client.refund(ACCT, later.entry.id)
+    client.credit(ACCT, 40, source="referral", expires_at=TOMORROW, priority=60)
+    client.debit(ACCT, 45, action="video")
+    assert _trim_at_checkpoint(client, raw_redis) > 0
+    before = grants(client)
+    assert client.reconcile(ACCT, full=True).lots_matched is True
+    raw_redis.delete(KEYS.lots, KEYS.lot_order, KEYS.lot_expiry)
+    client.reconcile(ACCT, repair=True, full=True)
+    assert grants(client) == before
+    again = client.reconcile(ACCT, full=True)
+    assert (again.matched, again.lots_matched, again.lots_replayed) == (True, True, True)
+
+
+def test_a_base_trimmed_without_lots_stays_unreplayed(
+    client: CreditsClient, raw_redis: redis.Redis
+) -> None:
+    """A trim by an earlier version kept no lots at its base: the full pass cannot replay
+    them (it checks what it can without the ledger), and later trims keep it so."""
+    client.initialize_user(ACCT)
+    client.credit(ACCT, 50, source="promo", priority=10)
+    client.debit(ACCT, 20, action="video")
+    _trim_at_checkpoint(client, raw_redis)
+    raw_redis.hdel(KEYS.meta, "base_lots")
+    result = client.reconcile(ACCT, full=True)
+    assert (result.matched, result.lots_matched, result.lots_replayed) == (True, True, False)
+    client.debit(ACCT, 5, action="video")
+    _trim_at_checkpoint(client, raw_redis)
+    assert raw_redis.hget(KEYS.meta, "base_lots") is None
+    assert client.reconcile(ACCT, full=True).lots_replayed is False
+    raw_redis.zrem(KEYS.lot_order, *raw_redis.zrange(KEYS.lot_order, 0, -1))
+    assert client.reconcile(ACCT).lots_problem == "order"  # the cheap check still sees it
+
+
+def test_trimmed_lots_replay_on_every_backend(make_client: Callable[..., Any]) -> None:
+    """The trim script's replay of the lots (Lua) and the full pass's (Python) agree on
+    every backend, sync and async."""
+    c = make_client()
+    c.initialize_user(ACCT)
+    c.credit(ACCT, 50, source="promo", priority=10, expires_at=TOMORROW)
+    spent = c.debit(ACCT, 70, action="video")
+    c.refund(ACCT, spent.entry.id, amount=30)
+    c.debit(ACCT, 5, action="video")
+    first = c.reconcile(ACCT)
+    assert (first.matched, first.lots_matched) == (True, True)
+    c.debit(ACCT, 1, action="video")
+    assert c.trim_ledger(ACCT, before=first.checkpoint_id).removed == 4
+    full = c.reconcile(ACCT, full=True, repair=True)
+    assert (full.matched, full.lots_matched, full.lots_replayed) == (True, True, True)
+    assert full.lots_rebuilt == 0
+    # promo 50 + init 100; -70 (promo 50, init 20); +30 (init 20, promo 10); -5; -1
+    assert [(g.source, g.remaining) for g in c.grants(ACCT)] == [("promo", 4), ("init", 100)]

@@ -7,8 +7,10 @@ gives the lots it implies; a full reconcile compares them with the stored ones a
 ``repair=True``, replaces the stored ones in one script that first checks the ledger has not
 moved on since the replay (else it replays again).
 
-A ledger trimmed behind a checkpoint cannot be replayed from its start: its lots are then
-reported as not checked (``None``), never rebuilt from a partial history.
+A ledger trimmed behind a checkpoint is replayed from the lots its trim kept as of the
+base (meta ``base_lots``, written with ``base_sum`` by ``lua/trim.lua``). Only a ledger
+trimmed by an earlier version, which kept none, cannot be replayed: its lots are then
+reported as not replayed (``None``), never rebuilt from a partial history.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ class LotsCheck:
 @dataclass(frozen=True)
 class _Dump:
     last_id: str
-    trimmed: bool
+    base: str
+    """'0' not trimmed; '1' trimmed without the lots at its base; '2' trimmed, with them."""
+    base_id: str
+    base_sum: int
+    base_lots: str
     records: dict[str, str]
     order: tuple[str, ...]
     expiry: frozenset[str]
@@ -80,14 +86,17 @@ class _Dump:
 
 def _dump(ops: Operations, account: str) -> Operation[_Dump]:
     def decode(raw: Sequence[Any]) -> _Dump:
-        flat = [text(x) for x in raw[3:]]
+        flat = [text(x) for x in raw[6:]]
         n = int(flat[0])
         records = dict(zip(flat[1 : 1 + 2 * n : 2], flat[2 : 2 + 2 * n : 2], strict=True))
         m = int(flat[1 + 2 * n])
         members = flat[2 + 2 * n :]
         return _Dump(
             text(raw[1]),
-            text(raw[2]) == "1",
+            text(raw[2]),
+            text(raw[3]),
+            int(raw[4]),
+            text(raw[5]),
             records,
             tuple(members[:m]),
             frozenset(members[m:]),
@@ -110,6 +119,11 @@ def _restore(
     return ops.maintenance(
         "lots_restore", account, decode=decode, last_id=last_id, records=packed
     )
+
+
+def _unpacked(packed: str) -> dict[str, str]:
+    """'id=record id=record ...' (as _restore packs them and trim.lua keeps them)."""
+    return dict(part.split("=", 1) for part in packed.split(" ") if part)
 
 
 def _normalized(book: LotBook) -> dict[str, str]:
@@ -155,10 +169,15 @@ def check_lots(
     equal (the reconcile script's own check found them wrong)."""
     for _ in range(ATTEMPTS):
         dump: _Dump = yield _dump(ops, account)
-        if dump.trimmed:
+        if dump.base == "1":
             return LotsCheck(matched=None)
-        book = LotBook()
-        start = "-"
+        book, start = LotBook(), "-"
+        if dump.base == "2":
+            # A trimmed ledger: from the lots its trim kept as of the base, after it.
+            base = _stored(_unpacked(dump.base_lots), dump.base_sum)
+            if base is None:
+                return LotsCheck(matched=None)
+            book, start = base, "(" + dump.base_id
         while dump.last_id:
             page: list[LedgerEntry] = yield ops.read_entries(account, start, "+", PAGE, False)
             for entry in page:
