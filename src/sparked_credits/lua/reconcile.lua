@@ -154,11 +154,56 @@ local function lots_problem(ledger_sum)
 end
 -- == end of the credit lots check ========================================================
 
+-- == Credit lots of a compensation entry ===================================================
+-- A compensation undoes what the repeat `v` (entry `id`) did to the lots, and records it in
+-- its '_sc.l' like any entry (so replaying the ledger moves the same lots). `amount` is the
+-- compensation's signed delta. Credits it gives back (the repeat drew them: a debit, a
+-- reserve, a negative adjust, a settle's overage) go to the lots the repeat drew from, the
+-- last drawn first (lots_give_back: the implicit lot for what it drew beyond the lots). Credits
+-- it takes back (the repeat brought them: an opened lot, or a refund, release, expiry or
+-- settle that gave back) come off the lots the repeat put them in, as far as those still
+-- hold them, and the rest in consumption order. A lot given back to past its expiry lapses
+-- in the sweep that ends the repair. The stored balance is left alone (see compensate).
+local function compensation_lots(id, v, amount)
+  local l = lots_in_meta(v[9])
+  if amount > 0 then return lots_encode((lots_give_back(lots_decode(l), amount, 0))) end
+  local want, taken = -amount, {}
+  local from = lots_decode(l)
+  if string.sub(l, 1, 1) == '+' then from = {{id, want}} end
+  for i = #from, 1, -1 do
+    if want == 0 then break end
+    local lot = nil
+    if from[i][1] ~= LOT_IMPLICIT then lot = lot_get(from[i][1]) end
+    if lot and lot.remaining > 0 then
+      local n = math.min(from[i][2], lot.remaining, want)
+      lot_change(lot, -n)
+      taken[#taken + 1] = {lot.id, n}
+      want = want - n
+    end
+  end
+  if want > 0 then
+    local rest = lots_draw(want)
+    for i = 1, #rest do taken[#taken + 1] = rest[i] end
+  end
+  return lots_encode(taken)
+end
+
+-- The stored meta of a compensation: its lots record first (as sc_meta places '_sc'),
+-- then the note.
+local function compensation_meta(note, l)
+  if l == '' then return note end
+  return '{"_sc":{"l":"' .. l .. '"},' .. string.sub(note, 2)
+end
+-- == end of the credit lots of a compensation entry ========================================
+
 -- Compensate a second application with a new entry. It leaves the stored balance alone:
 -- whether the balance took the repeat in depends on which writes of the torn transaction
 -- survived, and the last chunk sets the balance to the ledger sum (which includes this
 -- entry) either way, so a concurrent call never sees a balance corrected twice. The entry's
 -- 'balance' field is the stored balance at the time (the final 'adjust' records the fix).
+-- It gives back to (or takes from) the lots the repeat moved (compensation_lots). Write
+-- order: the entry, the mark that it was written (so a prefix never compensates twice),
+-- the lots, the hold record.
 local function compensate(id, v, first, why)
   local mark = 'dup:' .. id
   if redis.call('HEXISTS', K_META, mark) == 1 then return end
@@ -173,14 +218,20 @@ local function compensate(id, v, first, why)
     local state, amount = nil, fmt(-(tonumber(v[2]) or 0))
     if rec then state, amount = parse_hold(rec) end
     if state == nil or state == 'O' then
-      cid = append('release', tonumber(amount), bal, v[4], v[5], reason, id, '', note)
+      local stored = compensation_meta(note, compensation_lots(id, v, tonumber(amount)))
+      cid = append('release', tonumber(amount), bal, v[4], v[5], reason, id, '', note, stored)
+      redis.call('HSET', K_META, mark, cid)
+      lots_apply()
       redis.call('HSET', K_HOLDS, id, 'R|' .. amount)
       redis.call('ZREM', K_HOLD_EXP, id)
     end
   else
     local delta = -(tonumber(v[2]) or 0)
     if delta ~= 0 then
-      cid = append('adjust', delta, bal, 'reconcile', APP, reason, id, '', note)
+      local stored = compensation_meta(note, compensation_lots(id, v, delta))
+      cid = append('adjust', delta, bal, 'reconcile', APP, reason, id, '', note, stored)
+      redis.call('HSET', K_META, mark, cid)
+      lots_apply()
     end
   end
   redis.call('HSET', K_META, mark, cid)
