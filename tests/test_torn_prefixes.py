@@ -123,6 +123,18 @@ def _with_lots_and_checkpoint(c: CreditsClient) -> Ctx:
     return {"before": ckpt}
 
 
+def _with_repeated_debit(c: CreditsClient) -> Ctx:
+    """One key applied twice across lots (its record lost before the retry and after it):
+    the full repair compensates the second, giving back to the lots it drew from."""
+    c.initialize_user(ACCT, 100)
+    c.credit(ACCT, 50, source="promo", priority=10, expires_at=TOMORROW)
+    raw = c._backend.client  # type: ignore[attr-defined]
+    for _ in range(2):
+        c.debit(ACCT, 30, action="chat_message", idempotency_key="twice")
+        raw.delete(*IDEM)
+    return {}
+
+
 def _with_old_records(c: CreditsClient) -> Ctx:
     """Records whose generation is past the retention: the next call rotates them (UNLINK,
     RENAME, PEXPIRE...), the longest write sequence of a mutation."""
@@ -205,6 +217,8 @@ SCENARIOS = [
     Scenario("refund_to_expired_lot", _spent_from_expiring_lot,
              lambda c, x: c.refund(ACCT, x["eid"], idempotency_key="k"), key="k"),
     Scenario("sweep_lots", _with_due_lot, lambda c, x: c.sweep_expired(ACCT)),
+    Scenario("reconcile_compensates", _with_repeated_debit,
+             lambda c, x: c.reconcile(ACCT, full=True, repair=True)),
     Scenario("trim_lots", _with_lots_and_checkpoint,
              lambda c, x: c.trim_ledger(ACCT, before=x["before"])),
 ]

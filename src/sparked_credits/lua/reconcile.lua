@@ -196,6 +196,26 @@ local function compensation_meta(note, l)
 end
 -- == end of the credit lots of a compensation entry ========================================
 
+-- The compensation of `id` already in the ledger, if any: a torn prefix of an earlier repair
+-- can keep a compensation entry and lose its mark (written right after it). It names `id`
+-- in its ref and its note; it comes after `id` (searched from the newest back, in pages).
+-- Only reached for a repeat whose mark is missing, which only a crash makes.
+local function compensation_of(id)
+  local hi, note = '+', '"entry":"' .. id .. '"'
+  while true do
+    local page = redis.call('XREVRANGE', K_TXS, hi, '(' .. id, 'COUNT', 256)
+    for i = 1, #page do
+      local v = entry_values(page[i][2])
+      if v[7] == id and string.find(v[9], note, 1, true)
+         and string.sub(v[6], 1, 11) == 'reconcile: ' then
+        return page[i][1]
+      end
+    end
+    if #page < 256 then return nil end
+    hi = '(' .. page[#page][1]
+  end
+end
+
 -- Compensate a second application with a new entry. It leaves the stored balance alone:
 -- whether the balance took the repeat in depends on which writes of the torn transaction
 -- survived, and the last chunk sets the balance to the ledger sum (which includes this
@@ -207,6 +227,11 @@ end
 local function compensate(id, v, first, why)
   local mark = 'dup:' .. id
   if redis.call('HEXISTS', K_META, mark) == 1 then return end
+  local done = compensation_of(id)
+  if done then
+    redis.call('HSET', K_META, mark, done)
+    return
+  end
   local bal = tonumber(redis.call('GET', K_BAL) or '0')
   local note = '{"duplicate_of":"' .. first .. '","entry":"' .. id .. '"}'
   local reason = 'reconcile: ' .. why .. ' ' .. id .. ' repeats ' .. first
