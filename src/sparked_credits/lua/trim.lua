@@ -112,7 +112,8 @@ local function base_lots_fields(entries)
   table.sort(ids)
   local parts = {}
   for i = 1, #ids do parts[i] = ids[i] .. '=' .. lot_record(book[ids[i]]) end
-  return {'base_lots', table.concat(parts, ' ')}
+  local fields = {'base_lots', table.concat(parts, ' ')}
+  return fields
 end
 -- == end of the credit lots at the trim base ===============================================
 
