@@ -346,3 +346,28 @@ def test_trimmed_lots_replay_on_every_backend(make_client: Callable[..., Any]) -
     assert full.lots_rebuilt == 0
     # promo 50 + init 100; -70 (promo 50, init 20); +30 (init 20, promo 10); -5; -1
     assert [(g.source, g.remaining) for g in c.grants(ACCT)] == [("promo", 4), ("init", 100)]
+
+
+def test_a_trim_after_a_torn_trim_counts_nothing_twice(
+    client: CreditsClient, raw_redis: redis.Redis
+) -> None:
+    """A trim whose XTRIM was lost (its base written): the next trim finishes it first, so
+    neither the base sum nor the lots at the base count the entries twice."""
+    client.initialize_user(ACCT)
+    client.credit(ACCT, 50, source="promo", priority=10)
+    client.debit(ACCT, 70, action="video")
+    ledger = raw_redis.dump(KEYS.ledger)
+    assert ledger is not None
+    assert _trim_at_checkpoint(client, raw_redis) > 0
+    # the torn prefix: the base is written, the entries are still there
+    entries_after = raw_redis.xrange(KEYS.ledger)
+    raw_redis.restore(KEYS.ledger, 0, ledger, replace=True)
+    for eid, fields in entries_after:
+        if not raw_redis.xrange(KEYS.ledger, eid, eid):
+            raw_redis.xadd(KEYS.ledger, fields, id=eid)  # type: ignore[arg-type]
+    ckpt = (raw_redis.hget(KEYS.meta, "ckpt_id") or b"").decode()
+    client.trim_ledger(ACCT, before=ckpt)  # finishes the torn one
+    assert raw_redis.xrange(KEYS.ledger, "-", "(" + ckpt) == []
+    result = client.reconcile(ACCT, full=True)
+    assert (result.matched, result.lots_matched, result.lots_replayed) == (True, True, True)
+    assert result.ledger_sum == client.get_balance(ACCT) == 79  # 150 - 70 - 1

@@ -26,6 +26,13 @@ local open = redis.call('ZRANGE', K_HOLD_EXP, 0, -1)
 for i = 1, #open do
   if older(open[i], minid) then minid = open[i] end
 end
+-- Finish a trim cut off between its base and its XTRIM first (as the full pass does): the
+-- entries the base already stands for must not join it again.
+local prior = redis.call('HGET', K_META, 'base_id')
+if prior then
+  local ms, seq = string.match(prior, '^(%d+)-(%d+)$')
+  redis.call('XTRIM', K_TXS, 'MINID', ms .. '-' .. fmt(tonumber(seq) + 1))
+end
 local gone = redis.call('XRANGE', K_TXS, '-', '(' .. minid)
 if #gone == 0 then return {'trimmed', '0', minid} end
 
