@@ -371,3 +371,29 @@ def test_a_trim_after_a_torn_trim_counts_nothing_twice(
     result = client.reconcile(ACCT, full=True)
     assert (result.matched, result.lots_matched, result.lots_replayed) == (True, True, True)
     assert result.ledger_sum == client.get_balance(ACCT) == 79  # 150 - 70 - 1
+
+
+def test_an_account_with_many_drained_lots_reads_only_its_open_ones(
+    client: CreditsClient, raw_redis: redis.Redis
+) -> None:
+    """Past 32 lots the cheap check reads the open lots and the summary only (drained lots
+    keep their records forever); what goes wrong still shows."""
+    ids = _setup(client)
+    for _ in range(40):
+        client.credit(ACCT, 1, source="promo", priority=0)
+        client.debit(ACCT, 1, action="chat_message")
+    assert raw_redis.hlen(KEYS.lots) > 40
+    before = grants(client)
+    assert client.reconcile(ACCT).lots_matched is True
+    for corrupt, problem in ((_missing_from_order, "tracked"), (_wrong_order_score, "order"),
+                             (_missing_from_expiry, "expiry"), (_wrong_head, "summary"),
+                             (_tracked_off, "tracked"), (_over_balance, "over_balance")):
+        corrupt(raw_redis, ids)
+        state = lots_state(raw_redis)
+        cheap = client.reconcile(ACCT)
+        assert (cheap.lots_matched, cheap.lots_problem) == (False, problem)
+        assert lots_state(raw_redis) == state
+        fixed = client.reconcile(ACCT, repair=True)
+        assert (fixed.repaired, fixed.lots_matched) == (True, False)
+        assert grants(client) == before
+        assert client.reconcile(ACCT).lots_matched is True
