@@ -124,8 +124,10 @@ def reconcile(
     the checkpoint's, so an entry that appeared at or below the checkpoint (a torn
     transaction replayed after a restart) is noticed: it then falls back to a full pass.
     ``full=True`` sums every entry. ``repair=True`` fixes a mismatch by a full pass that
-    rebuilds every derived record (balance, idempotency records, holds, refunds, marks)
-    from the ledger, the commit record, and compensates a key applied twice.
+    rebuilds every derived record (balance, idempotency records, holds, refunds, marks,
+    credit lots) from the ledger, the commit record, and compensates a key applied twice.
+    Every pass checks the credit lots in its last script call (``lots_problem``); a full
+    pass also replays the ledger (from the lots kept at the trim base) to compare them.
     """
     account = v.account(account)
     v.flag(repair, "repair")
