@@ -8,12 +8,16 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import redis
 
 from proxy import DroppingProxy
 from redis_servers import RedisServer
 from sparked_credits import AsyncCreditsClient, CreditsClient
+from sparked_credits._core.lots import decode_draws
 
 ACCT = "user_2abc"
 
@@ -136,3 +140,114 @@ def test_async_sdk_resend_is_not_a_replay(redis_server: RedisServer, redis_url: 
         asyncio.run(main())
     finally:
         proxy.close()
+
+
+# -- Compensations move credit lots like any entry -----------------------------------------
+# A second application of one key (what a retry after a torn "XADD only" prefix does) is
+# made here by dropping the key's record before the retry and again after it: the full
+# repair then rebuilds the record for the first entry and compensates the second, whose
+# compensation gives back to (or takes from) the lots the second moved.
+
+TOMORROW = datetime.now(timezone.utc) + timedelta(days=1)
+
+
+def _client(raw: redis.Redis) -> CreditsClient:
+    port = raw.connection_pool.connection_kwargs["port"]
+    return CreditsClient(f"redis://127.0.0.1:{port}", app="app.sparked.world")
+
+
+def _twice(raw: redis.Redis, call: Callable[[], Any]) -> tuple[Any, Any]:
+    """``call`` applied twice under one key, the key's record then lost."""
+    first = call()
+    raw.delete(f"idem:{{{ACCT}}}:current", f"idem:{{{ACCT}}}:previous")
+    second = call()
+    assert second.replayed is False
+    assert second.entry.id != first.entry.id
+    raw.delete(f"idem:{{{ACCT}}}:current", f"idem:{{{ACCT}}}:previous")
+    return first, second
+
+
+def _init_lot(client: CreditsClient) -> str:
+    created = client.initialize_user(ACCT)
+    assert created.entry is not None
+    return created.entry.id
+
+
+def _open_lots(client: CreditsClient) -> list[tuple[str, int]]:
+    """(lot id, remaining) in consumption order; the invariants hold."""
+    lots = client.grants(ACCT)
+    result = client.reconcile(ACCT, full=True)
+    assert (result.matched, result.lots_matched, result.lots_replayed) == (True, True, True)
+    assert client.get_balance(ACCT) == sum(g.remaining for g in lots)
+    return [(g.grant_id, g.remaining) for g in lots]
+
+
+def _repair_once(client: CreditsClient) -> Any:
+    fixed = client.reconcile(ACCT, full=True, repair=True)
+    assert (fixed.duplicates, fixed.lots_matched, fixed.lots_rebuilt) == (1, True, 0)
+    entries = client.history(ACCT, limit=100).entries
+    (compensation,) = [e for e in entries if "repeats" in (e.reason or "")]
+    assert client.reconcile(ACCT, full=True, repair=True).duplicates == 0
+    return compensation
+
+
+def test_repeated_debit_gives_back_to_the_lots_it_drew(raw_redis: redis.Redis) -> None:
+    with _client(raw_redis) as client:
+        init = _init_lot(client)
+        promo = client.credit(ACCT, 50, source="promo", priority=10, expires_at=TOMORROW)
+        _, second = _twice(
+            raw_redis, lambda: client.debit(ACCT, 30, action="chat", idempotency_key="k")
+        )
+        assert decode_draws(second.entry.lots) == [(promo.entry.id, 20), (init, 10)]
+        compensation = _repair_once(client)
+        assert sorted(decode_draws(compensation.lots)) == sorted(decode_draws(second.entry.lots))
+        assert _open_lots(client) == [(promo.entry.id, 20), (init, 100)]
+
+
+def test_repeated_credit_is_taken_back_from_the_lot_it_opened(raw_redis: redis.Redis) -> None:
+    with _client(raw_redis) as client:
+        init = _init_lot(client)
+        _, second = _twice(
+            raw_redis,
+            lambda: client.credit(ACCT, 50, source="promo", priority=10, idempotency_key="c"),
+        )
+        client.debit(ACCT, 60, action="video")  # the first lot (oldest), then the second
+        compensation = _repair_once(client)
+        # The second lot held 40 of its 50: those, and 10 more in consumption order.
+        assert decode_draws(compensation.lots) == [(second.entry.id, 40), (init, 10)]
+        assert _open_lots(client) == [(init, 90)]
+
+
+def test_repeated_reserve_is_released_to_its_lots(raw_redis: redis.Redis) -> None:
+    with _client(raw_redis) as client:
+        init = _init_lot(client)
+        promo = client.credit(ACCT, 50, source="promo", priority=10, expires_at=TOMORROW)
+        first, second = _twice(
+            raw_redis,
+            lambda: client.reserve(ACCT, 40, action="video", ttl=600, idempotency_key="r"),
+        )
+        compensation = _repair_once(client)
+        assert compensation.type_name == "release"
+        assert sorted(decode_draws(compensation.lots)) == sorted(decode_draws(second.entry.lots))
+        assert _open_lots(client) == [(promo.entry.id, 10), (init, 100)]
+        client.settle(ACCT, first.hold_id, 40)
+        assert _open_lots(client) == [(promo.entry.id, 10), (init, 100)]
+
+
+def test_hold_closed_twice_takes_back_what_the_repeat_gave(raw_redis: redis.Redis) -> None:
+    """A hold released, then expired again (a torn expiry's hold record came back open):
+    the closing entry the record disagrees with is compensated, from the lots it gave to."""
+    with _client(raw_redis) as client:
+        init = _init_lot(client)
+        promo = client.credit(ACCT, 50, source="promo", priority=10, expires_at=TOMORROW)
+        hold = client.reserve(ACCT, 30, action="video", ttl=600)
+        released = client.release(ACCT, hold.hold_id)
+        past = int(time.time() * 1000) - 1000
+        raw_redis.hset(f"holds:{{{ACCT}}}", hold.hold_id, f"O|30|{past}|video|app.sparked.world")
+        raw_redis.zadd(f"holdexp:{{{ACCT}}}", {hold.hold_id: past})
+        assert client.sweep_expired_holds(ACCT) == 1  # gives the 30 back a second time
+        assert client.get_balance(ACCT) == 180
+        compensation = _repair_once(client)
+        assert compensation.delta == -30
+        assert decode_draws(compensation.lots) == decode_draws(released.entry.lots)
+        assert _open_lots(client) == [(promo.entry.id, 50), (init, 100)]

@@ -39,6 +39,7 @@ K_META = f"account:{{{ACCT}}}"
 K_HOLDS = f"holds:{{{ACCT}}}"
 K_HOLDEXP = f"holdexp:{{{ACCT}}}"
 K_REFUNDS = f"refunds:{{{ACCT}}}"
+K_LOTS, K_LOTQ, K_LOTEXP = f"lots:{{{ACCT}}}", f"lotq:{{{ACCT}}}", f"lotexp:{{{ACCT}}}"
 IDEM = (f"idem:{{{ACCT}}}:current", f"idem:{{{ACCT}}}:previous")
 
 
@@ -108,6 +109,32 @@ def _with_checkpoint(c: CreditsClient) -> Ctx:
     c.reconcile(ACCT)
     c.debit(ACCT, 1, action="chat_message")
     return {"before": ids[3]}
+
+
+def _with_lots_and_checkpoint(c: CreditsClient) -> Ctx:
+    """Lots opened, drawn and given back, then a checkpoint: a trim removes the entries
+    that opened them, and keeps the lots as of its base for the full repair."""
+    c.initialize_user(ACCT, 100)
+    c.credit(ACCT, 50, source="promo", priority=10, expires_at=TOMORROW)
+    c.credit(ACCT, 20, source="grant")
+    spent = c.debit(ACCT, 70, action="chat_message")
+    c.refund(ACCT, spent.entry.id, amount=15)
+    c.reconcile(ACCT)
+    ckpt = c._backend.client.hget(K_META, "ckpt_id").decode()  # type: ignore[attr-defined]
+    c.debit(ACCT, 1, action="chat_message")
+    return {"before": ckpt}
+
+
+def _with_repeated_debit(c: CreditsClient) -> Ctx:
+    """One key applied twice across lots (its record lost before the retry and after it):
+    the full repair compensates the second, giving back to the lots it drew from."""
+    c.initialize_user(ACCT, 100)
+    c.credit(ACCT, 50, source="promo", priority=10, expires_at=TOMORROW)
+    raw = c._backend.client  # type: ignore[attr-defined]
+    for _ in range(2):
+        c.debit(ACCT, 30, action="chat_message", idempotency_key="twice")
+        raw.delete(*IDEM)
+    return {}
 
 
 def _with_old_records(c: CreditsClient) -> Ctx:
@@ -192,6 +219,10 @@ SCENARIOS = [
     Scenario("refund_to_expired_lot", _spent_from_expiring_lot,
              lambda c, x: c.refund(ACCT, x["eid"], idempotency_key="k"), key="k"),
     Scenario("sweep_lots", _with_due_lot, lambda c, x: c.sweep_expired(ACCT)),
+    Scenario("reconcile_compensates", _with_repeated_debit,
+             lambda c, x: c.reconcile(ACCT, full=True, repair=True)),
+    Scenario("trim_lots", _with_lots_and_checkpoint,
+             lambda c, x: c.trim_ledger(ACCT, before=x["before"])),
 ]
 
 
@@ -232,6 +263,11 @@ def open_holds(raw: redis.Redis) -> list[int]:
             assert raw.zscore(K_HOLDEXP, hid) is not None, f"open hold {hid!r} never expires"
             amounts.append(int(rec.split(b"|")[1]))
     return sorted(amounts)
+
+
+def lots_of(client: CreditsClient) -> list[tuple[str, int, int, int]]:
+    """The open lots, without their ids (a retried call opens its lot under a new id)."""
+    return [(g.source, g.remaining, g.amount, g.priority) for g in client.grants(ACCT)]
 
 
 def check_derived_state(raw: redis.Redis) -> None:
@@ -297,6 +333,7 @@ def test_every_prefix_is_detected_and_repaired(
         writes = aof.writes_since(server.directory, offset)
         assert writes, "the script wrote nothing"
         final_balance, final_holds = balance(raw), open_holds(raw)
+        final_lots = lots_of(client)
         final_sum = ledger_sum(raw)
         assert final_balance == final_sum
 
@@ -321,8 +358,10 @@ def test_every_prefix_is_detected_and_repaired(
                 assert balance(raw) == ledger_sum(raw), f"prefix {k}: a missed break"
             client.reconcile(ACCT, full=True, repair=True)
             check_derived_state(raw)
-            # None: a trimmed ledger, whose lots are not replayed.
-            assert client.reconcile(ACCT, full=True).lots_matched is not False, f"prefix {k}"
+            # The lots agree with the ledger (replayed from the trim base on a trimmed one).
+            lots = client.reconcile(ACCT, full=True)
+            assert (lots.lots_matched, lots.lots_replayed) == (True, True), f"prefix {k}"
+            assert client.reconcile(ACCT).lots_matched is True, f"prefix {k}"
 
             again = scenario.run(client, ctx)
             committed = _commit_id(prefix, scenario.key) if scenario.key else None
@@ -334,3 +373,9 @@ def test_every_prefix_is_detected_and_repaired(
             assert balance(raw) == final_balance, f"prefix {k}: applied other than once"
             assert open_holds(raw) == final_holds, f"prefix {k}"
             check_derived_state(raw)
+            assert lots_of(client) == final_lots, f"prefix {k}"
+            # The lots are derived state: lost, the full repair rebuilds them from the
+            # ledger (from the lots kept at the trim base, where it was trimmed).
+            raw.delete(K_LOTS, K_LOTQ, K_LOTEXP)
+            client.reconcile(ACCT, full=True, repair=True)
+            assert lots_of(client) == final_lots, f"prefix {k}"

@@ -7,8 +7,10 @@ gives the lots it implies; a full reconcile compares them with the stored ones a
 ``repair=True``, replaces the stored ones in one script that first checks the ledger has not
 moved on since the replay (else it replays again).
 
-A ledger trimmed behind a checkpoint cannot be replayed from its start: its lots are then
-reported as not checked (``None``), never rebuilt from a partial history.
+A ledger trimmed behind a checkpoint is replayed from the lots its trim kept as of the
+base (meta ``base_lots``, written with ``base_sum`` by ``lua/trim.lua``). Only a ledger
+trimmed by an earlier version, which kept none, cannot be replayed: its lots are then
+reported as not replayed (``None``), never rebuilt from a partial history.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._core.decoding import text
-from ._core.lots import LotBook, parse_record
+from ._core.lots import Lot, LotBook, parse_record
 from ._core.operations import Operations
 from ._core.requests import Operation
 from .models import LedgerEntry
@@ -40,7 +42,11 @@ class LotsCheck:
 @dataclass(frozen=True)
 class _Dump:
     last_id: str
-    trimmed: bool
+    base: str
+    """'0' not trimmed; '1' trimmed without the lots at its base; '2' trimmed, with them."""
+    base_id: str
+    base_sum: int
+    base_lots: str
     records: dict[str, str]
     order: tuple[str, ...]
     expiry: frozenset[str]
@@ -49,7 +55,9 @@ class _Dump:
         """The two sorted sets hold exactly the lots the records say have credits left, and
         the summary (tracked sum, soonest expiry, first lot and its record) says what the
         records say: a torn write can leave them apart."""
-        lots = [parse_record(i, r) for i, r in self.records.items() if i]
+        lots = _parsed(self.records)
+        if lots is None:
+            return False
         open_lots = [lot for lot in lots if lot.remaining > 0]
         expiring = [lot for lot in open_lots if lot.expires_ms is not None]
         if set(self.order) != {lot.id for lot in open_lots}:
@@ -78,14 +86,17 @@ class _Dump:
 
 def _dump(ops: Operations, account: str) -> Operation[_Dump]:
     def decode(raw: Sequence[Any]) -> _Dump:
-        flat = [text(x) for x in raw[3:]]
+        flat = [text(x) for x in raw[6:]]
         n = int(flat[0])
         records = dict(zip(flat[1 : 1 + 2 * n : 2], flat[2 : 2 + 2 * n : 2], strict=True))
         m = int(flat[1 + 2 * n])
         members = flat[2 + 2 * n :]
         return _Dump(
             text(raw[1]),
-            text(raw[2]) == "1",
+            text(raw[2]),
+            text(raw[3]),
+            int(raw[4]),
+            text(raw[5]),
             records,
             tuple(members[:m]),
             frozenset(members[m:]),
@@ -110,21 +121,37 @@ def _restore(
     )
 
 
+def _unpacked(packed: str) -> dict[str, str]:
+    """'id=record id=record ...' (as _restore packs them and trim.lua keeps them)."""
+    return dict(part.split("=", 1) for part in packed.split(" ") if part)
+
+
 def _normalized(book: LotBook) -> dict[str, str]:
     """Records after charging any pending shortfall to the lots (a script may or may not
     have done so yet: both states stand for the same lots)."""
     book.catch_up()
+    return _records(book)
+
+
+def _records(book: LotBook) -> dict[str, str]:
     out = {lot.id: lot.record() for lot in book.lots.values()}
     out[""] = str(book.tracked)
     return out
 
 
-def _stored(records: dict[str, str], balance: int) -> LotBook:
-    book = LotBook(balance)
-    for lot_id, record in records.items():
-        if lot_id:
-            book.lots[lot_id] = parse_record(lot_id, record)
-    return book
+def _parsed(records: dict[str, str]) -> list[Lot] | None:
+    """The lots of stored records; None when one does not parse (a corrupted record)."""
+    try:
+        return [parse_record(i, r) for i, r in records.items() if i]
+    except ValueError:
+        return None
+
+
+def _stored(records: dict[str, str], balance: int) -> LotBook | None:
+    lots = _parsed(records)
+    if lots is None:
+        return None
+    return LotBook(balance, {lot.id: lot for lot in lots})
 
 
 def _later(a: str, b: str) -> bool:
@@ -135,16 +162,22 @@ def _later(a: str, b: str) -> bool:
 
 
 def check_lots(
-    ops: Operations, account: str, repair: bool
+    ops: Operations, account: str, repair: bool, force: bool = False
 ) -> Generator[Operation[Any], Any, LotsCheck]:
     """Replay the ledger, compare the lots it implies with the stored ones, and (repair)
-    replace the stored ones with them."""
+    replace the stored ones with them; ``force``: replace them even when they compare
+    equal (the reconcile script's own check found them wrong)."""
     for _ in range(ATTEMPTS):
         dump: _Dump = yield _dump(ops, account)
-        if dump.trimmed:
+        if dump.base == "1":
             return LotsCheck(matched=None)
-        book = LotBook()
-        start = "-"
+        book, start = LotBook(), "-"
+        if dump.base == "2":
+            # A trimmed ledger: from the lots its trim kept as of the base, after it.
+            base = _stored(_unpacked(dump.base_lots), dump.base_sum)
+            if base is None:
+                return LotsCheck(matched=None)
+            book, start = base, "(" + dump.base_id
         while dump.last_id:
             page: list[LedgerEntry] = yield ops.read_entries(account, start, "+", PAGE, False)
             for entry in page:
@@ -156,9 +189,15 @@ def check_lots(
             if len(page) < PAGE or _later(page[-1].id, dump.last_id):
                 break
             start = "(" + page[-1].id
+        # Stored lots that hold more than the balance stand for the same lots as those
+        # charged for it only where the ledger says credits were taken without them.
+        pending = book.tracked > max(book.balance, 0)
         want = _normalized(book)
-        have = _normalized(_stored(dump.records, book.balance))
-        if want == have and dump.indexes_agree():
+        stored = _stored(dump.records, book.balance)
+        have = None
+        if stored is not None:
+            have = _normalized(stored) if pending else _records(stored)
+        if want == have and dump.indexes_agree() and not force:
             return LotsCheck(matched=True)
         if not repair:
             return LotsCheck(matched=False)

@@ -34,7 +34,7 @@ DEFAULT_CHUNK = 1000
 Procedure = Generator[Operation[Any], Any, Any]
 
 
-_Chunk = tuple[str, str, int, int, int, int, int, int | None]
+_Chunk = tuple[str, str, int, int, int, int, int, int | None, str | None]
 
 
 def _chunk(
@@ -50,6 +50,8 @@ def _chunk(
     def decode(raw: Sequence[Any]) -> _Chunk:
         status = text(raw[0])
         balance = int(raw[7]) if len(raw) > 7 else None
+        # The last chunk's lots check: '' (they agree) or what is wrong with them.
+        lots = (text(raw[8]) or None) if len(raw) > 8 else None
         return (
             status,
             text(raw[1]),
@@ -59,6 +61,7 @@ def _chunk(
             int(raw[5]),
             int(raw[6]),
             balance,
+            lots,
         )
 
     return ops.maintenance(
@@ -80,7 +83,7 @@ def _pass(
     """One pass, chunk by chunk; returns the result and the last chunk's status."""
     start, total, count, read, rebuilt, dups = "", 0, 0, 0, 0, 0
     while True:
-        status, last, total, count, n, r, d, balance = yield _chunk(
+        status, last, total, count, n, r, d, balance, lots = yield _chunk(
             ops, account, start, total, count, chunk, repair, full
         )
         read, rebuilt, dups = read + n, rebuilt + r, dups + d
@@ -102,6 +105,8 @@ def _pass(
             full=full,
             rebuilt=rebuilt,
             duplicates=dups,
+            lots_matched=lots is None,
+            lots_problem=lots,
         )
         return result, status
 
@@ -123,8 +128,10 @@ def reconcile(
     or below the checkpoint (a torn transaction replayed after a restart) is noticed: it
     then falls back to a full pass. A pass that agrees seeds the block sums again.
     ``full=True`` sums every entry. ``repair=True`` fixes a mismatch by a full pass that
-    rebuilds every derived record (balance, idempotency records, holds, refunds, marks)
-    from the ledger, the commit record, and compensates a key applied twice.
+    rebuilds every derived record (balance, idempotency records, holds, refunds, marks,
+    credit lots) from the ledger, the commit record, and compensates a key applied twice.
+    Every pass checks the credit lots in its last script call (``lots_problem``); a full
+    pass also replays the ledger (from the lots kept at the trim base) to compare them.
     """
     account = v.account(account)
     v.flag(repair, "repair")
@@ -133,21 +140,32 @@ def reconcile(
         raise ValidationError("chunk", "must be an int between 1 and 100000")
     if not full:
         result, status = yield from _pass(ops, account, False, False, chunk)
-        if status == "ok" or (status == "mismatch" and not repair):
+        # The cheap pass checks the lots too (lots_problem); a repair of either runs the
+        # full pass, which rebuilds them from the ledger.
+        found = status == "mismatch" or result.lots_matched is False
+        if status != "stale" and not (found and repair):
             return result
     result, _ = yield from _pass(ops, account, repair, True, chunk)
-    # A full pass checks the credit lots too (replaying the ledger), and a repair rebuilds
-    # them from it, after the balance (which the replay's total must then equal).
-    lots: LotsCheck = yield from check_lots(ops, account, repair)
+    # A full pass checks the credit lots against the ledger too (replaying it, from the
+    # lots kept at the trim base on a trimmed ledger), and a repair rebuilds them from it,
+    # after the balance (which the replay's total must then equal). The script's own check
+    # (result.lots_problem) may find what the replay does not compare: a repair then
+    # rewrites the lots from the replay all the same.
+    lots: LotsCheck = yield from check_lots(
+        ops, account, repair, force=result.lots_problem is not None
+    )
     if repair:
         # Credits a torn script gave back to a lot past its expiry (its lapse unit lost)
         # lapse now, as the next script touching the account would have done.
         yield from ops.sweep_expired(account)
     if lots.matched is None:
         return result
+    problem = result.lots_problem or (None if lots.matched else "ledger")
     return result.model_copy(
         update={
-            "lots_matched": lots.matched,
+            "lots_matched": problem is None,
+            "lots_problem": problem,
+            "lots_replayed": True,
             "lots_rebuilt": lots.rebuilt,
             "repaired": result.repaired or lots.rebuilt > 0,
         }
@@ -192,6 +210,7 @@ def build_report(
     return ReconcileReport(
         checked=len(results),
         mismatched=sum(not r.matched for r in results),
+        lots_mismatched=sum(r.lots_matched is False for r in results),
         repaired=sum(r.repaired for r in results),
         errors={a: str(o) for a, o in outcomes.items() if isinstance(o, BaseException)},
         expired_holds=sum(o[0] for o in outcomes.values() if not isinstance(o, BaseException)),

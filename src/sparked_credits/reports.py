@@ -41,8 +41,23 @@ class ReconcileResult(BaseModel):
     )
     lots_matched: bool | None = Field(
         default=None,
-        description="A full pass found the credit lots equal to those the ledger implies "
-        "(None: not checked: a cheap pass, or a trimmed ledger).",
+        description="The credit lots agreed: every pass checks that they add up, are not "
+        "negative, do not exceed the ledger sum and agree with their indexes; a full pass "
+        "also replays the ledger and compares the lots it implies (see lots_replayed). "
+        "None: not checked (a result of an earlier version).",
+    )
+    lots_problem: str | None = Field(
+        default=None,
+        description="What the check found wrong with the stored lots (before any repair): "
+        "'record' (unreadable), 'negative', 'summary' (its head or soonest expiry), "
+        "'tracked' (its sum), 'order' or 'expiry' (an index), 'over_balance' (more credits "
+        "in lots than the ledger holds), 'ledger' (they differ from the ledger's replay); "
+        "None when they agreed.",
+    )
+    lots_replayed: bool = Field(
+        default=False,
+        description="A full pass replayed the ledger to compare the lots (False: a cheap "
+        "pass, or a ledger trimmed by an earlier version that kept no lots at its base).",
     )
     lots_rebuilt: int = Field(
         default=0, description="Credit lots a full repair rewrote from the ledger."
@@ -65,6 +80,9 @@ class ReconcileReport(BaseModel):
 
     checked: int
     mismatched: int = Field(description="Accounts whose balance differed from the ledger.")
+    lots_mismatched: int = Field(
+        default=0, description="Accounts whose credit lots disagreed (see lots_problem)."
+    )
     repaired: int = Field(description="Accounts where a repair fixed something.")
     errors: dict[str, str] = Field(default_factory=dict, description="account -> error")
     expired_holds: int = Field(default=0, description="Holds returned by the sweep first.")
@@ -73,8 +91,10 @@ class ReconcileReport(BaseModel):
 
     @property
     def unrepaired(self) -> int:
-        """Accounts whose balance did not add up and was not repaired."""
-        return sum(not r.matched and not r.repaired for r in self.results)
+        """Accounts whose balance or credit lots did not add up and were not repaired."""
+        return sum(
+            (not r.matched or r.lots_matched is False) and not r.repaired for r in self.results
+        )
 
     @property
     def clean(self) -> bool:

@@ -24,8 +24,9 @@
 -- with an 'adjust' entry of delta 0 that records what was found (never a silent overwrite).
 -- Entries of types this version does not know are counted by their delta, nothing else.
 -- Replies: {'more', last_id, sum, count, read, rebuilt, duplicates} or
--- {status, checkpoint_id, sum, count, read, rebuilt, duplicates, balance} with status
--- 'ok', 'mismatch', 'stale' or 'repaired'.
+-- {status, checkpoint_id, sum, count, read, rebuilt, duplicates, balance, lots} with status
+-- 'ok', 'mismatch', 'stale' or 'repaired' (about the balance), and lots '' when the credit
+-- lots pass the check below, else what is wrong with them (see lots_problem).
 local K_REFUNDS = KEYS[11]
 local start, sum, count = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local chunk, mode, full = tonumber(ARGV[12]), ARGV[13], ARGV[14] == 'full'
@@ -71,14 +72,189 @@ local function ms_of(id)
   return tonumber(string.match(id, '^(%d+)'))
 end
 
+-- == Credit lots: the check every pass makes (lots.lua's invariants) ==================
+-- The lots are derived state too. The last chunk of every pass (the cheap one included)
+-- checks, in the same script that compares the balance, what holds without the ledger:
+-- every record parses and none is negative; the summary's tracked sum is the sum of
+-- `remaining` over the records, its head is the first lot of the order zset (with a
+-- copy of its record) and its soonest expiry the expiry zset's first; the order zset holds
+-- exactly the lots with credits left, scored as lots.lua scores them, and the expiry zset
+-- exactly those of them that expire, scored by expiry; the tracked credits are not more
+-- than the ledger sum (beyond it only an admin overdraft, owed by the implicit lot '_':
+-- the lots then hold nothing). Credits an older SDK took without touching lots leave the
+-- tracked sum above the balance until the next script catches up: that is no fault while
+-- the latest entry that moved credits records no lots. Reply: '' (agree) or what is wrong:
+-- 'record', 'negative', 'summary', 'tracked', 'order', 'expiry', 'over_balance'. Read only:
+-- the full repair (lot_reconciliation.py) rebuilds the lots from the ledger.
+
+-- Did the latest entry that moved credits record no lots (an older SDK's write)?
+local function lots_latest_untracked()
+  local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 8)
+  for i = 1, #last do
+    local v = entry_values(last[i][2])
+    if (tonumber(v[2]) or 0) ~= 0 then return lots_in_meta(v[9]) == '' end
+  end
+  return true
+end
+
+-- Does the zset `key` hold exactly the lots `want` (id -> score)? `n` is how many.
+-- Returns its members with scores (first first) when it does, else nil.
+local function lots_index_agrees(key, want, n)
+  local got = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  if #got ~= 2 * n then return nil end
+  for i = 1, #got, 2 do
+    if want[got[i]] ~= tonumber(got[i + 1]) then return nil end
+  end
+  return got
+end
+
+-- Every record is read up to this many lots; beyond it (an account with many drained lots,
+-- which keep their records) only the open lots (the order zset's) and the summary are: a
+-- drained record gone wrong then shows in the tracked sum, or in the full pass's replay.
+local LOTS_READ_ALL = 32
+
+local function lots_records()
+  if redis.call('HLEN', K_LOTS) <= LOTS_READ_ALL + 1 then
+    return redis.call('HGETALL', K_LOTS)
+  end
+  local ids = redis.call('ZRANGE', K_LOTQ, 0, -1)
+  if #ids > 4000 then return redis.call('HGETALL', K_LOTS) end  -- (unpack's limit)
+  ids[#ids + 1] = LOT_SUM
+  local recs = redis.call('HMGET', K_LOTS, unpack(ids))
+  local all = {}
+  for i = 1, #ids do
+    if recs[i] then
+      all[#all + 1] = ids[i]
+      all[#all + 1] = recs[i]
+    end
+  end
+  return all
+end
+
+local function lots_problem(ledger_sum)
+  local all = lots_records()
+  local summary, tracked, n = nil, 0, 0
+  local records, order, expiry, n_order, n_expiry = {}, {}, {}, 0, 0
+  for i = 1, #all, 2 do
+    local id, rec = all[i], all[i + 1]
+    if id == LOT_SUM then
+      summary = rec
+    else
+      local r, e, p = string.match(rec, '^(%-?%d+)|%d+|(%d*)|(%d+)|')
+      if not r then return 'record' end
+      local lot = {remaining = tonumber(r), expires = tonumber(e), priority = tonumber(p)}
+      if lot.remaining < 0 then return 'negative' end
+      records[id] = rec
+      tracked, n = tracked + lot.remaining, n + 1
+      if lot.remaining > 0 then
+        order[id], n_order = lot_score(lot), n_order + 1
+        if lot.expires then expiry[id], n_expiry = lot.expires, n_expiry + 1 end
+      end
+    end
+  end
+  local t, rest = nil, ''
+  if summary ~= nil then
+    t, rest = string.match(summary, '^(%-?%d+)(.*)$')
+    if not t then return 'summary' end
+    if tonumber(t) ~= tracked then return 'tracked' end
+  elseif n > 0 then
+    return 'summary'
+  end
+  local first = lots_index_agrees(K_LOTQ, order, n_order)
+  if not first then return 'order' end
+  local soonest = lots_index_agrees(K_LOTEXP, expiry, n_expiry)
+  if not soonest then return 'expiry' end
+  if rest ~= '' then  -- 'tracked' alone is an earlier layout: no head, no soonest
+    local e, h, hrec = string.match(rest, '^|(%d*)|([^|]*)|?(.*)$')
+    if not e then return 'summary' end
+    if h ~= (first[1] or '') or (h ~= '' and hrec ~= records[h]) then return 'summary' end
+    if tonumber(e) ~= (soonest[2] and tonumber(soonest[2]) or nil) then return 'summary' end
+  end
+  if tracked > math.max(ledger_sum, 0) and not lots_latest_untracked() then
+    return 'over_balance'
+  end
+  return ''
+end
+-- == end of the credit lots check ========================================================
+
+-- == Credit lots of a compensation entry ===================================================
+-- A compensation undoes what the repeat `v` (entry `id`) did to the lots, and records it in
+-- its '_sc.l' like any entry (so replaying the ledger moves the same lots). `amount` is the
+-- compensation's signed delta. Credits it gives back (the repeat drew them: a debit, a
+-- reserve, a negative adjust, a settle's overage) go to the lots the repeat drew from, the
+-- last drawn first (lots_give_back: the implicit lot for what it drew beyond the lots). Credits
+-- it takes back (the repeat brought them: an opened lot, or a refund, release, expiry or
+-- settle that gave back) come off the lots the repeat put them in, as far as those still
+-- hold them, and the rest in consumption order. A lot given back to past its expiry lapses
+-- in the sweep that ends the repair. The stored balance is left alone (see compensate).
+local function compensation_lots(id, v, amount)
+  local l = lots_in_meta(v[9])
+  if amount > 0 then return lots_encode((lots_give_back(lots_decode(l), amount, 0))) end
+  local want, taken = -amount, {}
+  local from = lots_decode(l)
+  if string.sub(l, 1, 1) == '+' then from = {{id, want}} end
+  for i = #from, 1, -1 do
+    if want == 0 then break end
+    local lot = nil
+    if from[i][1] ~= LOT_IMPLICIT then lot = lot_get(from[i][1]) end
+    if lot and lot.remaining > 0 then
+      local n = math.min(from[i][2], lot.remaining, want)
+      lot_change(lot, -n)
+      taken[#taken + 1] = {lot.id, n}
+      want = want - n
+    end
+  end
+  if want > 0 then
+    local rest = lots_draw(want)
+    for i = 1, #rest do taken[#taken + 1] = rest[i] end
+  end
+  return lots_encode(taken)
+end
+
+-- The stored meta of a compensation: its lots record first (as sc_meta places '_sc'),
+-- then the note.
+local function compensation_meta(note, l)
+  if l == '' then return note end
+  return '{"_sc":{"l":"' .. l .. '"},' .. string.sub(note, 2)
+end
+-- == end of the credit lots of a compensation entry ========================================
+
+-- The compensation of `id` already in the ledger, if any: a torn prefix of an earlier repair
+-- can keep a compensation entry and lose its mark (written right after it). It names `id`
+-- in its ref and its note; it comes after `id` (searched from the newest back, in pages).
+-- Only reached for a repeat whose mark is missing, which only a crash makes.
+local function compensation_of(id)
+  local hi, note = '+', '"entry":"' .. id .. '"'
+  while true do
+    local page = redis.call('XREVRANGE', K_TXS, hi, '(' .. id, 'COUNT', 256)
+    for i = 1, #page do
+      local v = entry_values(page[i][2])
+      if v[7] == id and string.find(v[9], note, 1, true)
+         and string.sub(v[6], 1, 11) == 'reconcile: ' then
+        return page[i][1]
+      end
+    end
+    if #page < 256 then return nil end
+    hi = '(' .. page[#page][1]
+  end
+end
+
 -- Compensate a second application with a new entry. It leaves the stored balance alone:
 -- whether the balance took the repeat in depends on which writes of the torn transaction
 -- survived, and the last chunk sets the balance to the ledger sum (which includes this
 -- entry) either way, so a concurrent call never sees a balance corrected twice. The entry's
 -- 'balance' field is the stored balance at the time (the final 'adjust' records the fix).
+-- It gives back to (or takes from) the lots the repeat moved (compensation_lots). Write
+-- order: the entry, the mark that it was written (so a prefix never compensates twice),
+-- the lots, the hold record.
 local function compensate(id, v, first, why)
   local mark = 'dup:' .. id
   if redis.call('HEXISTS', K_META, mark) == 1 then return end
+  local done = compensation_of(id)
+  if done then
+    redis.call('HSET', K_META, mark, done)
+    return
+  end
   local bal = tonumber(redis.call('GET', K_BAL) or '0')
   local note = '{"duplicate_of":"' .. first .. '","entry":"' .. id .. '"}'
   local reason = 'reconcile: ' .. why .. ' ' .. id .. ' repeats ' .. first
@@ -90,14 +266,20 @@ local function compensate(id, v, first, why)
     local state, amount = nil, fmt(-(tonumber(v[2]) or 0))
     if rec then state, amount = parse_hold(rec) end
     if state == nil or state == 'O' then
-      cid = append('release', tonumber(amount), bal, v[4], v[5], reason, id, '', note)
+      local stored = compensation_meta(note, compensation_lots(id, v, tonumber(amount)))
+      cid = append('release', tonumber(amount), bal, v[4], v[5], reason, id, '', note, stored)
+      redis.call('HSET', K_META, mark, cid)
+      lots_apply()
       redis.call('HSET', K_HOLDS, id, 'R|' .. amount)
       redis.call('ZREM', K_HOLD_EXP, id)
     end
   else
     local delta = -(tonumber(v[2]) or 0)
     if delta ~= 0 then
-      cid = append('adjust', delta, bal, 'reconcile', APP, reason, id, '', note)
+      local stored = compensation_meta(note, compensation_lots(id, v, delta))
+      cid = append('adjust', delta, bal, 'reconcile', APP, reason, id, '', note, stored)
+      redis.call('HSET', K_META, mark, cid)
+      lots_apply()
     end
   end
   redis.call('HSET', K_META, mark, cid)
@@ -327,7 +509,8 @@ if #entries == chunk or dups > 0 then
 end
 
 local function finish(status, id, balance)
-  return {status, id, fmt(sum), fmt(count), read, fmt(rebuilt), fmt(dups), fmt(balance)}
+  return {status, id, fmt(sum), fmt(count), read, fmt(rebuilt), fmt(dups), fmt(balance),
+          lots_problem(sum)}
 end
 
 if rebuild then
