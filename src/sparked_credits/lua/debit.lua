@@ -63,8 +63,10 @@ do
         local n = tonumber(marks[3] or '0') + 1
         local open_sum = string.format('%d', tonumber(marks[4] or '0') - amount)
         if n % 1024 == 0 then
+          local bf = tonumber(redis.call('HGET', KEYS[3], 'bf') or '0')
           redis.call('HSET', KEYS[3], 'n', string.format('%d', n), 'bo', '0',
-                     'b:' .. string.format('%d', n / 1024 - 1), open_sum)
+                     'bf', string.format('%d', bf + tonumber(open_sum)), 'bfn',
+                     string.format('%d', n))
         else
           redis.call('HSET', KEYS[3], 'n', string.format('%d', n), 'bo', open_sum)
         end
