@@ -107,20 +107,22 @@ def sdk_caller(client: CreditsClient, account: str) -> Callable[[int], None]:
 
 
 def commands_per_debit(client: CreditsClient, n: int) -> float:
+    """Writes to the socket per SDK debit. Counted at send_packed_command, which both
+    redis-py's send_command and the SDK's lanes (backends/redis_py.py) go through."""
     sent = 0
-    original = redis.connection.AbstractConnection.send_command
+    original = redis.connection.AbstractConnection.send_packed_command
 
     def counting(self: Any, *args: Any, **kwargs: Any) -> None:
         nonlocal sent
         sent += 1
         original(self, *args, **kwargs)
 
-    redis.connection.AbstractConnection.send_command = counting  # type: ignore[method-assign]
+    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
     try:
         for _ in range(n):
             client.debit("twenty_lots", 1, action=ACTION)
     finally:
-        redis.connection.AbstractConnection.send_command = original  # type: ignore[method-assign]
+        redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
     return sent / n
 
 
