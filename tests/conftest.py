@@ -222,6 +222,18 @@ def backend_url(request: pytest.FixtureRequest, server_pool: ServerPool) -> Iter
     reset_memory_store(name)
 
 
+def token_for(url: str) -> str | None:
+    """The bearer token a client on ``url`` needs: the bridge's for Upstash, else none."""
+    return UPSTASH_TOKEN if url.startswith("http") else None
+
+
+@pytest.fixture
+def sync_credits(backend_url: str) -> Iterator[CreditsClient]:
+    """A sync client on every backend (app ``app.sparked.world``)."""
+    with CreditsClient(backend_url, token=token_for(backend_url), app="app.sparked.world") as c:
+        yield c
+
+
 @pytest.fixture(params=["sync", "async"])
 def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -5,7 +5,6 @@ server lines."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,10 +17,8 @@ ACCT = "user_2abc"
 
 
 @pytest.fixture
-def credits(backend_url: str) -> Iterator[CreditsClient]:
-    token = UPSTASH_TOKEN if backend_url.startswith("http") else None
-    with CreditsClient(backend_url, token=token, app="app.sparked.world") as client:
-        yield client
+def credits(sync_credits: CreditsClient) -> CreditsClient:
+    return sync_credits
 
 
 def command(client: CreditsClient, *args: Any) -> Any:

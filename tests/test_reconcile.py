@@ -5,22 +5,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from conftest import UPSTASH_TOKEN, ledger_sum
+from conftest import ledger_sum
 from sparked_credits import AsyncCreditsClient, CreditsClient, EntryType
 
 ACCT = "user_2abc"
 
 
 @pytest.fixture
-def credits(backend_url: str) -> Iterator[CreditsClient]:
+def credits(sync_credits: CreditsClient) -> CreditsClient:
     """A sync client on every backend (the async twin runs in test_async_reconcile_all)."""
-    token = UPSTASH_TOKEN if backend_url.startswith("http") else None
-    with CreditsClient(backend_url, token=token, app="app.sparked.world") as client:
-        yield client
+    return sync_credits
 
 
 def corrupt_balance(client: CreditsClient, account: str, value: str) -> None:
