@@ -94,7 +94,7 @@ def _packed(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
 
 _UNKNOWN = object()
 
-_LANES: weakref.WeakSet[Lanes | AsyncLanes] = weakref.WeakSet()
+_LANES: weakref.WeakSet[_LaneState] = weakref.WeakSet()
 
 
 def _forget_lanes() -> None:
@@ -135,7 +135,27 @@ async def _ready_async(conn: Any) -> None:
             raise rx.ConnectionError("Connection not ready") from None
 
 
-class Lanes:
+class _LaneState:
+    """What both lanes keep: the client's pool, its reply callbacks (each looked up once
+    per command name), the idle connections (registered so a forked child drops them)."""
+
+    def __init__(self, client: redis.Redis | redis.asyncio.Redis) -> None:
+        self.pool: Any = client.connection_pool
+        self.callbacks: Any = client.response_callbacks
+        self.parsers: dict[Any, Any] = {}
+        self.idle: list[Any] = []
+        _LANES.add(self)
+
+    def parse(self, name: Any, reply: Any) -> Any:
+        """The reply as ``execute_command`` returns it: through redis-py's response
+        callback for the command, when it has one."""
+        parse = self.parsers.get(name, _UNKNOWN)
+        if parse is _UNKNOWN:
+            parse = self.parsers[name] = self.callbacks.get(name)
+        return reply if parse is None else parse(reply)
+
+
+class Lanes(_LaneState):
     """How a redis-py backend sends every command: connections of the client's own pool,
     each sending one command and reading its reply with redis-py's
     ``send_packed_command``/``read_response``, then redis-py's response callback for the
@@ -158,13 +178,6 @@ class Lanes:
     tasks) never share one connection and need no lock.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.pool = client.connection_pool
-        self.callbacks: Any = client.response_callbacks
-        self.parsers: dict[Any, Any] = {}
-        self.idle: list[Any] = []
-        _LANES.add(self)
-
     def call(self, *command: Any) -> Any:
         idle = self.idle
         if idle:
@@ -181,21 +194,11 @@ class Lanes:
             reply = conn.read_response()
         finally:
             idle.append(conn)
-        parse = self.parsers.get(command[0], _UNKNOWN)
-        if parse is _UNKNOWN:
-            parse = self.parsers[command[0]] = self.callbacks.get(command[0])
-        return reply if parse is None else parse(reply)
+        return self.parse(command[0], reply)
 
 
-class AsyncLanes:
+class AsyncLanes(_LaneState):
     """The asyncio twin of :class:`Lanes`."""
-
-    def __init__(self, client: redis.asyncio.Redis) -> None:
-        self.pool = client.connection_pool
-        self.callbacks: Any = client.response_callbacks
-        self.parsers: dict[Any, Any] = {}
-        self.idle: list[Any] = []
-        _LANES.add(self)
 
     async def call(self, *command: Any) -> Any:
         idle = self.idle
@@ -207,16 +210,13 @@ class AsyncLanes:
                 idle.append(conn)
                 raise
         else:
-            conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+            conn = await self.pool.get_connection()
         try:
             await conn.send_packed_command(_packed(conn, command))
             reply = await conn.read_response()
         finally:
             idle.append(conn)
-        parse = self.parsers.get(command[0], _UNKNOWN)
-        if parse is _UNKNOWN:
-            parse = self.parsers[command[0]] = self.callbacks.get(command[0])
-        return reply if parse is None else parse(reply)
+        return self.parse(command[0], reply)
 
 
 class RedisBackend(SyncBackend):
