@@ -168,7 +168,7 @@ def block_cost(url: str, n: int, rounds: int) -> dict[str, float]:
     with CreditsClient(url, app=APP) as client:
         out: dict[str, float] = {}
         variants = {}
-        for label in ("with blocks", "without blocks", "with blocks, 120 closed"):
+        for label in ("with blocks", "without blocks"):
             account = "user_cost_" + str(len(variants))
             client.initialize_user(account, FUNDS)
             _, keys, tail = debit_call(client, account)
@@ -178,11 +178,6 @@ def block_cost(url: str, n: int, rounds: int) -> dict[str, float]:
             source = general_only("debit").source
             if label == "without blocks":
                 source = without_blocks(source)
-            if label == "with blocks, 120 closed":
-                # An account of ~123,000 entries: 120 block fields in its meta hash, which
-                # Redis still keeps as a listpack (hash-max-*-entries 128: scanned per read).
-                fields = {f"b:{k}": "-1024" for k in range(120)}
-                r.hset(f"account:{{{account}}}", mapping={**fields, "n": str(120 * 1024 + 1)})
             variants[label] = (r.script_load(source), keys, tail)
         durations: dict[str, list[int]] = {label: [] for label in variants}
         r.config_set("slowlog-max-len", n + 100)
@@ -300,9 +295,6 @@ def report_cost(cost: dict[str, float]) -> None:
           f"{cost['without blocks median']:.1f} µs")
     print(f"one block update alone (2000 in one script, median of 40, minus an empty loop): "
           f"{cost['isolated us']:.2f} µs")
-    closed = cost["with blocks, 120 closed p10"]
-    print(f"  with 120 closed blocks in the meta hash (a listpack still): p10 {closed:.1f} µs "
-          f"({closed / without_p10:.3f}x the script without the block update)")
     print(f"in-script commands per debit: {cost['with blocks commands']:.1f} taking "
           f"{cost['with blocks commands us']:.2f} µs with the block update, "
           f"{cost['without blocks commands']:.1f} taking "

@@ -157,7 +157,7 @@ def test_typescript_account_is_not_initialized_again(
     assert credits.reconcile("ts_user").matched is True
 
 
-def test_reconcile_folds_closed_blocks_and_trim_keeps_them(credits: CreditsClient) -> None:
+def test_closed_blocks_fold_as_they_close_and_trim_keeps_them(credits: CreditsClient) -> None:
     credits.initialize_user(ACCT, 10_000)
     ids = [credits.debit(ACCT, 1, action="chat_message").entry.id for _ in range(2100)]
     m = meta(credits)

@@ -126,12 +126,10 @@ end
 --   bo     the sum of the deltas of the open block: the ordinals above bfn up to n;
 --   bf/bfn the folded base: the sum and the count of the first bfn ordinals. A block
 --          closes every 1024 entries: its sum folds into bf at once (bfn = n), in the
---          same HSET; a reconcile that agrees, or a repair, seeds it too;
---   b:<k>  the sum of closed block k, written by earlier builds of this version (read
---          and folded by reconcile.lua; no longer written).
+--          same HSET; a pass of reconcile.lua that disagreed, or a repair, seeds it.
 -- So the meta hash, which every script reads, keeps four block fields however long the
--- ledger grows (a listpack is scanned for each field asked: per-block fields left there
--- until the next reconcile measured 4 µs per read at 124 fields).
+-- ledger grows (a listpack is scanned for each field asked: a field per closed block,
+-- kept until a reconcile folded it, measured 4 µs per read at 124 fields).
 -- One read and ONE write: n and the sums change in the same HSET, so no prefix of a torn
 -- script can count an entry without its delta (or the reverse). Entries appended without
 -- this update (the TypeScript SDK, an earlier version, a prefix that kept only the XADD)

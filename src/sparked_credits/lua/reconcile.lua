@@ -403,49 +403,18 @@ local function rebuild_entry(id, v)
 end
 
 -- == Block sums (prelude.lua, ledger_block_add) ========================================
--- The sum the block fields give for the whole ledger, and n; nil when a field is missing
--- (no 'n': an account from before block sums). Reads one field per 1024 entries.
+-- The sum the block fields give for the whole ledger (the folded base and the open block:
+-- writers fold each block into the base as it closes), and n; nil for an account from
+-- before block sums (no 'n').
 local function blocks_total()
-  local m = redis.call('HMGET', K_META, 'n', 'bo', 'bf', 'bfn')
+  local m = redis.call('HMGET', K_META, 'n', 'bo', 'bf')
   if not m[1] then return nil end
-  local n, total = tonumber(m[1]), tonumber(m[2] or '0') + tonumber(m[3] or '0')
-  local k, last = math.floor(tonumber(m[4] or '0') / BLOCK), math.floor(n / BLOCK) - 1
-  while k <= last do
-    local names = {}
-    for j = k, math.min(last, k + 999) do names[#names + 1] = 'b:' .. fmt(j) end
-    local sums = redis.call('HMGET', K_META, (table.unpack or unpack)(names))
-    for j = 1, #sums do
-      if not sums[j] then return nil end
-      total = total + tonumber(sums[j])
-    end
-    k = k + 1000
-  end
-  return total, n
-end
-
--- Fold the closed blocks into the base bf/bfn, once they add up (with the base and the
--- open block) to `total`, the verified ledger sum: so the meta hash, which every script
--- reads, keeps only the blocks closed since. bf and bfn change in one HSET, the folded
--- fields go after it (fields below the base are never read: any prefix is harmless).
-local function blocks_fold(total, n)
-  local m = redis.call('HMGET', K_META, 'bo', 'bfn')
-  local from, last = tonumber(m[2] or '0'), math.floor(n / BLOCK)
-  if last * BLOCK <= from then return end
-  redis.call('HSET', K_META, 'bf', fmt(total - tonumber(m[1] or '0')), 'bfn', fmt(last * BLOCK))
-  local names = {}
-  for k = math.floor(from / BLOCK), last - 1 do
-    names[#names + 1] = 'b:' .. fmt(k)
-    if #names == 500 or k == last - 1 then
-      redis.call('HDEL', K_META, (table.unpack or unpack)(names))
-      names = {}
-    end
-  end
+  return tonumber(m[2] or '0') + tonumber(m[3] or '0'), tonumber(m[1])
 end
 
 -- The cheap pass's shortcut: when the block sums add up to the balance and n counts every
 -- entry (base_count + XLEN), the whole ledger stands checked up to its newest entry, which
--- becomes the pass's start (sum and count as of it): no entry is read, and the closed
--- blocks fold into the base (the next pass reads only the blocks closed after). Any disagreement
+-- becomes the pass's start (sum and count as of it): no entry is read. Any disagreement
 -- (entries appended without blocks, a torn script, an account from before blocks) leaves
 -- the start where it was: the pass then sums entries as before.
 local function blocks_start()
@@ -458,22 +427,16 @@ local function blocks_start()
   if total ~= tonumber(redis.call('GET', K_BAL) or '0') then return nil end
   local newest = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
   if #newest == 0 then return nil end
-  blocks_fold(total, n)
   return newest[1][1], total, n
 end
 
 -- Make the block fields stand for a ledger whose `n` entries a pass just summed to `total`
--- (read to the end in this script): everything folds into the base. One HSET (n and the
--- sums together), then the stale block fields go (fields below the base are never read,
--- so a prefix that stops before the HDELs is harmless).
+-- (read to the end in this script): everything folds into the base, in one HSET (n and
+-- the sums together).
 local function blocks_seed(total, n)
   local t, have = blocks_total()
-  if t == total and have == n then return blocks_fold(total, n) end
+  if t == total and have == n then return end
   redis.call('HSET', K_META, 'n', fmt(n), 'bo', '0', 'bf', fmt(total), 'bfn', fmt(n))
-  local names = redis.call('HKEYS', K_META)
-  for i = 1, #names do
-    if string.sub(names[i], 1, 2) == 'b:' then redis.call('HDEL', K_META, names[i]) end
-  end
 end
 -- == end of block sums =================================================================
 
