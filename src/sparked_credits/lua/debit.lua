@@ -12,11 +12,11 @@
 -- block runs first, reads what decides the case, and when it is the common one writes
 -- exactly what the general path below writes (same entry, same records, same order: the
 -- entry, its block sums, the idempotency record, the lot and the lots summary, the
--- balance last) and
--- returns. Anything else falls through, having written nothing, to the general path.
+-- balance last) and returns. Anything else falls through, having written nothing, to the general path.
 -- tests/test_debit_fast_path.py runs both on the same histories and compares every key.
 do
   if redis.replicate_commands then redis.replicate_commands() end
+  local function fmt(n) return string.format('%d', n) end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local key = ARGV[1]
@@ -39,12 +39,14 @@ do
       local head_exp = string.match(rest, '^|%d+|(%d*)|')
       local amount = tonumber(ARGV[9])
       if bal < amount then
-        return {'insufficient', string.format('%d', bal), string.format('%d', amount)}
+        return {'insufficient', fmt(bal), fmt(amount)}
       end
       local left = tonumber(rem) - amount
-      if left > 0 and (head_exp == '' or (soonest ~= '' and tonumber(head_exp) >= tonumber(soonest))) then
+      -- The head stays open and the soonest expiry stays what it is (else: general path).
+      if left > 0 and (head_exp == '' or
+                       (soonest ~= '' and tonumber(head_exp) >= tonumber(soonest))) then
         local after = bal - amount
-        local l = head .. ":" .. string.format("%d", amount)
+        local l = head .. ':' .. fmt(amount)
         local sc = '"_sc":{'
         local nonce = ARGV[7] or ''
         if nonce ~= '*' then
@@ -56,24 +58,24 @@ do
         local stored
         if meta == '' or meta == '{}' then stored = '{' .. sc .. '}'
         else stored = '{' .. sc .. ',' .. string.sub(meta, 2) end
-        local delta, after_s = string.format('%d', -amount), string.format('%d', after)
+        local delta, after_s = fmt(-amount), fmt(after)
         local id = redis.call('XADD', KEYS[2], '*', 'type', 'debit', 'delta', delta,
                               'balance', after_s, 'action', ARGV[10], 'app', ARGV[6],
                               'reason', ARGV[11], 'ref', '', 'idem', key, 'meta', stored)
         local n = tonumber(marks[3] or '0') + 1
-        local open_sum = string.format('%d', tonumber(marks[4] or '0') - amount)
+        local open_sum = tonumber(marks[4] or '0') - amount
         if n % 1024 == 0 then
           local bf = tonumber(redis.call('HGET', KEYS[3], 'bf') or '0')
-          redis.call('HSET', KEYS[3], 'n', string.format('%d', n), 'bo', '0',
-                     'bf', string.format('%d', bf + tonumber(open_sum)), 'bfn',
-                     string.format('%d', n))
+          redis.call('HSET', KEYS[3], 'n', fmt(n), 'bo', '0', 'bf', fmt(bf + open_sum),
+                     'bfn', fmt(n))
         else
-          redis.call('HSET', KEYS[3], 'n', string.format('%d', n), 'bo', open_sum)
+          redis.call('HSET', KEYS[3], 'n', fmt(n), 'bo', fmt(open_sum))
         end
         redis.call('HSET', KEYS[4], key, (ARGV[8] or '') .. '|' .. id)
-        local rec = string.format('%d', left) .. rest
-        redis.call('HSET', KEYS[8], '', string.format('%d', tonumber(tracked) - amount) ..
-                   '|' .. soonest .. '|' .. head .. '|' .. rec, head, rec)
+        local rec = fmt(left) .. rest
+        redis.call('HSET', KEYS[8], '',
+                   fmt(tonumber(tracked) - amount) .. '|' .. soonest .. '|' .. head .. '|' .. rec,
+                   head, rec)
         redis.call('SET', KEYS[1], after_s)
         return {'ok', '0', id, 'debit', delta, after_s, ARGV[10], ARGV[6], ARGV[11], '',
                 key, meta, l}
