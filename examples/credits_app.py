@@ -78,7 +78,7 @@ from sparked_credits.integrations.fastapi import (
     setup_credits,
 )
 from sparked_credits.integrations.http_errors import HTTPRefusal
-from sparked_credits.ratelimit import AccountRateLimiter
+from sparked_credits.integrations.ratelimit import AccountRateLimiter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import app_flows  # the four apps' charging logic, shared with the tests

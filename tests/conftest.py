@@ -61,7 +61,7 @@ class AsyncFacade:
         return attr
 
     def close(self) -> None:
-        self._loop.run_until_complete(self._client.close())
+        self._loop.run_until_complete(self._client.aclose())
         self._loop.close()
 
 

@@ -88,7 +88,8 @@ def test_usage_in_a_time_zone_and_bad_arguments(client: Any) -> None:
 
 
 def test_usage_window_excludes_older_days(redis_url: str) -> None:
-    from sparked_credits import CreditsClient, analytics
+    from sparked_credits import CreditsClient
+    from sparked_credits._core import analytics
 
     with CreditsClient(redis_url) as client:
         _spend(client)

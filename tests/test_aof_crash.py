@@ -129,13 +129,13 @@ def test_torn_expiry_and_two_restarts(aof_server: RedisServer) -> None:
         time.sleep(0.05)
         assert client.reconcile(ACCT).matched is True
         offset = aof.size(server.directory)
-        assert client.sweep_expired_holds(ACCT) == 1
+        assert client.sweep_expired(ACCT) == 1
     _cut_inside_last_multi(server, offset)
 
     server.start()
     with CreditsClient(server.url, app="app.sparked.world") as client:
         assert client.get_balance(ACCT) == 70  # the expiry is gone
-        assert client.sweep_expired_holds(ACCT) == 1  # and happens again
+        assert client.sweep_expired(ACCT) == 1  # and happens again
         client.debit(ACCT, 5, action="chat_message")
         assert client.reconcile(ACCT).matched is True
 

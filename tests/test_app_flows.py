@@ -109,7 +109,7 @@ def test_training_job_that_never_reports_is_released(credits: Any) -> None:
     )
     assert credits.get_balance(USER) == 3100
     time.sleep(0.2)
-    assert credits.sweep_expired_holds() == 1
+    assert credits.sweep_expired() == 1
     assert credits.get_balance(USER) == 5100
     assert app_flows.training_webhook(credits, job, 1.0) is None  # too late: nothing taken
     assert credits.get_balance(USER) == 5100 == ledger_sum(credits, USER)

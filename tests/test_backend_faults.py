@@ -278,7 +278,7 @@ def test_accounts_spread_over_every_primary_and_the_sweep_finds_them_all(
     owners = {redis_cluster.node_for_key(f"holdexp:{{{a}}}").port for a in accounts}
     assert owners == set(redis_cluster.ports)  # all three primaries hold some accounts
     time.sleep(0.1)
-    assert client.sweep_expired_holds() == 30
+    assert client.sweep_expired() == 30
     for acct in accounts:
         assert client.get_balance(acct) == 100 == ledger_sum(client, acct)
     client.close()

@@ -40,7 +40,7 @@ def test_one_version_source() -> None:
 _WITHOUT_CLICK = """
 import sys
 sys.modules["click"] = None  # as if the cli extra were not installed
-from sparked_credits.console import main
+from sparked_credits.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

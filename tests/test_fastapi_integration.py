@@ -26,7 +26,7 @@ from sparked_credits.integrations.fastapi import (
     rate_limited,
     setup_credits,
 )
-from sparked_credits.ratelimit import AccountRateLimiter, limits_storage_url
+from sparked_credits.integrations.ratelimit import AccountRateLimiter, limits_storage_url
 
 
 @pytest.fixture(scope="module")

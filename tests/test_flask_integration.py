@@ -23,7 +23,7 @@ from sparked_credits.integrations.flask import (
     current_user,
     setup_credits,
 )
-from sparked_credits.ratelimit import AccountRateLimiter
+from sparked_credits.integrations.ratelimit import AccountRateLimiter
 
 KEYS = KeyPair("ins_flask")
 ADMIN = "user_flaskadmin"

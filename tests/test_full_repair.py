@@ -245,7 +245,7 @@ def test_hold_closed_twice_takes_back_what_the_repeat_gave(raw_redis: redis.Redi
         past = int(time.time() * 1000) - 1000
         raw_redis.hset(f"holds:{{{ACCT}}}", hold.hold_id, f"O|30|{past}|video|app.sparked.world")
         raw_redis.zadd(f"holdexp:{{{ACCT}}}", {hold.hold_id: past})
-        assert client.sweep_expired_holds(ACCT) == 1  # gives the 30 back a second time
+        assert client.sweep_expired(ACCT) == 1  # gives the 30 back a second time
         assert client.get_balance(ACCT) == 180
         compensation = _repair_once(client)
         assert compensation.delta == -30

@@ -153,7 +153,7 @@ def test_settle_of_a_due_hold_is_refused_and_returned(client: Any) -> None:
     assert client.get_balance(ACCT) == 100 == ledger_sum(client, ACCT)
 
 
-def test_sweep_expired_holds(make_client: Any) -> None:
+def test_sweep_expired_returns_holds(make_client: Any) -> None:
     client = make_client()
     for acct in ("user_a", "user_b", "user_c"):
         client.initialize_user(acct, 100)
@@ -161,12 +161,12 @@ def test_sweep_expired_holds(make_client: Any) -> None:
             client.reserve(acct, 10, action="video_generation", ttl=0.1)
     client.reserve("user_c", 10, action="video_generation", ttl=3600)
     time.sleep(0.2)
-    assert client.sweep_expired_holds("user_a") == 3
+    assert client.sweep_expired("user_a") == 3
     assert client.get_balance("user_a") == 100
-    assert client.sweep_expired_holds() == 6  # user_b and user_c, found by SCAN
+    assert client.sweep_expired() == 6  # user_b and user_c, found by SCAN
     assert client.get_balance("user_b") == 100
     assert client.get_balance("user_c") == 90  # the long hold stays
-    assert client.sweep_expired_holds() == 0
+    assert client.sweep_expired() == 0
     for acct in ("user_a", "user_b", "user_c"):
         assert ledger_sum(client, acct) == client.get_balance(acct)
 
@@ -178,7 +178,7 @@ def test_many_due_holds_return_in_batches(client: Any) -> None:
         client.reserve(ACCT, 10, action="video_generation", ttl=1.0)
     assert time.monotonic() - started < 1.0, "too slow to test batching"
     time.sleep(1.1)
-    assert client.sweep_expired_holds(ACCT) == 40  # more than one script batch of 16
+    assert client.sweep_expired(ACCT) == 40  # more than one script batch of 16
     expired = [e for e in client.history(ACCT, limit=100).entries if e.type is EntryType.EXPIRE]
     assert len(expired) == 40
     assert client.get_balance(ACCT) == 1000 == ledger_sum(client, ACCT)
@@ -281,7 +281,7 @@ def test_racing_settle_release_and_expiry(redis_url: str) -> None:
 
         with ThreadPoolExecutor(8) as pool:
             outcomes = list(pool.map(race, range(240)))
-        client.sweep_expired_holds(ACCT)
+        client.sweep_expired(ACCT)
         entries = []
         cursor = None
         while True:

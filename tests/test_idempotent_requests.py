@@ -93,7 +93,7 @@ def build_app(url: str, mode: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> Any:
         yield
         if isinstance(client, AsyncCreditsClient):
-            await client.close()  # on the loop that used it
+            await client.aclose()  # on the loop that used it
         else:
             client.close()
 

@@ -106,7 +106,7 @@ def test_incremental_reconcile_reads_only_new_entries(credits: CreditsClient) ->
 def test_reconcile_during_concurrent_debits_never_reports_a_false_mismatch(
     credits: CreditsClient, blocks: bool
 ) -> None:
-    from sparked_credits import reconciliation
+    from sparked_credits._core import reconciliation
 
     credits.initialize_user(ACCT, 1_000_000)
     stop = threading.Event()

@@ -206,7 +206,7 @@ SCENARIOS = [
     Scenario("settle", _with_hold, lambda c, x: c.settle(ACCT, x["hid"], 25)),
     Scenario("release", _with_hold, lambda c, x: c.release(ACCT, x["hid"])),
     Scenario("close_account", _init, lambda c, x: c.close_account(ACCT)),
-    Scenario("sweep", _with_due_holds, lambda c, x: c.sweep_expired_holds(ACCT)),
+    Scenario("sweep", _with_due_holds, lambda c, x: c.sweep_expired(ACCT)),
     Scenario("trim", _with_checkpoint, lambda c, x: c.trim_ledger(ACCT, before=x["before"])),
     Scenario("reconcile_repair", _corrupted, lambda c, x: c.reconcile(ACCT, repair=True)),
     # Credit lots (they are derived state too: rebuilt from the entries' _sc.l).

@@ -23,6 +23,7 @@ from sparked_credits.backends import base, redis_py, upstash
 RENAMES = {
     "AsyncCreditsClient": "CreditsClient",
     "AsyncHoldContext": "HoldContext",
+    "_AsyncClient": "_Client",
     "AsyncBackend": "SyncBackend",
     "AsyncRedisBackend": "RedisBackend",
     "AsyncLanes": "Lanes",
@@ -100,8 +101,6 @@ ALLOWED = {
         "+from . backends import SyncBackend , Settings , open_backend",
         '-__all__ = [ "CreditsClient" ]',
         '+__all__ = [ "AsyncCreditsClient" ]',
-        "+    close = close",
-        "+    <docstring>",
     },
     "backend contract": {
         "-    _call : Callable [ ... , Any ]",

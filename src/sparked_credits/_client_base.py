@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from . import reconciliation
+from ._core import reconciliation
 from ._core.config import StorageConfig, storage_from_env
 from ._core.operations import Operations
 from ._core.options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, make_options

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, tzinfo
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from . import analytics, reconciliation
 from ._client_base import ClientBase
+from ._core import analytics, reconciliation
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_HOLD_TTL
 from ._core.requests import Operation
@@ -279,10 +279,6 @@ class AsyncCreditsClient(ClientBase):
         is one atomic script."""
         return await self._drive(self._ops.sweep_expired(account))
 
-    async def sweep_expired_holds(self, account: str | None = None) -> int:
-        """The former name of :meth:`sweep_expired` (which now lapses expired lots too)."""
-        return await self.sweep_expired(account)
-
     def hold(
         self,
         account: str,
@@ -376,9 +372,6 @@ class AsyncCreditsClient(ClientBase):
     async def aclose(self) -> None:
         """Release connections (``async with`` does it on exit)."""
         await self._backend.close()
-
-    close = aclose
-    """The same as :meth:`aclose` (the name this client used before)."""
 
     async def __aenter__(self) -> AsyncCreditsClient:
         return self

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, tzinfo
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from . import analytics, reconciliation
 from ._client_base import ClientBase
+from ._core import analytics, reconciliation
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_HOLD_TTL
 from ._core.requests import Operation
@@ -282,10 +282,6 @@ class CreditsClient(ClientBase):
         one account or (None) of all accounts found by SCAN; returns how many. Each batch
         is one atomic script."""
         return self._drive(self._ops.sweep_expired(account))
-
-    def sweep_expired_holds(self, account: str | None = None) -> int:
-        """The former name of :meth:`sweep_expired` (which now lapses expired lots too)."""
-        return self.sweep_expired(account)
 
     def hold(
         self,

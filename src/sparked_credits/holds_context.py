@@ -8,18 +8,46 @@ reservation) unless the block settled or released it itself.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
-from ._core.operations import Extras
+from ._core.operations import Extras, Operations
 from ._core.steps import Steps
 from .errors import HoldExpiredError
 from .models import Hold, MutationResult
 
-if TYPE_CHECKING:
-    from ._core.operations import Operations
-    from .async_client import AsyncCreditsClient
-    from .client import CreditsClient
+T = TypeVar("T")
+
+
+class _Client(Protocol):
+    """What a :class:`HoldContext` uses of :class:`~sparked_credits.CreditsClient`: named
+    by shape, so this module sits below the clients instead of in a circle with them."""
+
+    _ops: Operations
+
+    @property
+    def reserve(self) -> Callable[..., Hold]: ...
+    @property
+    def settle(self) -> Callable[..., MutationResult]: ...
+    @property
+    def release(self) -> Callable[..., MutationResult]: ...
+    def _drive(self, steps: Steps[T]) -> T: ...
+
+
+class _AsyncClient(Protocol):
+    """What an :class:`AsyncHoldContext` uses of the asyncio client (see :class:`_Client`)."""
+
+    _ops: Operations
+
+    @property
+    def reserve(self) -> Callable[..., Awaitable[Hold]]: ...
+    @property
+    def settle(self) -> Callable[..., Awaitable[MutationResult]]: ...
+    @property
+    def release(self) -> Callable[..., Awaitable[MutationResult]]: ...
+    async def _drive(self, steps: Steps[T]) -> T: ...
+
 
 __all__ = ["AsyncHoldContext", "HoldContext"]
 
@@ -79,7 +107,7 @@ class HoldContext(_HoldState):
 
     def __init__(
         self,
-        client: CreditsClient,
+        client: _Client,
         account: str,
         credits: int | None,
         reserve_options: dict[str, Any],
@@ -113,7 +141,7 @@ class AsyncHoldContext(_HoldState):
 
     def __init__(
         self,
-        client: AsyncCreditsClient,
+        client: _AsyncClient,
         account: str,
         credits: int | None,
         reserve_options: dict[str, Any],

@@ -565,9 +565,6 @@ class Operations:
                     break
         return total
 
-    sweep_expired_holds = sweep_expired
-    """The former name of :meth:`sweep_expired`."""
-
     def scan_accounts(self, kind: str, name: str) -> Operation[list[str]]:
         """The accounts that have a ``<kind>:<account>`` key (either key layout), by one
         ScanCall: a cursor belongs to one server, so walking it (once per primary on a

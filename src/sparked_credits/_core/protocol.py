@@ -16,7 +16,6 @@ header, and use ``ARGV[<8 + position>]`` in the Lua.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ __all__ = [
     "Header",
     "ScriptSpec",
     "Shared",
-    "fingerprint",
     "parse_header",
     "refusal",
 ]
@@ -78,8 +76,6 @@ SHARED_ARGS = (
     "legacy_fingerprint",
 )
 """ARGV[1..8], in this order, for every script (see lua/prelude.lua)."""
-
-_SEP = "\x1f"
 
 Reply = Literal["mutation", "hold", "init", "swept", "trimmed", "reconcile", "lots", "restored"]
 
@@ -176,12 +172,6 @@ def refusal(status: str, values: Sequence[Any], context: Context) -> CreditsErro
     if make is None:
         return CreditsError(f"unexpected script reply {status!r}")
     return make(context, [v.decode() if type(v) is bytes else str(v) for v in values])
-
-
-def fingerprint(*parts: str) -> str:
-    """What an entry remembers of the call that wrote it (64 bits, 16 hex chars): enough
-    to tell a replay from a different call reusing the key."""
-    return hashlib.blake2b(_SEP.join(parts).encode(), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)

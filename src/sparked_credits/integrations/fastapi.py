@@ -49,10 +49,10 @@ from ..clerk.tokens import (
 from ..clerk.webhooks import DEFAULT_MAX_WEBHOOK_BYTES
 from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
-from ..ratelimit import AccountRateLimiter
 from . import idempotency as idem
 from .http_errors import HTTPRefusal, dumps, error_parts, read_limited, status_code_name
 from .http_errors import validation_body as _validation_body
+from .ratelimit import AccountRateLimiter
 from .session import SessionAuth
 
 try:

@@ -35,9 +35,9 @@ from typing import Any, TypeVar
 from ..clerk.tokens import ClerkPrincipal
 from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
-from ..ratelimit import AccountRateLimiter
 from . import idempotency as idem
 from .http_errors import HTTPRefusal, dumps, error_parts, status_code_name, validation_body
+from .ratelimit import AccountRateLimiter
 from .session import SessionAuth
 
 try:

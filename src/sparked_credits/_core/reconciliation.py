@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from typing import Any
 
-from ._core import validation as v
-from ._core.decoding import text
-from ._core.operations import Operations
-from ._core.requests import Operation
-from .errors import ValidationError
+from ..errors import ValidationError
+from ..reports import ReconcileReport, ReconcileResult, TrimResult
+from . import validation as v
+from .decoding import text
 from .lot_reconciliation import LotsCheck, check_lots
-from .reports import ReconcileReport, ReconcileResult, TrimResult
+from .operations import Operations
+from .requests import Operation
 
 __all__ = [
     "DEFAULT_CHUNK",

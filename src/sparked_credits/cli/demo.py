@@ -12,8 +12,8 @@ import json
 import uuid
 from collections.abc import Callable
 
-from .client import CreditsClient
-from .errors import InsufficientCreditsError
+from ..client import CreditsClient
+from ..errors import InsufficientCreditsError
 
 __all__ = ["DemoFailure", "run_demo"]
 

@@ -19,11 +19,11 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._core.decoding import text
-from ._core.lots import Lot, LotBook, parse_record
-from ._core.operations import Operations
-from ._core.requests import Operation
-from .models import LedgerEntry
+from ..models import LedgerEntry
+from .decoding import text
+from .lots import Lot, LotBook, parse_record
+from .operations import Operations
+from .requests import Operation
 
 __all__ = ["LotsCheck", "check_lots"]
 

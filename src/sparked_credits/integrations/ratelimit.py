@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import ConfigurationError, CreditsError, ValidationError
+from ..errors import ConfigurationError, CreditsError, ValidationError
 
 __all__ = ["AccountRateLimiter", "RateLimitDecision", "RateLimitedError", "limits_storage_url"]
 

@@ -47,8 +47,8 @@ def _command(args: list[str]) -> str | None:
 
 
 def _demo_without_cli(args: list[str]) -> int:
+    from ..errors import CreditsError
     from .demo import DemoFailure, run_demo
-    from .errors import CreditsError
 
     try:
         run_demo(_option(args, "--url") or "memory://demo")
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if _has_cli_extra():
-        from .cli import main as cli_main
+        from .commands import main as cli_main
 
         return cli_main(args)
     if _command(args) == "demo":

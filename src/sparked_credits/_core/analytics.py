@@ -12,12 +12,12 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ._core import validation as v
-from ._core.operations import Operations
-from ._core.requests import Operation
-from .errors import ValidationError
-from .models import EntryType, HistoryPage, LedgerEntry
-from .reports import DailyUsage, UsageReport
+from ..errors import ValidationError
+from ..models import EntryType, HistoryPage, LedgerEntry
+from ..reports import DailyUsage, UsageReport
+from . import validation as v
+from .operations import Operations
+from .requests import Operation
 
 __all__ = ["USAGE_TYPES", "history", "usage"]
 

@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .client import CreditsClient
+from ..client import CreditsClient
+from ..errors import ConfigurationError, CreditsError
+from ..models import EntryType
 from .demo import DemoFailure, run_demo
-from .errors import ConfigurationError, CreditsError
-from .models import EntryType
 
 __all__ = ["main"]
 
