@@ -1,14 +1,24 @@
 """Clerk webhooks: check a Svix signature and return the parsed event.
 
-svix 2.x ``verify()`` returns None and lets a malformed signature header escape as a bare
-ValueError; here every failure is a :class:`WebhookVerificationError` (HTTP 400), whatever
-the body holds once the signature checks out: a signed body is still untrusted shape.
+The signature is checked here, by Svix's published scheme (HMAC-SHA256 over
+``<svix-id>.<svix-timestamp>.<raw body>``, keyed with the ``whsec_`` secret's bytes, compared in
+constant time), not by the svix library: svix 1.x parses the body inside ``verify()`` and 2.x
+returns None, and the two word and type their refusals differently, so the reason a handler
+saw depended on the installed release. Every failure is a :class:`WebhookVerificationError`
+(HTTP 400) with one ``reason``, whatever the body holds once the signature checks out: a
+signed body is still untrusted shape. The tests sign with svix's own ``Webhook.sign``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import logging
+import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,21 +26,64 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigurationError
 from .errors import WebhookVerificationError
-from .tokens import _EXTRA_HINT
 
 __all__ = ["ClerkEvent", "verify_webhook"]
 
 logger = logging.getLogger("sparked_credits.clerk")
 
 
-def _svix() -> tuple[Any, type[Exception]]:
-    """svix's Webhook class and the error its verify() raises."""
+TOLERANCE_SECONDS = 5 * 60
+"""How far a delivery's svix-timestamp may lie from now: Svix's own tolerance."""
+
+_SIGNATURE = re.compile(r"v1,[A-Za-z0-9+/]{43}=")
+"""A v1 entry: 32 bytes (HMAC-SHA256) in padded base64."""
+
+
+def _check_header_shapes(timestamp: str, signature: str) -> None:
+    """Refuse malformed headers and stale timestamps by the Svix format itself, before any
+    signature is computed: ``svix-timestamp`` is whole seconds within the tolerance;
+    ``svix-signature`` is space-separated ``<version>,<base64>`` entries, at least one of
+    them ``v1`` with a 32-byte HMAC-SHA256."""
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        raise WebhookVerificationError(
+            "malformed webhook signature headers", reason="malformed_headers"
+        )
+    if abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS:
+        raise WebhookVerificationError(
+            "webhook verification failed (stale_timestamp)", reason="stale_timestamp"
+        )
+    valid = False
+    for part in signature.split():
+        version, comma, _ = part.partition(",")
+        if not comma or not version.startswith("v"):
+            valid = False
+            break
+        valid = valid or _SIGNATURE.fullmatch(part) is not None
+    if not valid:
+        raise WebhookVerificationError(
+            "malformed webhook signature headers", reason="malformed_headers"
+        )
+
+
+def _secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` signing secret, as Svix derives it."""
+    value = secret.strip()
+    value = value[len("whsec_"):] if value.startswith("whsec_") else value
     try:
-        from svix.webhooks import Webhook
-        from svix.webhooks import WebhookVerificationError as SvixVerificationError
-    except ImportError as exc:
-        raise ConfigurationError(f"Clerk webhooks need svix: {_EXTRA_HINT}") from exc
-    return Webhook, SvixVerificationError
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ConfigurationError(
+            "the webhook signing secret is not a valid whsec_... value"
+        ) from exc
+    if not key:
+        raise ConfigurationError("the webhook signing secret is not a valid whsec_... value")
+    return key
+
+
+def _sign(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
+    """Svix's v1 signature: base64 of HMAC-SHA256 over ``<id>.<timestamp>.<raw body>``."""
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + bytes(body), hashlib.sha256)
+    return base64.b64encode(digest.digest())
 
 
 # -- webhooks ---------------------------------------------------------------------------
@@ -98,31 +151,18 @@ def verify_webhook(
         raise WebhookVerificationError(
             "the webhook body is not UTF-8", reason="malformed_body"
         ) from exc
-    Webhook, SvixVerificationError = _svix()
-    try:
-        verifier = Webhook(secret.strip())
-    except Exception as exc:
-        raise ConfigurationError(
-            "the webhook signing secret is not a valid whsec_... value"
-        ) from exc
-    try:
-        # svix 2.x returns None here: the body is parsed below.
-        verifier.verify(text, present)
-    except (ValueError, TypeError, OverflowError) as exc:
-        # svix lets these escape for a signature header without "v1," or with bad base64.
+    _check_header_shapes(present["svix-timestamp"], present["svix-signature"])
+    expected = _sign(_secret_key(secret), present["svix-id"], present["svix-timestamp"], body)
+    offered = [p[3:] for p in present["svix-signature"].split() if p.startswith("v1,")]
+    # Every offered v1 signature is compared (a rotated secret sends two), each in constant
+    # time; no early exit tells an attacker which one came close.
+    matched = False
+    for candidate in offered:
+        matched = hmac.compare_digest(candidate.encode(), expected) or matched
+    if not matched:
         raise WebhookVerificationError(
-            "malformed webhook signature headers", reason="malformed_headers"
-        ) from exc
-    except SvixVerificationError as exc:
-        message = str(exc).lower()
-        reason = "bad_signature"
-        if "too old" in message or "too new" in message:
-            reason = "stale_timestamp"
-        elif "header" in message:
-            reason = "malformed_headers"
-        raise WebhookVerificationError(
-            f"webhook verification failed ({reason})", reason=reason
-        ) from exc
+            "webhook verification failed (bad_signature)", reason="bad_signature"
+        )
     try:
         payload = json.loads(text)
     except (ValueError, RecursionError) as exc:
