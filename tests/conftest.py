@@ -47,6 +47,52 @@ def pytest_runtest_makereport(
     return report
 
 
+# -- markers: what a test needs, so a run can pick a part (`pytest -m unit`) ---------------
+
+BROWSER_FILES = {"test_credits_page.py", "test_lots_page.py"}
+"""Headless Chromium against the example app's pages."""
+DURABILITY_FILES = {
+    "test_aof_crash.py",
+    "test_torn_prefixes.py",
+    "test_full_repair.py",
+    "test_request_crash.py",
+    "test_backend_faults.py",
+    "test_backend_failures.py",
+}
+"""Crashes, torn append-only files, lost replies and repairs."""
+HTTP_FILES = {
+    "test_http_edge.py",
+    "test_fuzz_http.py",
+    "test_stateful_http.py",
+    "test_example_app.py",
+    "test_example_memory.py",
+    "test_fastapi_integration.py",
+    "test_flask_integration.py",
+    "test_idempotent_requests.py",
+    "test_request_flow.py",
+    "test_app_flows.py",
+}
+"""The HTTP edge: integrations, the example app, schemathesis."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by what it needs: ``browser``, ``durability``, ``http``, ``matrix``
+    (parametrized over every backend and server line) or ``unit`` (none of these)."""
+    for item in items:
+        name = item.path.name
+        fixtures = getattr(item, "fixturenames", ())
+        if name in BROWSER_FILES:
+            item.add_marker(pytest.mark.browser)
+        elif name in DURABILITY_FILES:
+            item.add_marker(pytest.mark.durability)
+        elif name in HTTP_FILES:
+            item.add_marker(pytest.mark.http)
+        elif "backend_url" in fixtures or "server_line" in fixtures:
+            item.add_marker(pytest.mark.matrix)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
 class AsyncFacade:
     """Calls an AsyncCreditsClient's coroutine methods to completion on a private loop."""
 

@@ -1,8 +1,10 @@
 """A catalogue of bad inputs: each is refused with the right error and changes nothing.
 
-Every case runs over the ``client`` fixture (every backend, sync and async) against the same
-small ledger, and compares a snapshot of it (balances and full histories of two accounts)
-taken before and after the refused call.
+Every case runs against the same small ledger and compares a snapshot of it (balances, full
+histories and lots of two accounts) taken before and after the refused call. The cases the
+pure core refuses run once, on memory:// sync and async, proven to send nothing; the cases a
+script refuses run over the ``client`` fixture (every backend and server line, sync and
+async).
 """
 
 from __future__ import annotations
@@ -470,19 +472,53 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("call", "error", "field", "check"), CASES)
-def test_bad_input_is_refused_and_changes_nothing(
-    client: Any,
-    call: Call,
-    error: type[Exception],
-    field: str | None,
-    check: Check | None,
-) -> None:
+# The cases a script refuses (the store must be asked); every other case is refused by the
+# pure core's validation before anything is sent, so it runs once, on memory://, where a
+# counter proves that no command reached the store. The script's own refusals run on every
+# backend and server line, sync and async.
+REFUSED_BY_SCRIPT = {
+    "credit-overflows-balance",
+    "refund-nonexistent-entry",
+    "refund-other-accounts-debit",
+    "refund-credit-entry",
+    "refund-init-entry",
+    "refund-a-refund-entry",
+    "refund-already-fully-refunded",
+    "refund-more-than-debit",
+    "adjust-below-zero-without-overdraft",
+    "adjust-overflows-balance",
+    "debit-beyond-balance",
+}
+SCRIPT_CASES = [c for c in CASES if c.id in REFUSED_BY_SCRIPT]
+VALIDATION_CASES = [c for c in CASES if c.id not in REFUSED_BY_SCRIPT]
+
+
+def _count_sends(client: Any) -> list[int]:
+    """Count what the client sends to its store from now on (sync or async client)."""
+    real = getattr(client, "_client", client)
+    backend = real._backend
+    sent = [0]
+    execute = backend.execute
+
+    def counted(request: Any) -> Any:
+        sent[0] += 1
+        return execute(request)
+
+    backend.execute = counted
+    return sent
+
+
+def _refused_and_unchanged(
+    client: Any, call: Call, error: type[Exception], field: str | None, check: Check | None
+) -> int:
+    """Run one case; return how many requests it sent to the store."""
     ledger = _build_ledger(client)
     before = _snapshot(client)
+    sent = _count_sends(client)
 
     with pytest.raises(error) as info:
         call(client, ledger)
+    refused_with = sent[0]
 
     exc = info.value
     if error is not TypeError:
@@ -498,6 +534,30 @@ def test_bad_input_is_refused_and_changes_nothing(
     # Nothing written for the account the initialize_user cases name either.
     assert client.get_balance(NEW) == 0
     assert client.history(NEW).entries == []
+    return refused_with
+
+
+@pytest.mark.parametrize("backend_url", ["memory"], indirect=True)
+@pytest.mark.parametrize(("call", "error", "field", "check"), VALIDATION_CASES)
+def test_bad_input_is_refused_before_the_store(
+    client: Any,
+    call: Call,
+    error: type[Exception],
+    field: str | None,
+    check: Check | None,
+) -> None:
+    assert _refused_and_unchanged(client, call, error, field, check) == 0
+
+
+@pytest.mark.parametrize(("call", "error", "field", "check"), SCRIPT_CASES)
+def test_bad_input_is_refused_by_the_script_and_changes_nothing(
+    client: Any,
+    call: Call,
+    error: type[Exception],
+    field: str | None,
+    check: Check | None,
+) -> None:
+    assert _refused_and_unchanged(client, call, error, field, check) > 0
 
 
 # -- configuration -------------------------------------------------------------------------
