@@ -379,3 +379,33 @@ def test_every_prefix_is_detected_and_repaired(
             raw.delete(K_LOTS, K_LOTQ, K_LOTEXP)
             client.reconcile(ACCT, full=True, repair=True)
             assert lots_of(client) == final_lots, f"prefix {k}"
+
+
+def test_the_scenarios_cover_every_keyed_script() -> None:
+    """Each mutation script the declarations mark keyed (and initialize, and every script
+    that writes) has a scenario here whose run calls it: a new script cannot skip the
+    torn-prefix proof. Recorded on memory://, where running the scenarios costs nothing."""
+    from sparked_credits._core.protocol import SPECS
+
+    ran: set[str] = set()
+    for scenario in SCENARIOS:
+        with CreditsClient(f"memory://torn-cover-{scenario.name}") as client:
+            ctx = scenario.setup(client)
+            execute = client._backend.execute
+
+            def recording(request: Any, execute: Any = execute) -> Any:
+                script = getattr(request, "script", None)
+                if script is not None:
+                    ran.add(script.name)
+                return execute(request)
+
+            client._backend.execute = recording  # type: ignore[method-assign]
+            with contextlib.suppress(CreditsError):
+                scenario.run(client, ctx)
+    writers = {name for name, spec in SPECS.items() if spec.keyed} | {
+        "initialize",
+        "sweep",
+        "trim",
+        "reconcile",
+    }
+    assert writers - ran == set()

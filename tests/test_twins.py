@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from sparked_credits import async_client, client, holds_context
-from sparked_credits.backends import base, redis_py, upstash
+from sparked_credits import _drive, async_client, client, holds_context
+from sparked_credits.backends import base, cluster, redis_py, upstash
 
 RENAMES = {
     "AsyncCreditsClient": "CreditsClient",
@@ -109,6 +109,23 @@ ALLOWED = {
         "-    def execute ( self , request : Request ) -> Any :",
         "+    def execute ( self , request : Request ) -> Awaitable [ Any ] :",
     },
+    "drivers": {
+        # A Fanout: threads for the blocking driver, tasks under a semaphore for asyncio.
+        "-def drive ( steps : Steps [ T ] , run : Callable [ [ Any ] , Any ] , sleep : Callable"
+        " [ [ float ] , Any ] = time . sleep ) -> T :",
+        "+def drive ( steps : Steps [ T ] , run : Callable [ [ Any ] , Awaitable [ Any ] ] , sleep"
+        " : Callable [ [ float ] , Awaitable [ Any ] ] = time . sleep , ) -> T :",
+        "-                with ThreadPoolExecutor ( max_workers = max ( 1 , step . concurrency ) )"
+        " as pool :",
+        "-                    reply = list ( pool . map ( lambda p : drive ( p , run , sleep ) ,"
+        " step . procedures ) )",
+        "+                gate = asyncio . Semaphore ( max ( 1 , step . concurrency ) )",
+        "+                def one ( procedure : Steps [ Any ] , gate : asyncio . Semaphore = gate )"
+        " -> Any :",
+        "+                    with gate :",
+        "+                        return drive ( procedure , run , sleep )",
+        "+                reply = asyncio . gather ( * ( one ( p ) for p in step . procedures ) )",
+    },
 }
 
 
@@ -130,6 +147,11 @@ PAIRS = {
         inspect.getsource(redis_py.Lanes) + inspect.getsource(redis_py._ready),
         inspect.getsource(redis_py.AsyncLanes) + inspect.getsource(redis_py._ready_async),
     ),
+    "cluster scripts": lambda: (
+        inspect.getsource(cluster.ClusterBackend.run_script),
+        inspect.getsource(cluster.AsyncClusterBackend.run_script),
+    ),
+    "drivers": lambda: (inspect.getsource(_drive.drive), inspect.getsource(_drive.drive_async)),
     "upstash backend": lambda: (
         inspect.getsource(upstash.UpstashBackend),
         inspect.getsource(upstash.AsyncUpstashBackend),

@@ -165,25 +165,25 @@ class AsyncClusterBackend(AsyncRedisBackend):
 
     def __init__(self, client: redis.asyncio.cluster.RedisCluster, retries: int) -> None:
         super().__init__(client, retries)  # type: ignore[arg-type]
-        self._routes: dict[str, Any] = {}
+        self._routes: dict[str, Callable[..., Any]] = {}
 
-    async def _route(self, key: str) -> Any:
-        """The primary (an asyncio ClusterNode) owning ``key``'s slot (memoized per key)."""
+    async def _route(self, key: str) -> Callable[..., Any]:
+        """The send function of the primary (an asyncio ClusterNode) owning ``key``'s slot
+        (memoized per key)."""
         cluster = self.client
         await cluster.initialize()  # the slot map, once (a no-op afterwards)
         node = cluster.nodes_manager.get_node_from_slot(key_slot(key.encode()))
+        send: Callable[..., Any] = node.execute_command
         if len(self._routes) >= _ROUTES_MAX:
             self._routes.clear()
-        self._routes[key] = node
-        return node
+        self._routes[key] = send
+        return send
 
     async def run_script(self, call: ScriptCall) -> Any:
         keys = call.keys
         try:
-            node = self._routes.get(keys[0]) or await self._route(keys[0])
-            return await node.execute_command(
-                "EVALSHA", call.script.sha, len(keys), *keys, *call.args
-            )
+            send = self._routes.get(keys[0]) or await self._route(keys[0])
+            return await send("EVALSHA", call.script.sha, len(keys), *keys, *call.args)
         except (rx.MovedError, rx.AskError):
             self._routes.clear()  # the slot map changed: RedisCluster follows and refreshes
             return await super().run_script(call)
