@@ -71,8 +71,15 @@ HTTP_FILES = {
     "test_idempotent_requests.py",
     "test_request_flow.py",
     "test_app_flows.py",
+    "test_readme_blocks.py",
+    "test_readme_python.py",
 }
 """The HTTP edge: integrations, the example app, schemathesis."""
+
+
+SERVER_FILES = {"test_redis_behaviour.py", "test_lanes.py"}
+"""Files whose tests start or reach real servers of their own."""
+SERVER_FIXTURES = {"backend_url", "server_line", "server_pool", "redis_server", "redis_url"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -87,7 +94,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.durability)
         elif name in HTTP_FILES:
             item.add_marker(pytest.mark.http)
-        elif "backend_url" in fixtures or "server_line" in fixtures:
+        elif (
+            name in SERVER_FILES
+            or SERVER_FIXTURES.intersection(fixtures)
+            or any(line in item.name for line in LINES)
+        ):
             item.add_marker(pytest.mark.matrix)
         else:
             item.add_marker(pytest.mark.unit)
