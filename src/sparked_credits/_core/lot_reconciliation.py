@@ -21,7 +21,7 @@ from typing import Any
 
 from ..models import LedgerEntry
 from .decoding import text
-from .lots import Lot, LotBook, parse_record
+from .lots import Lot, LotBook, order_key, parse_record
 from .operations import Operations
 from .requests import Operation
 
@@ -75,7 +75,7 @@ class _Dump:
         want_soonest = ""
         if expiring:
             want_soonest = str(min(lot.expires_ms or 0 for lot in expiring))
-        want_head = self.order[0] if self.order else ""
+        want_head = min(open_lots, key=order_key).id if open_lots else ""
         return (
             tracked == str(sum(lot.remaining for lot in lots))
             and soonest == want_soonest

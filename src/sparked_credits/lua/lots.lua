@@ -97,11 +97,57 @@ local function lot_score(lot)
   return lot.priority * LOT_SPAN + (lot.expires or (LOT_SPAN - 1))
 end
 
--- Does lot a come before lot b in consumption order (as ZRANGE orders them)?
+-- Lot ids are stream ids '<ms>-<seq>': the older lot has the smaller ms, then the smaller
+-- seq, both compared as numbers ('<ms>-2' opened before '<ms>-10').
+local function lot_id_before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not (am and bm) then return a < b end
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am < bm end
+  return tonumber(as) < tonumber(bs)
+end
+
+-- Does lot a come before lot b in consumption order?
 local function lot_before(a, b)
   local sa, sb = lot_score(a), lot_score(b)
   if sa ~= sb then return sa < sb end
-  return a.id < b.id
+  return lot_id_before(a.id, b.id)
+end
+
+-- The order zset's members from position `start` in consumption order: `n` of them, or
+-- more so that a slice never ends inside a run of lots tied on score and opened in one
+-- millisecond. ZRANGE orders tied members as text ('<ms>-10' before '<ms>-2'); such a run
+-- is contiguous (the ms part leads the text), so each slice is read whole and sorted by
+-- (score, ms, seq) as numbers. Returns the ids and the position after them.
+local function lots_slice(start, n)
+  local got = redis.call('ZRANGE', K_LOTQ, start, start + n - 1, 'WITHSCORES')
+  local ids, score = {}, {}
+  for i = 1, #got, 2 do
+    ids[#ids + 1] = got[i]
+    score[got[i]] = tonumber(got[i + 1])
+  end
+  local full = #ids == n
+  while full do
+    local last = ids[#ids]
+    local ms = string.match(last, '^(%d+)-')
+    local more = redis.call('ZRANGE', K_LOTQ, start + #ids, start + #ids + n - 1, 'WITHSCORES')
+    full = #more == 2 * n
+    for i = 1, #more, 2 do
+      local s = tonumber(more[i + 1])
+      if s ~= score[last] or not ms or string.match(more[i], '^(%d+)-') ~= ms then
+        full = false
+        break
+      end
+      ids[#ids + 1] = more[i]
+      score[more[i]] = s
+    end
+  end
+  table.sort(ids, function(a, b)
+    if score[a] ~= score[b] then return score[a] < score[b] end
+    return lot_id_before(a, b)
+  end)
+  return ids, start + #ids
 end
 
 -- Write every lot changed by this script, the zsets, and the summary, in one HSET. The
@@ -142,7 +188,7 @@ local function lots_apply()
     lot.was, lot.dirty = lot.remaining, false
   end
   if recheck_head then
-    local first = redis.call('ZRANGE', K_LOTQ, 0, 0)
+    local first = lots_slice(0, 1)
     head = nil
     if #first > 0 then head = lot_get(first[1]) end
   end
@@ -173,9 +219,9 @@ local function lots_draw(amount)
   end
   local draws, left, start = {}, amount, 0
   while left > 0 do
-    local ids = redis.call('ZRANGE', K_LOTQ, start, start + 3)
+    local ids
+    ids, start = lots_slice(start, 4)
     if #ids == 0 then break end
-    start = start + #ids
     local recs = nil
     for i = 1, #ids do
       local lot = lot_cache[ids[i]]
@@ -346,7 +392,7 @@ end
 
 -- Every lot with credits left, in consumption order: {id, record, id, record, ...}.
 local function lots_open_records()
-  local ids = redis.call('ZRANGE', K_LOTQ, 0, -1)
+  local ids = lots_slice(0, math.max(redis.call('ZCARD', K_LOTQ), 1))
   local out = {}
   if #ids == 0 then return out end
   local recs = redis.call('HMGET', K_LOTS, unpack(ids))

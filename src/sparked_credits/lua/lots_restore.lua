@@ -22,7 +22,7 @@ for id, rec in string.gmatch(ARGV[10], '([^ =]+)=([^ ]*)') do
   tracked = tracked + lot.remaining
   n = n + 1
 end
-local first = redis.call('ZRANGE', K_LOTQ, 0, 0)
+local first = lots_slice(0, 1)
 local soonest = redis.call('ZRANGE', K_LOTEXP, 0, 0, 'WITHSCORES')
 local summary = fmt(tracked) .. '|'
 if #soonest > 0 then summary = summary .. fmt(tonumber(soonest[2])) end

@@ -167,7 +167,13 @@ local function lots_problem(ledger_sum)
   if rest ~= '' then  -- 'tracked' alone is an earlier layout: no head, no soonest
     local e, h, hrec = string.match(rest, '^|(%d*)|([^|]*)|?(.*)$')
     if not e then return 'summary' end
-    if h ~= (first[1] or '') or (h ~= '' and hrec ~= records[h]) then return 'summary' end
+    -- The head is the first lot in consumption order (ties on score by id, as numbers).
+    local head = first[1]
+    for i = 3, #first, 2 do
+      local s, hs = tonumber(first[i + 1]), tonumber(first[2])
+      if s == hs and lot_id_before(first[i], head) then head = first[i] end
+    end
+    if h ~= (head or '') or (h ~= '' and hrec ~= records[h]) then return 'summary' end
     if tonumber(e) ~= (soonest[2] and tonumber(soonest[2]) or nil) then return 'summary' end
   end
   if tracked > math.max(ledger_sum, 0) and not lots_latest_untracked() then

@@ -1,0 +1,65 @@
+"""The credit lots rules a user can observe, each pinned on every backend, sync and async.
+
+Found by tests written from the README alone (issue 23): lots opened in one millisecond,
+a repair's compensation of a repeated credit, credits given back while an admin overdraft
+is owed, generated idempotency keys before and after a repair, lots short of the balance
+in the cheap reconcile, the year-3000 expiry bound; and the rules the README states for
+overdrafts, overage settles, adjust lots, refused adjusts and full refunds after partial
+ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from lots_support import account_keys, one_millisecond, raw, restore, snapshot
+from sparked_credits._core.lots import decode_draws
+
+ACCT = "user_lots"
+TOMORROW = datetime.now(timezone.utc) + timedelta(days=1)
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A stream id as numbers: ``<ms>-2`` before ``<ms>-10``."""
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+def open_lots(client: Any) -> list[tuple[str, int]]:
+    """(source, remaining) of the open lots in spending order, after checking that the
+    balance, the ledger and the lots agree (the full pass replays the ledger)."""
+    lots = client.grants(ACCT)
+    check = client.reconcile(ACCT, full=True)
+    assert (check.matched, check.lots_matched, check.lots_problem) == (True, True, None)
+    assert client.get_balance(ACCT) == check.ledger_sum == sum(g.remaining for g in lots)
+    return [(g.source, g.remaining) for g in lots]
+
+
+# -- 1. lots opened in the same millisecond ---------------------------------------------
+
+
+def test_lots_opened_in_one_millisecond_are_spent_oldest_first(
+    make_client: Callable[..., Any], backend_url: str
+) -> None:
+    client = make_client()
+    last = client.credit(ACCT, 5, source="promo", priority=90).entry.id  # spent last
+    with one_millisecond(client, backend_url, ACCT):
+        ids = [client.credit(ACCT, 1).entry.id for _ in range(16)]
+    assert len({i.split("-")[0] for i in ids}) == 1  # one millisecond, seq 1..16
+    assert ids == sorted(ids, key=id_key)
+    assert [g.grant_id for g in client.grants(ACCT)] == [*ids, last]
+    debit = client.debit(ACCT, 4, action="chat")
+    assert decode_draws(debit.entry.lots) == [(i, 1) for i in ids[:4]]
+    assert [g.grant_id for g in client.grants(ACCT)] == [*ids[4:], last]
+    # A reservation that spans the tie, and giving it back, keep the order too.
+    hold = client.reserve(ACCT, 8, action="video", ttl=600)
+    assert decode_draws(hold.entry.lots) == [(i, 1) for i in ids[4:12]]
+    client.release(ACCT, hold.hold_id)
+    assert [g.grant_id for g in client.grants(ACCT)] == [*ids[4:], last]
+    client.debit(ACCT, 6, action="chat")
+    assert [g.grant_id for g in client.grants(ACCT)] == [*ids[10:], last]
+    assert open_lots(client) == [("grant", 1)] * 6 + [("promo", 5)]
