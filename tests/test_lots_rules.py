@@ -63,3 +63,33 @@ def test_lots_opened_in_one_millisecond_are_spent_oldest_first(
     client.debit(ACCT, 6, action="chat")
     assert [g.grant_id for g in client.grants(ACCT)] == [*ids[10:], last]
     assert open_lots(client) == [("grant", 1)] * 6 + [("promo", 5)]
+
+
+# -- 2. a repair's compensation of a repeated credit ------------------------------------
+
+
+def test_a_repeated_credit_is_taken_back_from_the_lot_it_repeated(
+    make_client: Callable[..., Any],
+) -> None:
+    """A credit whose first attempt was torn after its entry (every derived key as before
+    it) and whose retry applied again: the repair's compensation takes the repeat's own lot
+    back, not the first lot in spending order."""
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    client.credit(ACCT, 50, priority=10)
+    saved = snapshot(client, ACCT)
+    call = dict(source="promo", priority=90, idempotency_key="pay-1")
+    first = client.credit(ACCT, 20, **call)
+    restore(client, ACCT, saved)  # the torn first attempt: its entry alone survived
+    again = client.credit(ACCT, 20, **call)
+    assert again.replayed is False and again.entry.id != first.entry.id
+    fixed = client.reconcile(ACCT, full=True, repair=True)
+    assert fixed.duplicates == 1  # (the repeat's lot record, lost with it, is rebuilt)
+    (compensation,) = [
+        e for e in client.history(ACCT, limit=50).entries if "repeats" in (e.reason or "")
+    ]
+    assert decode_draws(compensation.lots) == [(first.entry.id, 20)]
+    assert client.get_balance(ACCT) == 170
+    assert open_lots(client) == [("grant", 50), ("init", 100), ("promo", 20)]
+    assert client.credit(ACCT, 20, **call).replayed is True
+    assert client.reconcile(ACCT, full=True, repair=True).duplicates == 0

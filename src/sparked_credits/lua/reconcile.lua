@@ -198,7 +198,8 @@ local function compensation_lots(id, v, amount)
   if amount > 0 then return lots_encode((lots_give_back(lots_decode(l), amount, 0))) end
   local want, taken = -amount, {}
   local from = lots_decode(l)
-  if string.sub(l, 1, 1) == '+' then from = {{id, want}} end
+  local opened = string.sub(l, 1, 1) == '+'
+  if opened then from = {{id, want}} end
   for i = #from, 1, -1 do
     if want == 0 then break end
     local lot = nil
@@ -208,6 +209,12 @@ local function compensation_lots(id, v, amount)
       lot_change(lot, -n)
       taken[#taken + 1] = {lot.id, n}
       want = want - n
+    elseif opened and not lot then
+      -- The repeat's lot never reached the lots hash (a torn prefix kept its entry alone):
+      -- by the ledger it still holds all it opened, and no script drew from it since. The
+      -- compensation takes it back from there; the stored lots have nothing to lower.
+      taken[#taken + 1] = {id, want}
+      want = 0
     end
   end
   if want > 0 then
