@@ -35,7 +35,8 @@ def open_lots(client: Any) -> list[tuple[str, int]]:
     lots = client.grants(ACCT)
     check = client.reconcile(ACCT, full=True)
     assert (check.matched, check.lots_matched, check.lots_problem) == (True, True, None)
-    assert client.get_balance(ACCT) == check.ledger_sum == sum(g.remaining for g in lots)
+    assert client.get_balance(ACCT) == check.ledger_sum
+    assert max(check.ledger_sum, 0) == sum(g.remaining for g in lots)  # a debt is owed
     return [(g.source, g.remaining) for g in lots]
 
 
@@ -93,3 +94,38 @@ def test_a_repeated_credit_is_taken_back_from_the_lot_it_repeated(
     assert open_lots(client) == [("grant", 50), ("init", 100), ("promo", 20)]
     assert client.credit(ACCT, 20, **call).replayed is True
     assert client.reconcile(ACCT, full=True, repair=True).duplicates == 0
+
+
+# -- 3. credits given back while an admin overdraft is owed ------------------------------
+
+
+@pytest.mark.parametrize("give_back", ["refund", "release", "settle"])
+def test_credits_given_back_pay_an_owed_overdraft_first(
+    make_client: Callable[..., Any], give_back: str
+) -> None:
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    if give_back == "refund":
+        taken = client.debit(ACCT, 5, action="chat")
+    else:
+        hold = client.reserve(ACCT, 5, action="video", ttl=600)
+    client.adjust(ACCT, -150, allow_overdraft=True)  # -50 owed (-55 with the hold open)
+    if give_back == "refund":
+        back = client.refund(ACCT, taken.entry.id)
+    elif give_back == "release":
+        back = client.release(ACCT, hold.hold_id)
+    else:
+        back = client.settle(ACCT, hold.hold_id, 2)  # gives back 3
+    owed = -back.balance
+    assert owed == (52 if give_back == "settle" else 50)
+    # The credits paid the debt: no lot holds anything while it is owed.
+    assert decode_draws(back.entry.lots) == [("_", 3 if give_back == "settle" else 5)]
+    assert client.grants(ACCT) == []
+    cheap = client.reconcile(ACCT)
+    assert (cheap.matched, cheap.lots_matched, cheap.lots_problem) == (True, True, None)
+    assert open_lots(client) == []
+    fixed = client.reconcile(ACCT, full=True, repair=True)
+    assert (fixed.repaired, fixed.lots_rebuilt) == (False, 0)
+    # The next lot pays off the rest first.
+    client.credit(ACCT, owed + 10)
+    assert open_lots(client) == [("grant", 10)]

@@ -241,10 +241,15 @@ class LotBook:
     ) -> tuple[list[tuple[str, int]], list[Lot]]:
         """Return ``amount`` to the lots ``draws`` came from, last drawn first, after
         ``skip`` credits already returned; lots past expiry at ``now_ms`` are returned to
-        the caller to lapse at once."""
+        the caller to lapse at once. While an admin overdraft is owed, the first credits
+        returned pay it off (the implicit lot's), the rest go on along the same walk."""
         self.catch_up()
         back: list[tuple[str, int]] = []
         lapsed: list[Lot] = []
+        paid = min(max(0, self.tracked - self.balance), amount)
+        if paid > 0:
+            back.append((IMPLICIT, paid))
+            amount, skip = amount - paid, skip + paid
         for lot_id, drawn in reversed(draws):
             if amount == 0:
                 break

@@ -249,10 +249,16 @@ local function lots_catch_up(bal)
   if tracked > bal then lots_draw(math.min(tracked - bal, tracked)) end
 end
 
+-- The admin overdraft still owed at balance `bal` (after lots_catch_up): what credits
+-- that arrive or come back pay off first.
+local function lots_owed(bal)
+  return math.max(0, lots_tracked() - bal)
+end
+
 -- Open the lot `id` (the entry that brings its credits). Credits owed from an overdraft
 -- (a negative balance `bal` before them, after lots_catch_up) are paid off first.
 local function lots_open(id, amount, priority, expires, source, bal)
-  local owed = math.max(0, lots_tracked() - bal)
+  local owed = lots_owed(bal)
   local lot = {id = id, remaining = 0, amount = amount, expires = expires,
                priority = priority, source = source, was = 0}
   lot_cache[id] = lot
@@ -320,10 +326,18 @@ end
 
 -- Give `amount` back to the lots `draws` came from, the last drawn first, after skipping
 -- `skip` credits already given back (earlier partial refunds). Credits beyond what the
--- draws recorded (an entry written before lots) go to the implicit lot. Returns the
--- returns {{id, n}, ...} and the lots given back to that are past their expiry.
-local function lots_give_back(draws, amount, skip)
+-- draws recorded (an entry written before lots) go to the implicit lot. While an admin
+-- overdraft is owed (`owed`, lots_owed), the first credits given back pay it off (recorded
+-- as the implicit lot's, like an overdraft's draw): only the rest reach the lots, as the
+-- credits after them on the same walk. Returns the returns {{id, n}, ...} and the lots
+-- given back to that are past their expiry.
+local function lots_give_back(draws, amount, skip, owed)
   local back, lapsed = {}, {}
+  local paid = math.min(owed or 0, amount)
+  if paid > 0 then
+    back[1] = {LOT_IMPLICIT, paid}
+    amount, skip = amount - paid, skip + paid
+  end
   for i = #draws, 1, -1 do
     if amount == 0 then break end
     local n = draws[i][2]

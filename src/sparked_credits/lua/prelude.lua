@@ -295,7 +295,7 @@ end
 -- Unit order: XADD, hold record, expiry zset, balance last.
 local function expire_hold(hid, amount, action, app)
   local bal = tonumber(redis.call('GET', K_BAL) or '0')
-  local back, lapsed = lots_give_back(lots_of_entry(hid), amount, 0)
+  local back, lapsed = lots_give_back(lots_of_entry(hid), amount, 0, lots_owed(bal))
   local after = bal + amount
   local l = lots_encode(back)
   append('expire', amount, after, action, app, 'hold expired', hid, '', '', lots_meta(l))
