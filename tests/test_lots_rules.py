@@ -129,3 +129,55 @@ def test_credits_given_back_pay_an_owed_overdraft_first(
     # The next lot pays off the rest first.
     client.credit(ACCT, owed + 10)
     assert open_lots(client) == [("grant", 10)]
+
+
+# -- 4. idempotency keys: one rule before and after a repair -----------------------------
+
+
+def _drop_records(client: Any) -> None:
+    keys = account_keys(client, ACCT)
+    raw(client, "DEL", keys.idempotency, keys.idempotency_previous)
+
+
+def test_a_generated_key_replays_for_any_parameters_before_and_after_a_repair(
+    make_client: Callable[..., Any],
+) -> None:
+    """A key the SDK made for one call stands for that call: a retry with it, from any
+    app and with any parameters, returns the first outcome; a rebuilt record does the same."""
+    client = make_client(app="app.sparked.world")
+    other = make_client(app="canvas.sparked.world")
+    client.initialize_user(ACCT, 100)
+    first = client.debit(ACCT, 10, action="chat")
+    key = first.entry.idempotency_key
+    for rebuilt in (False, True):
+        if rebuilt:
+            _drop_records(client)
+            assert client.reconcile(ACCT, full=True, repair=True).rebuilt >= 1
+        for retry in (
+            lambda: client.debit(ACCT, 10, action="chat", idempotency_key=key),
+            lambda: other.debit(ACCT, 10, action="chat", idempotency_key=key),
+            lambda: other.debit(ACCT, 99, action="video", idempotency_key=key),
+        ):
+            again = retry()
+            assert (again.replayed, again.entry.id, again.balance) == (True, first.entry.id, 90)
+        assert client.get_balance(ACCT) == 90
+
+
+def test_a_callers_key_is_compared_by_what_the_call_is_before_and_after_a_repair(
+    make_client: Callable[..., Any],
+) -> None:
+    from sparked_credits import IdempotencyConflictError
+
+    client = make_client(app="app.sparked.world")
+    other = make_client(app="canvas.sparked.world")
+    client.initialize_user(ACCT, 100)
+    first = client.debit(ACCT, 10, action="chat", idempotency_key="order-1")
+    for rebuilt in (False, True):
+        if rebuilt:
+            _drop_records(client)
+            assert client.reconcile(ACCT, full=True, repair=True).rebuilt >= 1
+        again = other.debit(ACCT, 10, action="chat", idempotency_key="order-1")
+        assert (again.replayed, again.entry.id) == (True, first.entry.id)
+        with pytest.raises(IdempotencyConflictError):
+            other.debit(ACCT, 99, action="chat", idempotency_key="order-1")
+        assert client.get_balance(ACCT) == 90
