@@ -181,3 +181,112 @@ def test_a_callers_key_is_compared_by_what_the_call_is_before_and_after_a_repair
         with pytest.raises(IdempotencyConflictError):
             other.debit(ACCT, 99, action="chat", idempotency_key="order-1")
         assert client.get_balance(ACCT) == 90
+
+
+# -- 5. lots short of the balance, in the cheap pass ---------------------------------------
+
+
+def _lots_records(client: Any) -> dict[str, str]:
+    flat = raw(client, "HGETALL", account_keys(client, ACCT).lots)
+    from lots_support import text
+
+    flat = text(flat)
+    pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2])
+    return {text(k): text(v) for k, v in pairs}
+
+
+def _lower_with_summary(client: Any, lot_id: str, by: int) -> None:
+    """Lower one lot and the summary's tracked sum together (the records still agree)."""
+    keys = account_keys(client, ACCT)
+    records = _lots_records(client)
+    r, rest = records[lot_id].split("|", 1)
+    t, srest = records[""].split("|", 1)
+    head_copy = srest.split("|", 2)
+    summary = f"{int(t) - by}|{srest}"
+    if len(head_copy) == 3 and head_copy[1] == lot_id:  # the summary's copy of the head
+        summary = f"{int(t) - by}|{head_copy[0]}|{lot_id}|{int(r) - by}|{rest}"
+    raw(client, "HSET", keys.lots, lot_id, f"{int(r) - by}|{rest}", "", summary)
+
+
+def _remove_lot(client: Any, lot_id: str) -> None:
+    """Remove an untouched lot entirely: record, indexes and its part of the summary."""
+    keys = account_keys(client, ACCT)
+    records = _lots_records(client)
+    r = int(records[lot_id].split("|", 1)[0])
+    t, srest = records[""].split("|", 1)
+    raw(client, "HDEL", keys.lots, lot_id)
+    raw(client, "ZREM", keys.lot_order, lot_id)
+    raw(client, "ZREM", keys.lot_expiry, lot_id)
+    raw(client, "HSET", keys.lots, "", f"{int(t) - r}|{srest}")
+
+
+@pytest.mark.parametrize("corrupt", ["lowered", "removed"])
+def test_the_cheap_pass_finds_lots_short_of_the_balance(
+    make_client: Callable[..., Any], corrupt: str
+) -> None:
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    grant = client.credit(ACCT, 30, priority=60).entry.id
+    client.debit(ACCT, 10, action="chat")
+    assert client.reconcile(ACCT).lots_matched is True
+    before = snapshot(client, ACCT)
+    if corrupt == "lowered":
+        _lower_with_summary(client, grant, 7)
+    else:
+        _remove_lot(client, grant)
+    cheap = client.reconcile(ACCT)
+    assert (cheap.matched, cheap.lots_matched, cheap.lots_problem) == (True, False, "untracked")
+    fixed = client.reconcile(ACCT, repair=True)
+    assert fixed.lots_rebuilt > 0
+    assert open_lots(client) == [("init", 90), ("grant", 30)]
+    after = snapshot(client, ACCT)
+    assert after["lots"] == before["lots"] and after["lot_order"] == before["lot_order"]
+
+
+def test_credits_from_before_lots_stay_untracked_without_a_finding(
+    make_client: Callable[..., Any],
+) -> None:
+    """An account whose balance a writer without lots made (the TypeScript SDK, an earlier
+    version): its untracked credits are no finding, before and after a full repair."""
+    client = make_client()
+    keys = account_keys(client, ACCT)
+    raw(client, "SET", keys.balance, "40")
+    raw(client, "XADD", keys.ledger, "*", "type", "init", "delta", "40", "balance", "40",
+        "action", "initialize", "app", "ts", "reason", "", "ref", "", "idem", "", "meta", "")
+    client.credit(ACCT, 10)
+    client.debit(ACCT, 15, action="chat")
+    assert open_lots(client) == [("untracked", 35)]
+    assert client.reconcile(ACCT).lots_problem is None
+    assert client.reconcile(ACCT, full=True, repair=True).lots_problem is None
+    assert client.reconcile(ACCT).lots_problem is None
+
+
+# -- 6. expires_at before the year 3000 ---------------------------------------------------
+
+
+def test_expiry_bound_is_the_year_3000_in_the_pure_core() -> None:
+    from sparked_credits import ValidationError
+    from sparked_credits._core import validation as v
+
+    last = datetime(2999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)
+    assert v.expires_at(last) == int(last.timestamp() * 1000)
+    for refused in (datetime(3000, 1, 1, tzinfo=timezone.utc),
+                    datetime(3083, 6, 1, tzinfo=timezone.utc)):
+        with pytest.raises(ValidationError, match="before the year 3000"):
+            v.expires_at(refused)
+
+
+def test_an_expiry_in_or_after_3000_is_refused_and_changes_nothing(
+    make_client: Callable[..., Any],
+) -> None:
+    from sparked_credits import ValidationError
+
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    before = (snapshot(client, ACCT), client.history(ACCT).entries)
+    with pytest.raises(ValidationError) as refused:
+        client.credit(ACCT, 10, expires_at=datetime(3083, 1, 1, tzinfo=timezone.utc))
+    assert 400 <= refused.value.http_status < 500
+    assert (snapshot(client, ACCT), client.history(ACCT).entries) == before
+    last = datetime(2999, 12, 31, 23, 59, tzinfo=timezone.utc)
+    assert client.credit(ACCT, 10, expires_at=last).balance == 110
