@@ -290,3 +290,85 @@ def test_an_expiry_in_or_after_3000_is_refused_and_changes_nothing(
     assert (snapshot(client, ACCT), client.history(ACCT).entries) == before
     last = datetime(2999, 12, 31, 23, 59, tzinfo=timezone.utc)
     assert client.credit(ACCT, 10, expires_at=last).balance == 110
+
+
+# -- 7. the rules the README states ---------------------------------------------------------
+
+
+def test_an_overage_settle_keeps_the_hold_and_draws_the_rest_in_spending_order(
+    make_client: Callable[..., Any],
+) -> None:
+    client = make_client()
+    init = client.initialize_user(ACCT, 100).entry.id
+    promo = client.credit(ACCT, 10, source="promo", priority=10).entry.id
+    hold = client.reserve(ACCT, 8, action="video", ttl=600)
+    assert decode_draws(hold.entry.lots) == [(promo, 8)]
+    settled = client.settle(ACCT, hold.hold_id, 15, allow_overage=True)
+    # The hold's 8 stay where they were drawn; the 7 more come in spending order.
+    assert decode_draws(settled.entry.lots) == [(promo, 2), (init, 5)]
+    assert open_lots(client) == [("init", 95)]
+    # A refund of the settle gives back what the settle drew first, then the hold's.
+    part = client.refund(ACCT, settled.entry.id, amount=6)
+    assert decode_draws(part.entry.lots) == [(init, 5), (promo, 1)]
+    rest = client.refund(ACCT, settled.entry.id)  # a full refund after a partial one
+    assert rest.entry.delta == 9
+    assert decode_draws(rest.entry.lots) == [(promo, 1), (promo, 8)]
+    assert open_lots(client) == [("promo", 10), ("init", 100)]
+
+
+def test_a_full_refund_after_partial_ones_gives_back_the_rest_once(
+    make_client: Callable[..., Any],
+) -> None:
+    from sparked_credits import RefundError
+
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    taken = client.debit(ACCT, 30, action="chat")
+    client.refund(ACCT, taken.entry.id, amount=10)
+    client.refund(ACCT, taken.entry.id, amount=5)
+    rest = client.refund(ACCT, taken.entry.id)
+    assert (rest.entry.delta, rest.balance) == (15, 100)
+    again = client.refund(ACCT, taken.entry.id)  # the same full refund: replayed
+    assert (again.replayed, again.entry.id) == (True, rest.entry.id)
+    with pytest.raises(RefundError):
+        client.refund(ACCT, taken.entry.id, amount=1)
+    other = client.debit(ACCT, 4, action="chat")
+    client.refund(ACCT, other.entry.id, amount=4)
+    with pytest.raises(RefundError):  # nothing left for a full refund
+        client.refund(ACCT, other.entry.id)
+    assert open_lots(client) == [("init", 100)]
+
+
+def test_an_adjust_lot_is_priority_50_and_never_expires(
+    make_client: Callable[..., Any],
+) -> None:
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    added = client.adjust(ACCT, 20)
+    assert added.entry.lots == "+50"
+    (_, lot) = client.grants(ACCT)
+    assert (lot.grant_id, lot.source, lot.priority, lot.expires_at) == (
+        added.entry.id, "adjust", 50, None)
+    # A negative adjust draws in spending order: the init lot is older.
+    taken = client.adjust(ACCT, -110)
+    assert decode_draws(taken.entry.lots)[0][1] == 100
+    assert open_lots(client) == [("adjust", 10)]
+
+
+def test_a_refused_negative_adjust_raises_insufficient_credits_and_changes_nothing(
+    make_client: Callable[..., Any],
+) -> None:
+    from sparked_credits import InsufficientCreditsError
+
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    before = (snapshot(client, ACCT), client.history(ACCT).entries)
+    with pytest.raises(InsufficientCreditsError) as refused:
+        client.adjust(ACCT, -150)
+    assert (refused.value.http_status, refused.value.balance, refused.value.required) == (
+        402, 100, 150)
+    assert (snapshot(client, ACCT), client.history(ACCT).entries) == before
+    owed = client.adjust(ACCT, -150, allow_overdraft=True)
+    assert owed.balance == -50 and client.grants(ACCT) == []
+    assert client.adjust(ACCT, 30).balance == -20  # pays the debt, opens an empty lot
+    assert open_lots(client) == []
