@@ -39,7 +39,7 @@ elseif op == 'draw' then
   return {'ok', lots_encode(draws)}
 elseif op == 'back' then
   local back, lapsed = lots_give_back(lots_decode(ARGV[8]), tonumber(ARGV[9]),
-                                      tonumber(ARGV[10]))
+                                      tonumber(ARGV[10]), lots_owed(bal))
   local total = 0
   for i = 1, #back do total = total + back[i][2] end
   redis.call('SET', K_BAL, fmt(bal + total))

@@ -237,12 +237,13 @@ def test_credits_an_older_sdk_took_are_no_fault_and_an_overdraft_is_owed(
 def test_lots_deleted_are_found_by_the_full_pass(
     client: CreditsClient, raw_redis: redis.Redis
 ) -> None:
-    """Without its lots an account looks like one from before lots to the cheap check (the
-    implicit lot holds everything); the full pass replays the ledger and finds them gone."""
+    """Without its lots an account that had no credits before lots holds credits no lot
+    tracks: the cheap check finds it ('untracked'), and the full pass too."""
     _setup(client)
     before = grants(client)
     raw_redis.delete(KEYS.lots, KEYS.lot_order, KEYS.lot_expiry)
-    assert client.reconcile(ACCT, full=True).lots_problem == "ledger"
+    assert client.reconcile(ACCT).lots_problem == "untracked"
+    assert client.reconcile(ACCT, full=True).lots_problem == "untracked"
     fixed = client.reconcile(ACCT, full=True, repair=True)
     assert (fixed.lots_matched, fixed.repaired) == (False, True)
     assert grants(client) == before

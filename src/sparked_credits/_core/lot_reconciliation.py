@@ -21,7 +21,7 @@ from typing import Any
 
 from ..models import LedgerEntry
 from .decoding import text
-from .lots import Lot, LotBook, parse_record
+from .lots import Lot, LotBook, order_key, parse_record
 from .operations import Operations
 from .requests import Operation
 
@@ -47,6 +47,8 @@ class _Dump:
     base_id: str
     base_sum: int
     base_lots: str
+    lots_all: bool
+    """The meta mark: the account had no credits before lots (prelude.lua, 'lots_all')."""
     records: dict[str, str]
     order: tuple[str, ...]
     expiry: frozenset[str]
@@ -75,7 +77,7 @@ class _Dump:
         want_soonest = ""
         if expiring:
             want_soonest = str(min(lot.expires_ms or 0 for lot in expiring))
-        want_head = self.order[0] if self.order else ""
+        want_head = min(open_lots, key=order_key).id if open_lots else ""
         return (
             tracked == str(sum(lot.remaining for lot in lots))
             and soonest == want_soonest
@@ -86,7 +88,7 @@ class _Dump:
 
 def _dump(ops: Operations, account: str) -> Operation[_Dump]:
     def decode(raw: Sequence[Any]) -> _Dump:
-        flat = [text(x) for x in raw[6:]]
+        flat = [text(x) for x in raw[7:]]
         n = int(flat[0])
         records = dict(zip(flat[1 : 1 + 2 * n : 2], flat[2 : 2 + 2 * n : 2], strict=True))
         m = int(flat[1 + 2 * n])
@@ -97,6 +99,7 @@ def _dump(ops: Operations, account: str) -> Operation[_Dump]:
             text(raw[3]),
             int(raw[4]),
             text(raw[5]),
+            text(raw[6]) == "1",
             records,
             tuple(members[:m]),
             frozenset(members[m:]),
@@ -106,7 +109,7 @@ def _dump(ops: Operations, account: str) -> Operation[_Dump]:
 
 
 def _restore(
-    ops: Operations, account: str, last_id: str, records: dict[str, str]
+    ops: Operations, account: str, last_id: str, records: dict[str, str], lots_all: bool
 ) -> Operation[int | None]:
     def decode(raw: Sequence[Any]) -> int | None:
         return int(raw[1]) if text(raw[0]) == "restored" else None
@@ -117,7 +120,12 @@ def _restore(
         f"{lot_id}={record}" for lot_id, record in sorted(records.items()) if lot_id
     )
     return ops.maintenance(
-        "lots_restore", account, decode=decode, last_id=last_id, records=packed
+        "lots_restore",
+        account,
+        decode=decode,
+        last_id=last_id,
+        records=packed,
+        lots_all="1" if lots_all else "",
     )
 
 
@@ -172,12 +180,16 @@ def check_lots(
         if dump.base == "1":
             return LotsCheck(matched=None)
         book, start = LotBook(), "-"
+        # Every credit in a lot from the start: no entry moved credits without recording
+        # lots (the meta mark 'lots_all', which lets the cheap pass find lots short).
+        lots_all = True
         if dump.base == "2":
             # A trimmed ledger: from the lots its trim kept as of the base, after it.
             base = _stored(_unpacked(dump.base_lots), dump.base_sum)
             if base is None:
                 return LotsCheck(matched=None)
             book, start = base, "(" + dump.base_id
+            lots_all = base.implicit <= 0
         while dump.last_id:
             page: list[LedgerEntry] = yield ops.read_entries(account, start, "+", PAGE, False)
             for entry in page:
@@ -186,6 +198,7 @@ def check_lots(
                 book.replay(
                     entry.id, entry.type_name, entry.delta, entry.action or "", entry.lots or ""
                 )
+                lots_all = lots_all and not (entry.delta and not entry.lots)
             if len(page) < PAGE or _later(page[-1].id, dump.last_id):
                 break
             start = "(" + page[-1].id
@@ -197,11 +210,19 @@ def check_lots(
         have = None
         if stored is not None:
             have = _normalized(stored) if pending else _records(stored)
-        if want == have and dump.indexes_agree() and not force:
-            return LotsCheck(matched=True)
-        if not repair:
+        if not dump.last_id:
+            lots_all = dump.lots_all  # an empty ledger says nothing either way
+        # A mark the ledger does not bear out is wrong; a missing one (an account from
+        # before the mark) is no fault, and a repair writes it.
+        mark_ok = lots_all or not dump.lots_all
+        if want == have and dump.indexes_agree() and not force and mark_ok:
+            if lots_all == dump.lots_all or not repair:
+                return LotsCheck(matched=True)
+        elif not repair:
             return LotsCheck(matched=False)
-        written = yield _restore(ops, account, dump.last_id, want)
+        written = yield _restore(ops, account, dump.last_id, want, lots_all)
         if written is not None:
-            return LotsCheck(matched=False, rebuilt=written)
+            # Writing only the missing mark is no mismatch of the lots.
+            agreed = want == have and dump.indexes_agree() and not force and mark_ok
+            return LotsCheck(matched=agreed, rebuilt=0 if agreed else written)
     return LotsCheck(matched=False)

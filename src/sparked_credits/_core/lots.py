@@ -31,6 +31,7 @@ __all__ = [
     "LotBook",
     "decode_draws",
     "grants_from_records",
+    "id_key",
     "order_key",
     "parse_record",
 ]
@@ -61,13 +62,20 @@ class Lot:
         return f"{self.remaining}|{self.amount}|{expires}|{self.priority}|{self.source}"
 
 
-def order_key(lot: Lot) -> tuple[int, str]:
+def id_key(entry_id: str) -> tuple[int, int]:
+    """A stream id ``<ms>-<seq>`` as numbers, so ``<ms>-2`` sorts before ``<ms>-10``."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def order_key(lot: Lot) -> tuple[int, tuple[int, int]]:
     """Consumption order: lowest priority number, soonest expiry (never last), oldest.
 
-    The same order as the scripts' zset score; ties break on the id string as ZRANGE does.
+    The same order as the scripts' zset score; ties break on the id, compared as numbers
+    on both parts (the scripts sort ZRANGE's text order of tied ids the same way).
     """
     expires = SPAN - 1 if lot.expires_ms is None else lot.expires_ms
-    return (lot.priority * SPAN + expires, lot.id)
+    return (lot.priority * SPAN + expires, id_key(lot.id))
 
 
 def parse_record(lot_id: str, record: str) -> Lot:
@@ -233,10 +241,15 @@ class LotBook:
     ) -> tuple[list[tuple[str, int]], list[Lot]]:
         """Return ``amount`` to the lots ``draws`` came from, last drawn first, after
         ``skip`` credits already returned; lots past expiry at ``now_ms`` are returned to
-        the caller to lapse at once."""
+        the caller to lapse at once. While an admin overdraft is owed, the first credits
+        returned pay it off (the implicit lot's), the rest go on along the same walk."""
         self.catch_up()
         back: list[tuple[str, int]] = []
         lapsed: list[Lot] = []
+        paid = min(max(0, self.tracked - self.balance), amount)
+        if paid > 0:
+            back.append((IMPLICIT, paid))
+            amount, skip = amount - paid, skip + paid
         for lot_id, drawn in reversed(draws):
             if amount == 0:
                 break
@@ -275,7 +288,7 @@ class LotBook:
                 for lot in self.lots.values()
                 if lot.remaining > 0 and lot.expires_ms is not None and lot.expires_ms <= now_ms
             ),
-            key=lambda lot: (lot.expires_ms, lot.id),
+            key=lambda lot: (lot.expires_ms, id_key(lot.id)),
         )
         return [(lot.id, self.lapse(lot)) for lot in due]
 

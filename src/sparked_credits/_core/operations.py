@@ -107,6 +107,16 @@ def _key_or_new(idempotency_key: str | None) -> tuple[str, str]:
     return v.idempotency_key(idempotency_key), _call_nonce()
 
 
+def _record_fp(nonce: str, legacy: str) -> str:
+    """The fingerprint an idempotency record keeps (ARGV[8]). A key the SDK made for one
+    call (nonce '*') stands for that call alone, whatever parameters a retry with it
+    carries, from whichever app: its record says '*', exactly what the full repair
+    rebuilds from an entry that keeps no fingerprint, so a rebuilt record behaves as the
+    original. A caller's key keeps the legacy fingerprint (for earlier versions'
+    readers); the entry's own '_sc.f' is what the script compares."""
+    return "*" if nonce == "*" else legacy
+
+
 def _metadata(metadata: dict[str, Any] | None) -> str:
     if isinstance(metadata, dict) and RESERVED_METADATA_KEY in metadata:
         raise ValidationError(
@@ -142,10 +152,11 @@ class Operations:
         self._app = options.app or ""
         self._account_keys: dict[str, AccountKeys] = {}
         # debit's memo: (account, amount, action, reason) -> (script, KEYS, ARGV[2..6],
-        # ARGV[8..]); a call adds ARGV[1] (key) and ARGV[7] (nonce).
+        # ARGV[8..] for a caller's key, ARGV[8..] for a key made for the call); a call adds
+        # ARGV[1] (key) and ARGV[7] (nonce).
         self._debit_memo: dict[
             tuple[str, int, str, str | None],
-            tuple[Script, tuple[str, ...], tuple[str, ...], tuple[str, ...]],
+            tuple[Script, tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[str, ...]],
         ] = {}
         # ARGV[3..6], the same for every call of this client.
         self._argv_tail = (
@@ -191,7 +202,7 @@ class Operations:
         return ScriptCall(
             script=SCRIPTS[spec.name],
             keys=self._script_keys(spec, account),
-            args=(key, fps[0], *self._argv_tail, nonce, fps[1], *values),
+            args=(key, fps[0], *self._argv_tail, nonce, _record_fp(nonce, fps[1]), *values),
         )
 
     def _mutation(
@@ -278,11 +289,13 @@ class Operations:
             memo_key = (account, amount, action, reason)
             hit = self._debit_memo.get(memo_key)
             if hit is not None:
-                script, keys, head, tail = hit
+                script, keys, head, tail, made_tail = hit
                 key, nonce = _key_or_new(idempotency_key)
                 return Operation(
                     "debit",
-                    ScriptCall(script, keys, (key, *head, nonce, *tail)),
+                    ScriptCall(
+                        script, keys, (key, *head, nonce, *(made_tail if nonce == "*" else tail))
+                    ),
                     mutation_decoder(account, action, None, key),
                     key,
                 )
@@ -302,6 +315,7 @@ class Operations:
                 self._script_keys(_DEBIT, account),
                 (fps[0], *self._argv_tail),
                 (fps[1], *values),
+                (_record_fp("*", fps[1]), *values),
             )
         return self._mutation(
             _DEBIT, account, values, idempotency_key=idempotency_key, action=action, fps=fps

@@ -310,7 +310,11 @@ SPECS: Mapping[str, ScriptSpec] = {
         ScriptSpec("grants", ("limit",), "lots", keyed=False),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
-            "lots_restore", ("last_id", "records"), "restored", keyed=False, operation="reconcile"
+            "lots_restore",
+            ("last_id", "records", "lots_all"),
+            "restored",
+            keyed=False,
+            operation="reconcile",
         ),
     )
 }

@@ -221,9 +221,10 @@ def as_dict(value: str | bytes | None) -> dict[str, Any]:
 
 
 MIN_PRIORITY, MAX_PRIORITY = 0, 100
-MAX_EXPIRES_MS = 2**45 - 2
-"""Latest lot expiry (ms since the epoch, in the year 3084): the scripts order lots by
-priority * 2^45 + expiry, exact in a double."""
+MAX_EXPIRES_MS = 32_503_679_999_999
+"""Latest lot expiry (ms since the epoch): the last millisecond of 2999, so an expiry is
+"before the year 3000" as the error says. The scripts order lots by priority * 2^45 +
+expiry, exact in a double for any expiry below 2^45 - 1 (in the year 3084)."""
 
 
 def priority(value: object) -> int:

@@ -97,11 +97,57 @@ local function lot_score(lot)
   return lot.priority * LOT_SPAN + (lot.expires or (LOT_SPAN - 1))
 end
 
--- Does lot a come before lot b in consumption order (as ZRANGE orders them)?
+-- Lot ids are stream ids '<ms>-<seq>': the older lot has the smaller ms, then the smaller
+-- seq, both compared as numbers ('<ms>-2' opened before '<ms>-10').
+local function lot_id_before(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not (am and bm) then return a < b end
+  am, bm = tonumber(am), tonumber(bm)
+  if am ~= bm then return am < bm end
+  return tonumber(as) < tonumber(bs)
+end
+
+-- Does lot a come before lot b in consumption order?
 local function lot_before(a, b)
   local sa, sb = lot_score(a), lot_score(b)
   if sa ~= sb then return sa < sb end
-  return a.id < b.id
+  return lot_id_before(a.id, b.id)
+end
+
+-- The order zset's members from position `start` in consumption order: `n` of them, or
+-- more so that a slice never ends inside a run of lots tied on score and opened in one
+-- millisecond. ZRANGE orders tied members as text ('<ms>-10' before '<ms>-2'); such a run
+-- is contiguous (the ms part leads the text), so each slice is read whole and sorted by
+-- (score, ms, seq) as numbers. Returns the ids and the position after them.
+local function lots_slice(start, n)
+  local got = redis.call('ZRANGE', K_LOTQ, start, start + n - 1, 'WITHSCORES')
+  local ids, score = {}, {}
+  for i = 1, #got, 2 do
+    ids[#ids + 1] = got[i]
+    score[got[i]] = tonumber(got[i + 1])
+  end
+  local full = #ids == n
+  while full do
+    local last = ids[#ids]
+    local ms = string.match(last, '^(%d+)-')
+    local more = redis.call('ZRANGE', K_LOTQ, start + #ids, start + #ids + n - 1, 'WITHSCORES')
+    full = #more == 2 * n
+    for i = 1, #more, 2 do
+      local s = tonumber(more[i + 1])
+      if s ~= score[last] or not ms or string.match(more[i], '^(%d+)-') ~= ms then
+        full = false
+        break
+      end
+      ids[#ids + 1] = more[i]
+      score[more[i]] = s
+    end
+  end
+  table.sort(ids, function(a, b)
+    if score[a] ~= score[b] then return score[a] < score[b] end
+    return lot_id_before(a, b)
+  end)
+  return ids, start + #ids
 end
 
 -- Write every lot changed by this script, the zsets, and the summary, in one HSET. The
@@ -142,7 +188,7 @@ local function lots_apply()
     lot.was, lot.dirty = lot.remaining, false
   end
   if recheck_head then
-    local first = redis.call('ZRANGE', K_LOTQ, 0, 0)
+    local first = lots_slice(0, 1)
     head = nil
     if #first > 0 then head = lot_get(first[1]) end
   end
@@ -173,9 +219,9 @@ local function lots_draw(amount)
   end
   local draws, left, start = {}, amount, 0
   while left > 0 do
-    local ids = redis.call('ZRANGE', K_LOTQ, start, start + 3)
+    local ids
+    ids, start = lots_slice(start, 4)
     if #ids == 0 then break end
-    start = start + #ids
     local recs = nil
     for i = 1, #ids do
       local lot = lot_cache[ids[i]]
@@ -203,10 +249,16 @@ local function lots_catch_up(bal)
   if tracked > bal then lots_draw(math.min(tracked - bal, tracked)) end
 end
 
+-- The admin overdraft still owed at balance `bal` (after lots_catch_up): what credits
+-- that arrive or come back pay off first.
+local function lots_owed(bal)
+  return math.max(0, lots_tracked() - bal)
+end
+
 -- Open the lot `id` (the entry that brings its credits). Credits owed from an overdraft
 -- (a negative balance `bal` before them, after lots_catch_up) are paid off first.
 local function lots_open(id, amount, priority, expires, source, bal)
-  local owed = math.max(0, lots_tracked() - bal)
+  local owed = lots_owed(bal)
   local lot = {id = id, remaining = 0, amount = amount, expires = expires,
                priority = priority, source = source, was = 0}
   lot_cache[id] = lot
@@ -274,10 +326,18 @@ end
 
 -- Give `amount` back to the lots `draws` came from, the last drawn first, after skipping
 -- `skip` credits already given back (earlier partial refunds). Credits beyond what the
--- draws recorded (an entry written before lots) go to the implicit lot. Returns the
--- returns {{id, n}, ...} and the lots given back to that are past their expiry.
-local function lots_give_back(draws, amount, skip)
+-- draws recorded (an entry written before lots) go to the implicit lot. While an admin
+-- overdraft is owed (`owed`, lots_owed), the first credits given back pay it off (recorded
+-- as the implicit lot's, like an overdraft's draw): only the rest reach the lots, as the
+-- credits after them on the same walk. Returns the returns {{id, n}, ...} and the lots
+-- given back to that are past their expiry.
+local function lots_give_back(draws, amount, skip, owed)
   local back, lapsed = {}, {}
+  local paid = math.min(owed or 0, amount)
+  if paid > 0 then
+    back[1] = {LOT_IMPLICIT, paid}
+    amount, skip = amount - paid, skip + paid
+  end
   for i = #draws, 1, -1 do
     if amount == 0 then break end
     local n = draws[i][2]
@@ -346,7 +406,7 @@ end
 
 -- Every lot with credits left, in consumption order: {id, record, id, record, ...}.
 local function lots_open_records()
-  local ids = redis.call('ZRANGE', K_LOTQ, 0, -1)
+  local ids = lots_slice(0, math.max(redis.call('ZCARD', K_LOTQ), 1))
   local out = {}
   if #ids == 0 then return out end
   local recs = redis.call('HMGET', K_LOTS, unpack(ids))

@@ -3,10 +3,10 @@
 -- the full reconcile to compare with the lots the ledger implies. Reply {'lots', last entry
 -- id ('' = empty ledger), base ('0': not trimmed, '1': trimmed by an earlier version that
 -- kept no lots at its base, '2': trimmed, with them), base_id, base_sum, base_lots (the
--- lots as of the base, see trim.lua), n, id, record, ... (n pairs, the '' field with the
+-- lots as of the base, see trim.lua), the 'lots_all' mark ('1' or ''), n, id, record, ... (n pairs, the '' field with the
 -- tracked sum among them), m, order member..., expiry member...} (m order members).
 local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
-local out = {'lots', '', '0', '', '0', ''}
+local out = {'lots', '', '0', '', '0', '', redis.call('HGET', K_META, 'lots_all') or ''}
 if #last > 0 then out[2] = last[1][1] end
 local base = redis.call('HMGET', K_META, 'base_id', 'base_sum', 'base_lots')
 if base[1] then
@@ -14,7 +14,7 @@ if base[1] then
   if base[3] then out[3], out[6] = '2', base[3] end
 end
 local all = redis.call('HGETALL', K_LOTS)
-out[7] = fmt(#all / 2)
+out[8] = fmt(#all / 2)
 for i = 1, #all do out[#out + 1] = all[i] end
 local order = redis.call('ZRANGE', K_LOTQ, 0, -1)
 out[#out + 1] = fmt(#order)

@@ -1,11 +1,12 @@
---: argv last_id records
+--: argv last_id records lots_all
 --: reply restored
 -- lots_restore: replace an account's lots with those its ledger implies (a full repair).
 -- ARGV[9] the last entry id the caller replayed up to ('' = empty ledger): if the ledger
 -- moved on since, nothing is written and the reply is {'moved'} (replay again).
 -- ARGV[10] the lots: 'id=record' pairs separated by spaces. The zsets and the summary
--- (lots.lua) are derived here from the records. Reply {'restored', n}. A prefix of these
--- writes is repaired by running it again.
+-- (lots.lua) are derived here from the records. ARGV[11] '1': the ledger shows no credits
+-- outside lots (the meta mark 'lots_all', prelude.lua), else ''. Reply {'restored', n}.
+-- A prefix of these writes is repaired by running it again.
 local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
 local head = ''
 if #last > 0 then head = last[1][1] end
@@ -22,11 +23,16 @@ for id, rec in string.gmatch(ARGV[10], '([^ =]+)=([^ ]*)') do
   tracked = tracked + lot.remaining
   n = n + 1
 end
-local first = redis.call('ZRANGE', K_LOTQ, 0, 0)
+local first = lots_slice(0, 1)
 local soonest = redis.call('ZRANGE', K_LOTEXP, 0, 0, 'WITHSCORES')
 local summary = fmt(tracked) .. '|'
 if #soonest > 0 then summary = summary .. fmt(tonumber(soonest[2])) end
 summary = summary .. '|'
 if #first > 0 then summary = summary .. first[1] .. '|' .. lot_record(lot_cache[first[1]]) end
 redis.call('HSET', K_LOTS, LOT_SUM, summary)
+if ARGV[11] == '1' then
+  redis.call('HSET', K_META, 'lots_all', '1')
+else
+  redis.call('HDEL', K_META, 'lots_all')
+end
 return {'restored', fmt(n)}

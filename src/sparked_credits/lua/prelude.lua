@@ -260,8 +260,11 @@ local function is_closed()
   return read_marks()[2] ~= false
 end
 
+-- 'lots_all': the account had no credits before lots (no balance key when this version
+-- first wrote to it), so credits no lot tracks appearing later are a finding (reconcile.lua,
+-- 'untracked'), unless a writer without lots appended since (the block sums see it).
 local function mark_opened(raw_balance)
-  if raw_balance == false then redis.call('HSET', K_META, 'opened', '1') end
+  if raw_balance == false then redis.call('HSET', K_META, 'opened', '1', 'lots_all', '1') end
 end
 
 -- @lots: scripts.py puts lua/lots.lua here.
@@ -273,9 +276,14 @@ local function do_init(credits, base, reason)
   lots_catch_up(base)
   local after = base + credits
   local opening = lots_opening(50, nil)
+  local fresh = redis.call('EXISTS', K_BAL) == 0  -- no credits before lots ('lots_all')
   local id, values = append('init', credits, after, 'initialize', APP, reason, '', '', '',
                             lots_meta(opening))
-  redis.call('HSET', K_META, 'init', id)
+  if fresh then
+    redis.call('HSET', K_META, 'init', id, 'lots_all', '1')
+  else
+    redis.call('HSET', K_META, 'init', id)
+  end
   if meta_marks then meta_marks[1] = id end
   lots_open(id, credits, 50, nil, 'init', base)
   lots_apply()
@@ -295,7 +303,7 @@ end
 -- Unit order: XADD, hold record, expiry zset, balance last.
 local function expire_hold(hid, amount, action, app)
   local bal = tonumber(redis.call('GET', K_BAL) or '0')
-  local back, lapsed = lots_give_back(lots_of_entry(hid), amount, 0)
+  local back, lapsed = lots_give_back(lots_of_entry(hid), amount, 0, lots_owed(bal))
   local after = bal + amount
   local l = lots_encode(back)
   append('expire', amount, after, action, app, 'hold expired', hid, '', '', lots_meta(l))

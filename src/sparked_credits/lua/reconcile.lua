@@ -84,7 +84,8 @@ end
 -- the lots then hold nothing). Credits an older SDK took without touching lots leave the
 -- tracked sum above the balance until the next script catches up: that is no fault while
 -- the latest entry that moved credits records no lots. Reply: '' (agree) or what is wrong:
--- 'record', 'negative', 'summary', 'tracked', 'order', 'expiry', 'over_balance'. Read only:
+-- 'record', 'negative', 'summary', 'tracked', 'order', 'expiry', 'over_balance',
+-- 'untracked' (fewer credits in the lots than the ledger, see below). Read only:
 -- the full repair (lot_reconciliation.py) rebuilds the lots from the ledger.
 
 -- Did the latest entry that moved credits record no lots (an older SDK's write)?
@@ -167,11 +168,26 @@ local function lots_problem(ledger_sum)
   if rest ~= '' then  -- 'tracked' alone is an earlier layout: no head, no soonest
     local e, h, hrec = string.match(rest, '^|(%d*)|([^|]*)|?(.*)$')
     if not e then return 'summary' end
-    if h ~= (first[1] or '') or (h ~= '' and hrec ~= records[h]) then return 'summary' end
+    -- The head is the first lot in consumption order (ties on score by id, as numbers).
+    local head = first[1]
+    for i = 3, #first, 2 do
+      local s, hs = tonumber(first[i + 1]), tonumber(first[2])
+      if s == hs and lot_id_before(first[i], head) then head = first[i] end
+    end
+    if h ~= (head or '') or (h ~= '' and hrec ~= records[h]) then return 'summary' end
     if tonumber(e) ~= (soonest[2] and tonumber(soonest[2]) or nil) then return 'summary' end
   end
   if tracked > math.max(ledger_sum, 0) and not lots_latest_untracked() then
     return 'over_balance'
+  end
+  -- Less than the ledger: credits no lot tracks, which an account with no credits from
+  -- before lots ('lots_all') only has when a writer without lots appended since (its
+  -- entries are not in the block sums' count n).
+  if tracked < ledger_sum and redis.call('HGET', K_META, 'lots_all') then
+    local m = redis.call('HMGET', K_META, 'n', 'base_count')
+    if tonumber(m[1]) == tonumber(m[2] or '0') + redis.call('XLEN', K_TXS) then
+      return 'untracked'
+    end
   end
   return ''
 end
@@ -192,7 +208,8 @@ local function compensation_lots(id, v, amount)
   if amount > 0 then return lots_encode((lots_give_back(lots_decode(l), amount, 0))) end
   local want, taken = -amount, {}
   local from = lots_decode(l)
-  if string.sub(l, 1, 1) == '+' then from = {{id, want}} end
+  local opened = string.sub(l, 1, 1) == '+'
+  if opened then from = {{id, want}} end
   for i = #from, 1, -1 do
     if want == 0 then break end
     local lot = nil
@@ -202,6 +219,12 @@ local function compensation_lots(id, v, amount)
       lot_change(lot, -n)
       taken[#taken + 1] = {lot.id, n}
       want = want - n
+    elseif opened and not lot then
+      -- The repeat's lot never reached the lots hash (a torn prefix kept its entry alone):
+      -- by the ledger it still holds all it opened, and no script drew from it since. The
+      -- compensation takes it back from there; the stored lots have nothing to lower.
+      taken[#taken + 1] = {id, want}
+      want = 0
     end
   end
   if want > 0 then
@@ -433,10 +456,14 @@ end
 -- Make the block fields stand for a ledger whose `n` entries a pass just summed to `total`
 -- (read to the end in this script): everything folds into the base, in one HSET (n and
 -- the sums together).
+-- Entries appended without block sums (a writer without lots among them) may have brought
+-- credits no lot tracks: the account's 'lots_all' mark goes with them (a full repair sets
+-- it again when the ledger shows every credit in a lot).
 local function blocks_seed(total, n)
   local t, have = blocks_total()
   if t == total and have == n then return end
   redis.call('HSET', K_META, 'n', fmt(n), 'bo', '0', 'bf', fmt(total), 'bfn', fmt(n))
+  if have ~= n then redis.call('HDEL', K_META, 'lots_all') end
 end
 -- == end of block sums =================================================================
 

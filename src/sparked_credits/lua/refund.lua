@@ -48,7 +48,7 @@ if f['type'] == 'settle' then
   end
   draws = kept
 end
-local back, lapsed = lots_give_back(draws, amount, done)
+local back, lapsed = lots_give_back(draws, amount, done, lots_owed(bal))
 -- Carry the debit's action and app so usage by action or app nets out refunds.
 local reply = commit('refund', amount, bal + amount, f['action'] or '', f['app'] or '', ARGV[11],
                      eid, ARGV[12], function()

@@ -8,9 +8,11 @@ if replay then return replay end
 local hid = ARGV[9]
 local hold, refusal = open_hold(hid)
 if not hold then return refusal end
-local after = tonumber(redis.call('GET', K_BAL) or '0') + hold.amount
--- Back to the hold's lots; those expired since lapse at once, each with its own entry.
-local back, lapsed = lots_give_back(lots_of_entry(hid), hold.amount, 0)
+local bal = tonumber(redis.call('GET', K_BAL) or '0')
+local after = bal + hold.amount
+-- Back to the hold's lots (an overdraft owed first); those expired since lapse at once,
+-- each with its own entry.
+local back, lapsed = lots_give_back(lots_of_entry(hid), hold.amount, 0, lots_owed(bal))
 local reply = commit('release', hold.amount, after, hold.action, hold.app, ARGV[10], hid,
                      ARGV[11], function()
                        redis.call('HSET', K_HOLDS, hid, 'R|' .. fmt(hold.amount))

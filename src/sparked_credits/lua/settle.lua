@@ -23,7 +23,7 @@ end
 local sc, lapsed = '', {}
 if delta > 0 then
   local back
-  back, lapsed = lots_give_back(lots_of_entry(hid), delta, 0)
+  back, lapsed = lots_give_back(lots_of_entry(hid), delta, 0, lots_owed(bal))
   sc = ',"l":"' .. lots_encode(back) .. '"'
 elseif delta < 0 then
   sc = draw_for_entry(-delta)
