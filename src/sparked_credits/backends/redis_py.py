@@ -39,6 +39,8 @@ __all__ = [
     "no_retries",
     "open_async",
     "open_sync",
+    "use_lanes",
+    "wrapped",
 ]
 
 
@@ -259,6 +261,17 @@ class AsyncLanes(_LaneState):
         return self.parse(command[0], reply)
 
 
+def _close(client: redis.Redis) -> None:
+    client.close()
+
+
+async def _aclose(client: redis.asyncio.Redis) -> None:
+    """redis-py 5.0.0's asyncio client has only ``close`` (5.0.1 added ``aclose`` and
+    deprecated ``close``)."""
+    aclose = getattr(client, "aclose", None)
+    await (client.close() if aclose is None else aclose())
+
+
 class RedisBackend(SyncBackend):
     """A blocking redis-py client (or a fakeredis one, which is the same class underneath)."""
 
@@ -273,7 +286,7 @@ class RedisBackend(SyncBackend):
         return classify(exc)
 
     def close(self) -> None:
-        self.client.close()
+        _close(self.client)
 
 
 class AsyncRedisBackend(AsyncBackend):
@@ -290,16 +303,31 @@ class AsyncRedisBackend(AsyncBackend):
         return classify(exc)
 
     async def close(self) -> None:
-        # redis-py 5.0.0 has only ``close`` (5.0.1 added ``aclose`` and deprecated it).
-        aclose = getattr(self.client, "aclose", None)
-        await (self.client.close() if aclose is None else aclose())
+        await _aclose(self.client)
+
+
+def wrapped(cls: type) -> bool:
+    """True when something replaced ``cls.execute_command`` with a wrapper of it:
+    OpenTelemetry's redis instrumentation (wrapt), Sentry's integration, any tracer
+    written with ``functools.wraps``. redis-py's own is a plain function in 5.0 to 8."""
+    return hasattr(getattr(cls, "execute_command", None), "__wrapped__")
+
+
+def use_lanes(path: str, cls: type) -> bool:
+    """Whether a client of ``cls`` sends through lanes, for the client's ``redis_path``:
+    'lanes', 'execute_command', or 'auto' (lanes unless a tracer wrapped
+    ``execute_command``, so an instrumented app keeps its span per command)."""
+    if path == "auto":
+        return not wrapped(cls)
+    return path == "lanes"
 
 
 def open_sync(url: str, settings: Settings) -> RedisBackend:
     client = redis.Redis.from_url(url, **_options(settings, asyncio=False))
-    return RedisBackend(client, settings.retries, lanes=True)
+    return RedisBackend(client, settings.retries, use_lanes(settings.redis_path, redis.Redis))
 
 
 def open_async(url: str, settings: Settings) -> AsyncRedisBackend:
     client = redis.asyncio.Redis.from_url(url, **_options(settings, asyncio=True))
-    return AsyncRedisBackend(client, settings.retries, lanes=True)
+    lanes = use_lanes(settings.redis_path, redis.asyncio.Redis)
+    return AsyncRedisBackend(client, settings.retries, lanes)
