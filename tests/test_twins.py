@@ -32,6 +32,9 @@ RENAMES = {
     "open_async_backend": "open_backend",
     "drive_async": "drive",
     "aclose": "close",
+    "_aclose": "_close",
+    # redis-py 5 to 7 name the asyncio connection's check so (8: can_read, as blocking).
+    "can_read_destructive": "can_read",
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
     "StopAsyncIteration": "StopIteration",

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from ._core import reconciliation
 from ._core.config import StorageConfig, storage_from_env
 from ._core.operations import Operations
-from ._core.options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, make_options
+from ._core.options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, RedisPath, make_options
 from ._core.steps import Fanout, Steps
 from .backends import Settings, kind_of
 from .errors import ConfigurationError, CreditsError
@@ -40,6 +40,7 @@ class ClientBase(ABC):
         retries: int = 3,
         timeout: float = 5.0,
         pricing: PriceTable | None = None,
+        redis_path: RedisPath = "auto",
     ) -> None:
         scheme, kind = kind_of(url)
         if kind.needs_token:
@@ -67,12 +68,19 @@ class ClientBase(ABC):
             idempotency_ttl=idempotency_ttl,
             retries=retries,
             timeout=timeout,
+            redis_path=redis_path,
         )
         if pricing is not None and not isinstance(pricing, PriceTable):
             raise ConfigurationError("pricing must be a PriceTable (see sparked_credits.pricing)")
         self._ops = Operations(self.options, pricing)
         self._backend = self._open_backend(
-            url, Settings(retries=self.options.retries, timeout=self.options.timeout, token=token)
+            url,
+            Settings(
+                retries=self.options.retries,
+                timeout=self.options.timeout,
+                token=token,
+                redis_path=self.options.redis_path,
+            ),
         )
 
     def calculate_cost(self, action: str, /, **usage: object) -> int:

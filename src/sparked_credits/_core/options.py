@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -10,10 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import ConfigurationError
 from . import validation
 
-__all__ = ["ClientOptions", "make_options"]
+__all__ = ["ClientOptions", "RedisPath", "make_options"]
 
 DEFAULT_IDEMPOTENCY_TTL = timedelta(days=7)
 DEFAULT_HOLD_TTL = timedelta(hours=1)
+
+RedisPath = Literal["auto", "lanes", "execute_command"]
+"""How a redis-py backend sends commands (``ClientOptions.redis_path``)."""
 
 
 class ClientOptions(BaseModel):
@@ -52,6 +56,14 @@ class ClientOptions(BaseModel):
         description="Seconds to wait for a reply (connect, send, read) before a call fails "
         "with a BackendError; then retried up to `retries` times. upstash-redis has no "
         "timeout of its own, so without this a stalled request would hang forever.",
+    )
+    redis_path: RedisPath = Field(
+        default="auto",
+        description="How a redis://, rediss:// or unix:// client sends commands: 'lanes' "
+        "(redis-py's pooled connections driven directly, the fastest), 'execute_command' "
+        "(redis-py's public path, which tracing integrations wrap), or 'auto': lanes, "
+        "unless something (OpenTelemetry's redis instrumentation, Sentry...) wrapped "
+        "redis-py's execute_command before the client was made.",
     )
     idempotency_ttl: timedelta = Field(
         default=DEFAULT_IDEMPOTENCY_TTL,

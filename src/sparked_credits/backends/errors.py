@@ -11,6 +11,9 @@ never left this machine (connection refused, DNS failure; see :func:`never_left`
 server answered that it did not run it. Everything else (a timeout, a connection closed
 mid-request, a gateway error, an error raised inside a script, which Redis does not roll
 back) may have applied.
+
+A TypeError or AttributeError is not a failure at all but a defect (in the SDK, or a
+client library's API changed under it): it propagates as it is (see ``recovery.BUGS``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from .._core.requests import Operation, ScriptCall
 from ..errors import BackendError, CreditsError
-from .recovery import Failure, GaveUp
+from .recovery import Failure, GaveUp, is_bug
 
 __all__ = [
     "NOT_RUN_REPLIES",
@@ -103,7 +106,13 @@ def translate(
     exc: Exception, op: Operation[Any], classify: Any
 ) -> tuple[CreditsError, BaseException]:
     """The CreditsError to raise for an exception a backend raised, and the exception to
-    raise it from (the client library's own, also after several attempts)."""
+    raise it from (the client library's own, also after several attempts).
+
+    A defect (a TypeError or AttributeError raised inside the SDK or a client library,
+    :data:`~.recovery.BUGS`) is no failure of the store: it is raised here as it is,
+    never made a BackendError that says retrying is safe."""
+    if is_bug(exc):
+        raise exc
     if isinstance(exc, CreditsError):
         return exc, exc
     if isinstance(exc, GaveUp):

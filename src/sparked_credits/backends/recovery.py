@@ -21,7 +21,18 @@ from typing import Any
 
 from .._core.steps import Sleep, Steps
 
-__all__ = ["Failure", "GaveUp", "backoff", "recover", "summarize"]
+__all__ = ["BUGS", "Failure", "GaveUp", "backoff", "is_bug", "recover", "summarize"]
+
+BUGS: tuple[type[Exception], ...] = (TypeError, AttributeError, NameError, AssertionError)
+"""Exceptions that are a defect in the SDK or in a client library (a wrong argument, an
+attribute a library version lacks), never a failure of the store or the network. They
+propagate as they are: not retried, and not wrapped in a BackendError whose
+``retry_safe`` would invite the caller to repeat the same defect."""
+
+
+def is_bug(exc: BaseException) -> bool:
+    """True for an exception of :data:`BUGS` (subclasses included)."""
+    return isinstance(exc, BUGS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +86,14 @@ def recover(
 ) -> Steps[Any]:
     """After ``command``'s first attempt raised ``first``: EVAL (``fallback``) on NOSCRIPT,
     re-send transient failures up to ``retries`` times with :func:`backoff`, else raise
-    GaveUp. Returns the reply of the attempt that succeeded."""
+    GaveUp. A defect (:func:`is_bug`) is raised as it is, at once. Returns the reply of
+    the attempt that succeeded."""
     failures: list[Failure] = []
     exc: Exception = first
     attempt = 0
     while True:
+        if is_bug(exc):
+            raise exc
         failure = classify(exc)
         if failure.noscript and fallback is not None:
             command, fallback = fallback, None  # EVAL also caches the script again

@@ -10,6 +10,7 @@ re-sent EVALSHA replays the first outcome instead of applying twice.
 
 from __future__ import annotations
 
+import inspect
 import os
 import weakref
 from collections.abc import Callable
@@ -38,6 +39,8 @@ __all__ = [
     "no_retries",
     "open_async",
     "open_sync",
+    "use_lanes",
+    "wrapped",
 ]
 
 
@@ -110,7 +113,8 @@ os.register_at_fork(after_in_child=_forget_lanes)
 def _ready(conn: Any) -> None:
     """Make a reused connection ready to send, as the pool does before it lends one:
     connected, and with nothing to read (an unread reply, or the EOF of a server that
-    closed it, e.g. on a restart, means reconnect)."""
+    closed it, e.g. on a restart, means reconnect). redis-py 5 to 7's blocking pool has no
+    ``ensure_connection`` of its own; 8's is used instead (see :func:`_checker`)."""
     conn.connect()
     try:
         if conn.can_read():
@@ -123,16 +127,39 @@ def _ready(conn: Any) -> None:
 
 
 async def _ready_async(conn: Any) -> None:
-    """The asyncio twin of :func:`_ready`."""
+    """The asyncio twin of :func:`_ready`, for redis-py 5.0's asyncio pool (no
+    ``ensure_connection``), whose connections call the check ``can_read_destructive``."""
     await conn.connect()
     try:
-        if await conn.can_read():
+        if await conn.can_read_destructive():
             raise rx.ConnectionError("Connection has data")
     except (rx.ConnectionError, rx.TimeoutError, OSError):
         await conn.disconnect()
         await conn.connect()
-        if await conn.can_read():
+        if await conn.can_read_destructive():
             raise rx.ConnectionError("Connection not ready") from None
+
+
+def _checker(pool: Any, own: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """How a lane readies a reused connection: the pool's own ``ensure_connection`` where
+    redis-py has one (the asyncio pool after 5.0.0, the blocking one in 8, whose check
+    also applies pending maintenance notifications instead of reconnecting), else
+    ``own``, the check the pool inlines in ``get_connection`` (redis-py renamed its
+    asyncio half between majors: ``can_read_destructive`` up to 7, ``can_read`` in 8)."""
+    ensure = getattr(pool, "ensure_connection", None)
+    return own if ensure is None else ensure
+
+
+def _checkout_args(pool: Any) -> tuple[Any, ...]:
+    """The arguments of ``pool.get_connection``: redis-py 5.x requires a command name
+    (which the pools ignore), 6 and later deprecate passing one."""
+    try:
+        param = inspect.signature(pool.get_connection).parameters.get("command_name")
+    except (TypeError, ValueError):  # pragma: no cover - a pool without a signature
+        return ()
+    if param is not None and param.default is inspect.Parameter.empty:
+        return ("EVALSHA",)
+    return ()
 
 
 class _LaneState:
@@ -144,6 +171,7 @@ class _LaneState:
         self.callbacks: Any = client.response_callbacks
         self.parsers: dict[Any, Any] = {}
         self.idle: list[Any] = []
+        self.checkout = _checkout_args(self.pool)
         _LANES.add(self)
 
     def parse(self, name: Any, reply: Any) -> Any:
@@ -176,19 +204,29 @@ class Lanes(_LaneState):
 
     Idle connections sit on a list: ``pop`` and ``append`` are atomic, so threads (or
     tasks) never share one connection and need no lock.
+
+    What lies below ``execute_command`` changes between redis-py majors; a lane touches
+    only ``get_connection`` (its arguments: :func:`_checkout_args`), the pool's check of
+    a reused connection (:func:`_checker`), ``send_packed_command``, ``read_response``
+    and ``response_callbacks``, and tests/test_lanes.py runs on the floor of the declared
+    range and on the newest of each major.
     """
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client)
+        self.ready = _checker(self.pool, _ready)
 
     def call(self, *command: Any) -> Any:
         idle = self.idle
         if idle:
             conn = idle.pop()
             try:
-                _ready(conn)
+                self.ready(conn)
             except BaseException:
                 idle.append(conn)
                 raise
         else:
-            conn = self.pool.get_connection()
+            conn = self.pool.get_connection(*self.checkout)
         try:
             conn.send_packed_command(_packed(conn, command))
             reply = conn.read_response()
@@ -200,23 +238,38 @@ class Lanes(_LaneState):
 class AsyncLanes(_LaneState):
     """The asyncio twin of :class:`Lanes`."""
 
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        super().__init__(client)
+        self.ready = _checker(self.pool, _ready_async)
+
     async def call(self, *command: Any) -> Any:
         idle = self.idle
         if idle:
             conn = idle.pop()
             try:
-                await _ready_async(conn)
+                await self.ready(conn)
             except BaseException:
                 idle.append(conn)
                 raise
         else:
-            conn = await self.pool.get_connection()
+            conn = await self.pool.get_connection(*self.checkout)
         try:
             await conn.send_packed_command(_packed(conn, command))
             reply = await conn.read_response()
         finally:
             idle.append(conn)
         return self.parse(command[0], reply)
+
+
+def _close(client: redis.Redis) -> None:
+    client.close()
+
+
+async def _aclose(client: redis.asyncio.Redis) -> None:
+    """redis-py 5.0.0's asyncio client has only ``close`` (5.0.1 added ``aclose`` and
+    deprecated ``close``)."""
+    aclose = getattr(client, "aclose", None)
+    await (client.close() if aclose is None else aclose())
 
 
 class RedisBackend(SyncBackend):
@@ -233,7 +286,7 @@ class RedisBackend(SyncBackend):
         return classify(exc)
 
     def close(self) -> None:
-        self.client.close()
+        _close(self.client)
 
 
 class AsyncRedisBackend(AsyncBackend):
@@ -250,14 +303,31 @@ class AsyncRedisBackend(AsyncBackend):
         return classify(exc)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await _aclose(self.client)
+
+
+def wrapped(cls: type) -> bool:
+    """True when something replaced ``cls.execute_command`` with a wrapper of it:
+    OpenTelemetry's redis instrumentation (wrapt), Sentry's integration, any tracer
+    written with ``functools.wraps``. redis-py's own is a plain function in 5.0 to 8."""
+    return hasattr(getattr(cls, "execute_command", None), "__wrapped__")
+
+
+def use_lanes(path: str, cls: type) -> bool:
+    """Whether a client of ``cls`` sends through lanes, for the client's ``redis_path``:
+    'lanes', 'execute_command', or 'auto' (lanes unless a tracer wrapped
+    ``execute_command``, so an instrumented app keeps its span per command)."""
+    if path == "auto":
+        return not wrapped(cls)
+    return path == "lanes"
 
 
 def open_sync(url: str, settings: Settings) -> RedisBackend:
     client = redis.Redis.from_url(url, **_options(settings, asyncio=False))
-    return RedisBackend(client, settings.retries, lanes=True)
+    return RedisBackend(client, settings.retries, use_lanes(settings.redis_path, redis.Redis))
 
 
 def open_async(url: str, settings: Settings) -> AsyncRedisBackend:
     client = redis.asyncio.Redis.from_url(url, **_options(settings, asyncio=True))
-    return AsyncRedisBackend(client, settings.retries, lanes=True)
+    lanes = use_lanes(settings.redis_path, redis.asyncio.Redis)
+    return AsyncRedisBackend(client, settings.retries, lanes)

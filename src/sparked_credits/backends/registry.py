@@ -25,6 +25,8 @@ class Settings:
     retries: int = 3
     timeout: float = 5.0
     token: str | None = None
+    redis_path: str = "auto"
+    """redis-py backends: 'lanes', 'execute_command' or 'auto' (see redis_py.use_lanes)."""
 
 
 @dataclass(frozen=True, slots=True)
