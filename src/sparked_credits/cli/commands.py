@@ -24,6 +24,7 @@ from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
 from ..models import EntryType
 from .demo import DemoFailure, run_demo
+from .dev import dev
 
 __all__ = ["main"]
 
@@ -341,6 +342,9 @@ def reconcile(
         sys.exit(2)
     if report.unrepaired:
         raise Failed(f"{report.unrepaired} account(s) do not add up")
+
+
+cli.add_command(dev)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
