@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 from ._client_base import ClientBase
 from ._core import analytics, reconciliation
 from ._core.operations import NO_EXTRAS, Extras
-from ._core.options import DEFAULT_HOLD_TTL
+from ._core.options import DEFAULT_GRANT_SOURCE, DEFAULT_HOLD_TTL
 from ._core.requests import Operation
 from ._core.steps import Steps
 from ._drive import drive_async
@@ -115,7 +115,7 @@ class AsyncCreditsClient(ClientBase):
         account: str,
         amount: int,
         *,
-        source: str = "grant",
+        source: str = DEFAULT_GRANT_SOURCE,
         expires_at: datetime | None = None,
         priority: int = 50,
         reason: str | None = None,

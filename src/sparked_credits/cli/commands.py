@@ -20,9 +20,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .._core.options import DEFAULT_GRANT_SOURCE
 from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
-from ..models import EntryType
+from ..models import EntryType, LedgerEntry
 from .demo import DemoFailure, run_demo
 from .dev import dev
 
@@ -64,6 +65,29 @@ def _errors_exit_2(fn: F) -> F:
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _delta(delta: int) -> str:
+    color = "green" if delta > 0 else "red" if delta < 0 else "white"
+    return f"[{color}]{delta:+d}[/]"
+
+
+def lots_table(account: str, entries: Sequence[LedgerEntry]) -> Table:
+    """History with each entry's lot moves (``entry.draws``), grant ids whole: a debit
+    traced to the grants it drew from, a refund to the grants it gave back to."""
+    table = Table(title=f"{account}: ledger with credit lots, newest first")
+    table.add_column("entry id", no_wrap=True)
+    table.add_column("type", overflow="fold")
+    table.add_column("delta", justify="right", no_wrap=True)
+    table.add_column("balance", justify="right", overflow="fold")
+    table.add_column("grant id: credits", no_wrap=True)
+    for e in entries:
+        sign = "-" if e.delta < 0 else "+"
+        moves = "\n".join(f"{d.grant_id}: {sign}{d.credits}" for d in e.draws)
+        if e.draws and e.lots and e.lots.startswith("+"):
+            moves += " (opened)"
+        table.add_row(e.id, e.type_name, _delta(e.delta), str(e.balance_after), moves or "-")
+    return table
 
 
 def _print_json(value: BaseModel | dict[str, Any]) -> None:
@@ -115,7 +139,9 @@ def balance(ctx: click.Context, account: str, as_json: bool) -> None:
 @click.argument("account")
 @click.argument("amount", type=int)
 @click.option("--reason", help="Why (kept in the ledger).")
-@click.option("--source", default="admin_grant", show_default=True)
+@click.option(
+    "--source", default=DEFAULT_GRANT_SOURCE, show_default=True, help="Where the credits come from."
+)
 @click.option("--priority", default=50, show_default=True, help="0-100, lower is spent first.")
 @click.option(
     "--expires-at",
@@ -168,15 +194,17 @@ def grants(ctx: click.Context, account: str, as_json: bool) -> None:
         click.echo(json.dumps([g.model_dump(mode="json") for g in lots], indent=2))
         return
     table = Table(title=f"{account}: credit lots, consumed top first")
+    # The grant id is what `history --lots` and refunds name: never cut, the rest folds.
+    table.add_column("grant id", no_wrap=True, min_width=max((len(g.grant_id) for g in lots),
+                                                             default=8))
     for name, justify in (
-        ("grant id", "left"),
         ("source", "left"),
         ("priority", "right"),
         ("expires (UTC)", "left"),
         ("remaining", "right"),
         ("granted", "right"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for g in lots:
         table.add_row(
             g.grant_id,
@@ -197,6 +225,9 @@ def grants(ctx: click.Context, account: str, as_json: bool) -> None:
 @click.option("--type", "types", multiple=True, type=click.Choice([t.value for t in EntryType]))
 @click.option("--action")
 @click.option("--from-app", "from_app", help="Only entries written by this app.")
+@click.option(
+    "--lots", "show_lots", is_flag=True, help="The grants each entry drew from or gave back to."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @_errors_exit_2
@@ -208,9 +239,10 @@ def history(
     types: Sequence[str],
     action: str | None,
     from_app: str | None,
+    show_lots: bool,
     as_json: bool,
 ) -> None:
-    """List ledger entries, newest first."""
+    """List ledger entries, newest first (--lots: the grants each one moved)."""
     with _client(ctx) as credits:
         page = credits.history(
             account, limit, cursor, types=types or None, action=action, app=from_app
@@ -218,29 +250,31 @@ def history(
     if as_json:
         _print_json(page)
         return
-    table = Table(title=f"{account}: ledger, newest first")
-    for name, justify in (
-        ("time (UTC)", "left"),
-        ("type", "left"),
-        ("delta", "right"),
-        ("balance", "right"),
-        ("action", "left"),
-        ("app", "left"),
-        ("reason", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for e in page.entries:
-        color = "green" if e.delta > 0 else "red" if e.delta < 0 else "white"
-        table.add_row(
-            f"{e.timestamp:%Y-%m-%d %H:%M:%S}",
-            e.type_name,
-            f"[{color}]{e.delta:+d}[/]",
-            str(e.balance_after),
-            e.action or "",
-            e.app or "",
-            e.reason or "",
-        )
-    out.print(table)
+    if show_lots:
+        out.print(lots_table(account, page.entries))
+    else:
+        table = Table(title=f"{account}: ledger, newest first")
+        for name, justify in (
+            ("time (UTC)", "left"),
+            ("type", "left"),
+            ("delta", "right"),
+            ("balance", "right"),
+            ("action", "left"),
+            ("app", "left"),
+            ("reason", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for e in page.entries:
+            table.add_row(
+                f"{e.timestamp:%Y-%m-%d %H:%M:%S}",
+                e.type_name,
+                _delta(e.delta),
+                str(e.balance_after),
+                e.action or "",
+                e.app or "",
+                e.reason or "",
+            )
+        out.print(table)
     if page.next_cursor:
         out.print(f"more: --cursor {page.next_cursor}", highlight=False)
 
@@ -279,6 +313,25 @@ def usage(
         table.add_row(f"{d.day:%a %Y-%m-%d}", str(d.total), f"[cyan]{bar}[/]", split)
     out.print(table)
     out.print(f"total: {report.total}", highlight=False)
+
+
+@cli.command()
+@click.argument("account", required=False)
+@click.option("--all", "all_accounts", is_flag=True, help="Every account (SCAN).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_exit_2
+def sweep(ctx: click.Context, account: str | None, all_accounts: bool, as_json: bool) -> None:
+    """Return holds past their ttl and lapse credit lots past their expiry, now."""
+    if bool(account) == all_accounts:
+        raise click.UsageError("give one ACCOUNT or --all")
+    with _client(ctx) as credits:
+        swept = credits.sweep_expired(account)
+    if as_json:
+        _print_json({"account": account, "swept": swept})
+    else:
+        where = account or "every account"
+        out.print(f"swept {where}: {swept} expired hold(s) and lot(s) closed", highlight=False)
 
 
 @cli.command()
