@@ -277,7 +277,38 @@ def test_cli_hint_and_reconcile_json_clean(redis_url: str) -> None:
                              env=env, timeout=60, check=False)
     assert missing.returncode == 2
     assert "--url" in missing.stderr
+    from sparked_credits import CreditsClient
+
+    with CreditsClient(redis_url) as credits:
+        credits.initialize_user("user_cli")  # reconcile --all on no account exits 1
     report = subprocess.run(
         [sys.executable, "-m", "sparked_credits", "--url", redis_url, "reconcile", "--all",
          "--json"], capture_output=True, text=True, env=env, timeout=60, check=True)
     assert json.loads(report.stdout)["clean"] is True
+
+
+def test_local_redis_block_as_written(tmp_path: Path) -> None:
+    """The "A local Redis" block: a server set up for a ledger, that doctor passes. Run with
+    the system's redis-server first on the PATH (the block's advice) on a free port."""
+    from conftest import line_binary
+    from redis_servers import free_port
+
+    block = block_with("--aof-load-truncated no --daemonize yes")
+    binary = Path(line_binary("redis7"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(binary)
+    port = free_port()
+    env = shell_env(REDIS_PORT=str(port))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    try:
+        done = subprocess.run(["bash", "-c", f"set -e\n{block}"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ready for a ledger" in done.stdout
+        assert (tmp_path / "redis-data").is_dir()
+    finally:
+        import redis
+
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis(port=port).shutdown(nosave=True)

@@ -26,6 +26,7 @@ from ..errors import ConfigurationError, CreditsError
 from ..models import EntryType, LedgerEntry
 from .demo import DemoFailure, run_demo
 from .dev import dev
+from .doctor import doctor
 
 __all__ = ["main"]
 
@@ -344,6 +345,9 @@ def sweep(ctx: click.Context, account: str | None, all_accounts: bool, as_json: 
     help="Sum every entry, not only those after the checkpoint (after a crash: with "
     "--repair, rebuilds balances, idempotency records and holds from the ledger).",
 )
+@click.option(
+    "--allow-empty", is_flag=True, help="With --all: finding no account is not a failure."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @_errors_exit_2
@@ -353,6 +357,7 @@ def reconcile(
     all_accounts: bool,
     repair: bool,
     full: bool,
+    allow_empty: bool,
     as_json: bool,
 ) -> None:
     """Prove balance == sum of ledger for ACCOUNT or --all; exit 1 on unrepaired mismatches."""
@@ -395,9 +400,17 @@ def reconcile(
         sys.exit(2)
     if report.unrepaired:
         raise Failed(f"{report.unrepaired} account(s) do not add up")
+    if all_accounts and report.checked == 0 and not allow_empty:
+        # A server restarted empty (a Redis 6.2 on a Redis 7 folder, the wrong database)
+        # must not read as "clean".
+        raise Failed(
+            "no account found: is this the right server and database? "
+            "(sparked-credits doctor --expect-accounts checks; --allow-empty if it is new)"
+        )
 
 
 cli.add_command(dev)
+cli.add_command(doctor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
