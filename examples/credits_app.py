@@ -62,6 +62,7 @@ from sparked_credits import ConfigurationError, CreditsClient, CreditsError, Hol
 from sparked_credits.clerk import (
     ClerkPrincipal,
     handle_clerk_event,
+    load_jwt_key,
     verify_cron_secret,
     verify_webhook,
 )
@@ -280,8 +281,19 @@ def verify_train_signature(body: bytes, header: str | None, secret: str) -> bool
 def create_app(
     settings: Settings | None = None, client: CreditsClient | None = None
 ) -> FastAPI:
-    """The app: ``uvicorn --factory credits_app:create_app`` reads the environment."""
-    settings = settings or Settings.from_env()
+    """The app: ``uvicorn --factory credits_app:create_app`` reads the environment.
+
+    Read from the environment (uvicorn's factory call), a configuration error ends the
+    process with one line saying what to set, not a traceback."""
+    if settings is None:
+        try:
+            return _create_app(Settings.from_env(), client)
+        except ConfigurationError as exc:
+            raise SystemExit(f"credits_app: {exc}") from None
+    return _create_app(settings, client)
+
+
+def _create_app(settings: Settings, client: CreditsClient | None) -> FastAPI:
     # Checked before the store is opened: a misconfigured app fails at once.
     clerk_configured = bool(settings.clerk_jwt_key or settings.clerk_jwks_url)
     if settings.dev_signin and clerk_configured:
@@ -291,9 +303,17 @@ def create_app(
         )
     if not (clerk_configured or settings.dev_signin):
         raise ConfigurationError(
-            "set CLERK_JWT_KEY (or CLERK_JWKS_URL) to verify sessions; for local development "
-            "only, CREDITS_DEV_SIGNIN=1 with REDIS_URL=memory://"
+            "CLERK_JWT_KEY is empty or unset (was its key file missing?): set it, or "
+            "CLERK_JWKS_URL, to verify sessions; for local runs 'sparked-credits dev keys DIR' "
+            "makes one, or CREDITS_DEV_SIGNIN=1 with REDIS_URL=memory://"
         )
+    if settings.clerk_jwt_key:
+        if "BEGIN" not in settings.clerk_jwt_key:
+            raise ConfigurationError(
+                "CLERK_JWT_KEY holds the PEM key itself, not a file name: "
+                'export CLERK_JWT_KEY="$(cat clerk-public.pem)"'
+            )
+        load_jwt_key(settings.clerk_jwt_key)  # a bad key fails here, not on the first request
     given = client
     if client is None:
         options: dict[str, Any] = {

@@ -24,8 +24,6 @@ from typing import Any
 import httpx
 import pytest
 
-from clerk_keys import KeyPair
-
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -92,13 +90,17 @@ def wait_for(path: Path, shell: Shell, timeout: float = 90) -> None:
 
 
 def checkout(tmp_path: Path) -> Path:
-    """A directory to run the blocks from, as a checkout: examples/ and clerk-public.pem."""
-    (tmp_path / "clerk-public.pem").write_text(README_KEYS.public_pem)
+    """A directory to run the blocks from, as a checkout: examples/ beside it."""
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     return tmp_path
 
 
-README_KEYS = KeyPair("ins_readme")
+def export_block() -> str:
+    """The export block without its install line (the test venv has everything)."""
+    exports = block_with('eval "$(sparked-credits dev keys')
+    return "\n".join(line for line in exports.splitlines() if not line.startswith("pip "))
+
+
 WAIT_FOR_PORTS = (  # glue between two blocks: the servers of the loop answer
     'for p in $(seq "$PORT" $((PORT + 3))); do\n'
     '  until curl -s -o /dev/null "localhost:$p/openapi.json"; do sleep 0.2; done\n'
@@ -107,24 +109,20 @@ WAIT_FOR_PORTS = (  # glue between two blocks: the servers of the loop answer
 
 
 def test_walk_through_as_written(redis_url: str, tmp_path: Path) -> None:
-    """The export block, the four-process loop (four ports, one Redis) and the guide's
-    curl checks, in one shell, as a reader runs them; the answers are the ones shown."""
+    """The export block (local keys by ``dev keys``), the four-process loop (four ports,
+    one Redis) and the guide's checks (``dev webhook`` signs up the user, ``dev token``
+    signs the session), in one shell, as a reader runs them; the answers are the ones
+    shown. No Clerk account, no token from outside the blocks."""
     from sparked_credits import CreditsClient
 
-    exports = block_with("export CLERK_JWT_KEY")
-    exports = "\n".join(line for line in exports.splitlines() if not line.startswith("pip "))
     loop = block_with("for app in app canvas studio train")
     checks = block_with("curl $API/api/credits/balance")
-    with CreditsClient(redis_url, app="app.sparked.world") as credits:
-        credits.initialize_user("user_readme")  # what Clerk's user.created does
-    token = README_KEYS.token(sub="user_readme", azp="http://localhost:3000",
-                              exp=int(time.time()) + 600)
     base = free_run(4)
     cwd = checkout(tmp_path)
-    script = (f"set -e\n{exports}\n{loop}\n{WAIT_FOR_PORTS}"
+    script = (f"set -e\n{export_block()}\n{loop}\n{WAIT_FOR_PORTS}"
               f"({checks}) > checks.out 2>&1 || echo failed >> checks.out\n"
               "touch checks.done\nwait\n")
-    shell = Shell(script, cwd, shell_env(REDIS_URL=redis_url, PORT=str(base), TOKEN=token))
+    shell = Shell(script, cwd, shell_env(REDIS_URL=redis_url, PORT=str(base)))
     try:
         titles: dict[int, str] = {}
         deadline = time.monotonic() + 90
@@ -145,6 +143,8 @@ def test_walk_through_as_written(redis_url: str, tmp_path: Path) -> None:
     finally:
         shell.stop()
     assert "failed" not in out.splitlines(), out
+    assert out.startswith("200 "), out  # the signed user.created was accepted
+    assert '"outcome":"initialized"' in out, out
     assert out.count('{"balance":100}') == 1, out
     assert out.count('{"balance":90}') == 1, out
     assert "HTTP/1.1 402 Payment Required" in out, out
@@ -156,23 +156,33 @@ def test_walk_through_as_written(redis_url: str, tmp_path: Path) -> None:
     assert cron["clean"] is True
     assert cron["checked"] >= 1
     with CreditsClient(redis_url) as credits:
-        assert credits.get_balance("user_readme") == 90
+        assert credits.get_balance("user_2abc") == 90
+    assert (cwd / ".dev-keys" / "clerk-private.pem").stat().st_mode & 0o077 == 0
+
+
+def _dev_token(cwd: Path, user: str) -> str:
+    from sparked_credits.cli.dev import load_private_key, mint_token
+
+    return mint_token(load_private_key(cwd / ".dev-keys"), user)
 
 
 def test_one_process_and_dev_signin_blocks(tmp_path: Path) -> None:
     """The one-process command (after the export block) and the credits page's dev
     sign-in command (in a fresh shell: it refuses to start next to a Clerk key)."""
-    exports = block_with("export CLERK_JWT_KEY")
-    exports = "\n".join(line for line in exports.splitlines() if not line.startswith("pip "))
     one = block_with("# one process, in-process store")
     dev = block_with("CREDITS_DEV_SIGNIN=1 REDIS_URL=memory://")
     cwd = checkout(tmp_path)
     first = free_run(2)
     second = first + 1
-    shells = [Shell(f"set -e\n{exports}\n{one}\n", cwd, shell_env(PORT=str(first))),
+    shells = [Shell(f"set -e\n{export_block()}\n{one}\n", cwd, shell_env(PORT=str(first))),
               Shell(f"set -e\n{dev}\n", cwd, shell_env(PORT=str(second)))]
     try:
-        token = README_KEYS.token(sub="user_one", azp="http://localhost:3000")
+        deadline = time.monotonic() + 60
+        while not (cwd / ".dev-keys" / "clerk-private.pem").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(0.2)
+        token = _dev_token(cwd, "user_one")
         answer = _get_when_up(f"http://127.0.0.1:{first}/api/credits/balance",
                               {"Authorization": f"Bearer {token}"})
         assert answer == {"balance": 0}  # memory://: nobody delivered user.created
@@ -220,11 +230,14 @@ def test_training_report_block_is_a_valid_report() -> None:
     assert report.status == "succeeded"
 
 
-def test_export_block_names_every_secret_the_app_needs() -> None:
-    exports = block_with("export CLERK_JWT_KEY")
-    for name in ("CLERK_JWT_KEY", "CLERK_WEBHOOK_SECRET", "CRON_SECRET",
-                 "TRAIN_WEBHOOK_SECRET", "CREDITS_ADMIN_USER_IDS"):
-        assert name in exports
+def test_export_block_names_every_secret_the_app_needs(tmp_path: Path) -> None:
+    exports = block_with('eval "$(sparked-credits dev keys')
+    printed = subprocess.run(
+        [sys.executable, "-m", "sparked_credits", "dev", "keys", str(tmp_path / "k")],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    for name in ("CLERK_JWT_KEY", "CLERK_WEBHOOK_SECRET", "CLERK_AUTHORIZED_PARTIES",
+                 "CRON_SECRET", "TRAIN_WEBHOOK_SECRET", "CREDITS_ADMIN_USER_IDS"):
+        assert name in exports or f"export {name}=" in printed, name
 
 
 @pytest.mark.parametrize("columns", ["80", "100", "139"])
@@ -264,7 +277,38 @@ def test_cli_hint_and_reconcile_json_clean(redis_url: str) -> None:
                              env=env, timeout=60, check=False)
     assert missing.returncode == 2
     assert "--url" in missing.stderr
+    from sparked_credits import CreditsClient
+
+    with CreditsClient(redis_url) as credits:
+        credits.initialize_user("user_cli")  # reconcile --all on no account exits 1
     report = subprocess.run(
         [sys.executable, "-m", "sparked_credits", "--url", redis_url, "reconcile", "--all",
          "--json"], capture_output=True, text=True, env=env, timeout=60, check=True)
     assert json.loads(report.stdout)["clean"] is True
+
+
+def test_local_redis_block_as_written(tmp_path: Path) -> None:
+    """The "A local Redis" block: a server set up for a ledger, that doctor passes. Run with
+    the system's redis-server first on the PATH (the block's advice) on a free port."""
+    from conftest import line_binary
+    from redis_servers import free_port
+
+    block = block_with("--aof-load-truncated no --daemonize yes")
+    binary = Path(line_binary("redis7"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-server").symlink_to(binary)
+    port = free_port()
+    env = shell_env(REDIS_PORT=str(port))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    try:
+        done = subprocess.run(["bash", "-c", f"set -e\n{block}"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ready for a ledger" in done.stdout
+        assert (tmp_path / "redis-data").is_dir()
+    finally:
+        import redis
+
+        with contextlib.suppress(redis.RedisError):
+            redis.Redis(port=port).shutdown(nosave=True)

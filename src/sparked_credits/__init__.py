@@ -45,6 +45,7 @@ from .models import (
     HoldState,
     InitResult,
     LedgerEntry,
+    LotDraw,
     MutationResult,
 )
 from .pricing import DEFAULT_TABLE, PriceTable, calculate_cost, load_price_table
@@ -75,6 +76,7 @@ __all__ = [
     "InitResult",
     "InsufficientCreditsError",
     "LedgerEntry",
+    "LotDraw",
     "MutationResult",
     "PriceTable",
     "ReconcileReport",

@@ -9,13 +9,15 @@ from typing import Any, Literal, TypeVar
 
 from ._client_base import ClientBase
 from ._core import analytics, reconciliation
+from ._core.conflicts import explain_conflict
 from ._core.operations import NO_EXTRAS, Extras
-from ._core.options import DEFAULT_HOLD_TTL
+from ._core.options import DEFAULT_GRANT_SOURCE, DEFAULT_HOLD_TTL
 from ._core.requests import Operation
 from ._core.steps import Steps
 from ._drive import drive
 from .backends import Settings, SyncBackend, open_backend
 from .backends.errors import translate
+from .errors import IdempotencyConflictError
 from .holds_context import HoldContext
 from .models import EntryType, Grant, HistoryPage, Hold, InitResult, MutationResult
 from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
@@ -46,7 +48,10 @@ class CreditsClient(ClientBase):
         except Exception as exc:
             error, cause = translate(exc, op, self._backend.classify)
             raise error from cause
-        return op.decode(raw)
+        try:
+            return op.decode(raw)
+        except IdempotencyConflictError as conflict:  # say what differs: reads, this path only
+            raise self._drive(explain_conflict(self._ops.keys, op, conflict)) from None
 
     def _drive(self, procedure: Steps[T]) -> T:
         """Run a multi-step procedure of the pure core, one step at a time."""
@@ -119,7 +124,7 @@ class CreditsClient(ClientBase):
         account: str,
         amount: int,
         *,
-        source: str = "grant",
+        source: str = DEFAULT_GRANT_SOURCE,
         expires_at: datetime | None = None,
         priority: int = 50,
         reason: str | None = None,

@@ -8,6 +8,7 @@ body, ``http_status`` the status code). Backend exceptions are translated in exa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -129,16 +130,40 @@ class IdempotencyConflictError(CreditsError):
     http_status = 409
     code = "idempotency_conflict"
 
-    def __init__(self, account: str, idempotency_key: str) -> None:
-        super().__init__(
+    def __init__(
+        self,
+        account: str,
+        idempotency_key: str,
+        *,
+        differs: Sequence[str] = (),
+        first_entry: str | None = None,
+    ) -> None:
+        message = (
             f"idempotency key {idempotency_key!r} on account {account} was already used "
             "with different parameters"
         )
+        if differs:
+            verb = "differs" if len(differs) == 1 else "differ"
+            message += f": {', '.join(differs)} {verb} from the first call"
+            if first_entry:
+                message += f" (entry {first_entry})"
+            if "expires_at" in differs:
+                message += "; compute expires_at once and pass the same value on every retry"
+            message += "; a new operation needs a new key"
+        super().__init__(message)
         self.account = account
         self.idempotency_key = idempotency_key
+        self.differs: list[str] = list(differs)
+        """The parameters (as the caller names them) that differ from the first call of
+        this key; 'operation' when it was another operation. Empty when not known."""
+        self.first_entry = first_entry
 
     def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "idempotency_key": self.idempotency_key}
+        return {
+            **super().to_dict(),
+            "idempotency_key": self.idempotency_key,
+            "differs": self.differs,
+        }
 
 
 class EntryNotFoundError(CreditsError):

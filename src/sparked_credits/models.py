@@ -20,7 +20,9 @@ __all__ = [
     "HoldState",
     "InitResult",
     "LedgerEntry",
+    "LotDraw",
     "MutationResult",
+    "split_lots_record",
 ]
 
 
@@ -41,6 +43,35 @@ class EntryType(str, Enum):
     LOT_EXPIRE = "lot_expire"
     """What was left of a credit lot lapsed at its expiry (not usage; distinct from a
     hold's ``expire``, which gives credits back)."""
+
+
+def split_lots_record(value: str | None) -> list[tuple[str, int]]:
+    """The one parser of an entry's compact lots record ``'<lot id>:<credits>,...'``:
+    ``[(lot id, credits), ...]``; empty for no record and for an opening one
+    (``'+priority[:expires ms]'``). Raises ValueError on a record it cannot read."""
+    if not value or value.startswith("+"):
+        return []
+    out = []
+    for part in value.split(","):
+        lot_id, sep, n = part.rpartition(":")
+        if not sep or not lot_id:
+            raise ValueError(f"not a lots record: {value!r}")
+        out.append((lot_id, int(n)))
+    return out
+
+
+class LotDraw(BaseModel):
+    """Credits one ledger entry moved out of (a debit, reserve, lapse) or back into (a
+    refund, release, settle's unused part) one credit lot, or the lot it opened."""
+
+    model_config = ConfigDict(frozen=True)
+
+    grant_id: str = Field(
+        description="The lot: the id of the entry that opened it (a Grant's grant_id); "
+        "'_' for credits no lot tracks."
+    )
+    credits: int = Field(description="How many credits moved (positive; the entry's delta "
+                         "says which way).")
 
 
 class LedgerEntry(BaseModel):
@@ -65,6 +96,22 @@ class LedgerEntry(BaseModel):
         description="The credit lots this entry opened ('+priority[:expires ms]'), or drew "
         "from / gave back to ('<lot id>:<credits>,...'; '_' is credits no lot tracks).",
     )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def draws(self) -> list[LotDraw]:
+        """``lots`` parsed: which grants this entry drew from or gave back to, in the
+        order the script moved them; for an entry that opened a lot (init, credit, a
+        positive adjust), that lot, whose grant id is this entry's id. Empty for an
+        entry that moved no lot (or whose record a newer version wrote in a form this
+        one cannot read: ``lots`` keeps it raw)."""
+        if self.lots and self.lots.startswith("+"):
+            return [LotDraw(grant_id=self.id, credits=abs(self.delta))] if self.delta else []
+        try:
+            moves = split_lots_record(self.lots)
+        except ValueError:
+            return []
+        return [LotDraw(grant_id=lot_id, credits=n) for lot_id, n in moves]
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -382,8 +382,12 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
         """A new table: each given rule replaces the whole rule of its action, or adds one.
 
         Whole-rule replacement (not a field-by-field merge) means an override file reads
-        complete on its own: what it says is exactly what is charged.
+        complete on its own: what it says is exactly what is charged. An action that is
+        not in the table and is one edit away from one that is (``chat_mesage``) is
+        refused with "did you mean", unless its table says ``new = true``: a typo would
+        otherwise add an action and leave the old price charged.
         """
+        rules = _checked_new_actions(self._rules, rules, source)
         overrides = PriceTable(rules, source=source)
         return PriceTable({**self._rules, **overrides._rules}, source=source)
 
@@ -393,6 +397,65 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
             action: rule.model_dump(mode="json", exclude_none=True)
             for action, rule in self._rules.items()
         }
+
+
+NEW_ACTION_FIELD = "new"
+"""The rule field that declares an action new on purpose (not a typo of a known one)."""
+
+
+def one_edit_apart(a: str, b: str) -> bool:
+    """One insertion, deletion, substitution or swap of neighbours turns ``a`` into ``b``."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) < len(b):
+        return a[i:] == b[i + 1 :]
+    if a[i + 1 :] == b[i + 1 :]:
+        return True
+    return i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
+
+
+def _checked_new_actions(
+    known: Mapping[str, PriceRule],
+    rules: Mapping[str, PriceRule | Mapping[str, Any]],
+    source: str,
+) -> dict[str, PriceRule | Mapping[str, Any]]:
+    """``rules`` without their ``new`` flags; ConfigurationError for an action that looks
+    like a typo of a known one and is not declared new, or a known one declared new."""
+    out: dict[str, PriceRule | Mapping[str, Any]] = {}
+    problems: list[str] = []
+    for action, data in rules.items():
+        declared = False
+        if isinstance(data, Mapping) and NEW_ACTION_FIELD in data:
+            flag = data[NEW_ACTION_FIELD]
+            data = {k: v for k, v in data.items() if k != NEW_ACTION_FIELD}
+            if not isinstance(flag, bool):
+                problems.append(f"{_section(action)}.new: must be true or false")
+            declared = flag is True
+        out[action] = data
+        if not isinstance(action, str):
+            continue
+        if action in known:
+            if declared:
+                problems.append(
+                    f"{_section(action)}.new: {action} is a known action, not a new one "
+                    "(its table replaces its price): remove 'new = true'"
+                )
+            continue
+        close = sorted(k for k in known if one_edit_apart(action, k))
+        if close and not declared:
+            names = " or ".join(f"[{k}]" for k in close)
+            problems.append(
+                f"{_section(action)}: not a known action; did you mean {names}? "
+                "(to add it as a new action, put 'new = true' in its table)"
+            )
+    if problems:
+        raise ConfigurationError(f"{source}: {'; '.join(problems)}")
+    return out
 
 
 class _RuleProblem(Exception):

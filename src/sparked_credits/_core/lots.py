@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ..models import Grant
+from ..models import Grant, split_lots_record
 
 __all__ = [
     "IMPLICIT",
@@ -91,14 +91,9 @@ def parse_record(lot_id: str, record: str) -> Lot:
 
 
 def decode_draws(value: str | None) -> list[tuple[str, int]]:
-    """An entry's draws or returns, ``[(lot id, n), ...]`` (empty for an opening record)."""
-    if not value or value.startswith("+"):
-        return []
-    out = []
-    for part in value.split(","):
-        lot_id, _, n = part.rpartition(":")
-        out.append((lot_id, int(n)))
-    return out
+    """An entry's draws or returns, ``[(lot id, n), ...]`` (empty for an opening record);
+    the parsing is :func:`split_lots_record`'s, the one place that reads the record."""
+    return split_lots_record(value)
 
 
 def _ms_datetime(ms: int | None) -> datetime | None:

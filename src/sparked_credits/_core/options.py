@@ -13,6 +13,7 @@ from . import validation
 
 __all__ = ["ClientOptions", "RedisPath", "make_options"]
 
+DEFAULT_GRANT_SOURCE = validation.DEFAULT_GRANT_SOURCE
 DEFAULT_IDEMPOTENCY_TTL = timedelta(days=7)
 DEFAULT_HOLD_TTL = timedelta(hours=1)
 

@@ -258,8 +258,12 @@ def expires_at(value: object, now: datetime | None = None) -> int | None:
     return ms
 
 
+DEFAULT_GRANT_SOURCE = "grant"
+"""The source of a credit lot when none is given: the one default of the SDK and the CLI."""
+
+
 def source(value: object) -> str:
     """Where a lot's credits come from (grant, purchase, referral...); None means grant."""
     if value is None:
-        return "grant"
+        return DEFAULT_GRANT_SOURCE
     return label(value, "source", required=True)

@@ -20,10 +20,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .._core.options import DEFAULT_GRANT_SOURCE
 from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
-from ..models import EntryType
+from ..models import EntryType, LedgerEntry
 from .demo import DemoFailure, run_demo
+from .dev import dev
+from .doctor import doctor
 
 __all__ = ["main"]
 
@@ -63,6 +66,29 @@ def _errors_exit_2(fn: F) -> F:
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _delta(delta: int) -> str:
+    color = "green" if delta > 0 else "red" if delta < 0 else "white"
+    return f"[{color}]{delta:+d}[/]"
+
+
+def lots_table(account: str, entries: Sequence[LedgerEntry]) -> Table:
+    """History with each entry's lot moves (``entry.draws``), grant ids whole: a debit
+    traced to the grants it drew from, a refund to the grants it gave back to."""
+    table = Table(title=f"{account}: ledger with credit lots, newest first")
+    table.add_column("entry id", no_wrap=True)
+    table.add_column("type", overflow="fold")
+    table.add_column("delta", justify="right", no_wrap=True)
+    table.add_column("balance", justify="right", overflow="fold")
+    table.add_column("grant id: credits", no_wrap=True)
+    for e in entries:
+        sign = "-" if e.delta < 0 else "+"
+        moves = "\n".join(f"{d.grant_id}: {sign}{d.credits}" for d in e.draws)
+        if e.draws and e.lots and e.lots.startswith("+"):
+            moves += " (opened)"
+        table.add_row(e.id, e.type_name, _delta(e.delta), str(e.balance_after), moves or "-")
+    return table
 
 
 def _print_json(value: BaseModel | dict[str, Any]) -> None:
@@ -114,7 +140,9 @@ def balance(ctx: click.Context, account: str, as_json: bool) -> None:
 @click.argument("account")
 @click.argument("amount", type=int)
 @click.option("--reason", help="Why (kept in the ledger).")
-@click.option("--source", default="admin_grant", show_default=True)
+@click.option(
+    "--source", default=DEFAULT_GRANT_SOURCE, show_default=True, help="Where the credits come from."
+)
 @click.option("--priority", default=50, show_default=True, help="0-100, lower is spent first.")
 @click.option(
     "--expires-at",
@@ -167,15 +195,17 @@ def grants(ctx: click.Context, account: str, as_json: bool) -> None:
         click.echo(json.dumps([g.model_dump(mode="json") for g in lots], indent=2))
         return
     table = Table(title=f"{account}: credit lots, consumed top first")
+    # The grant id is what `history --lots` and refunds name: never cut, the rest folds.
+    table.add_column("grant id", no_wrap=True, min_width=max((len(g.grant_id) for g in lots),
+                                                             default=8))
     for name, justify in (
-        ("grant id", "left"),
         ("source", "left"),
         ("priority", "right"),
         ("expires (UTC)", "left"),
         ("remaining", "right"),
         ("granted", "right"),
     ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for g in lots:
         table.add_row(
             g.grant_id,
@@ -196,6 +226,9 @@ def grants(ctx: click.Context, account: str, as_json: bool) -> None:
 @click.option("--type", "types", multiple=True, type=click.Choice([t.value for t in EntryType]))
 @click.option("--action")
 @click.option("--from-app", "from_app", help="Only entries written by this app.")
+@click.option(
+    "--lots", "show_lots", is_flag=True, help="The grants each entry drew from or gave back to."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @_errors_exit_2
@@ -207,9 +240,10 @@ def history(
     types: Sequence[str],
     action: str | None,
     from_app: str | None,
+    show_lots: bool,
     as_json: bool,
 ) -> None:
-    """List ledger entries, newest first."""
+    """List ledger entries, newest first (--lots: the grants each one moved)."""
     with _client(ctx) as credits:
         page = credits.history(
             account, limit, cursor, types=types or None, action=action, app=from_app
@@ -217,29 +251,31 @@ def history(
     if as_json:
         _print_json(page)
         return
-    table = Table(title=f"{account}: ledger, newest first")
-    for name, justify in (
-        ("time (UTC)", "left"),
-        ("type", "left"),
-        ("delta", "right"),
-        ("balance", "right"),
-        ("action", "left"),
-        ("app", "left"),
-        ("reason", "left"),
-    ):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for e in page.entries:
-        color = "green" if e.delta > 0 else "red" if e.delta < 0 else "white"
-        table.add_row(
-            f"{e.timestamp:%Y-%m-%d %H:%M:%S}",
-            e.type_name,
-            f"[{color}]{e.delta:+d}[/]",
-            str(e.balance_after),
-            e.action or "",
-            e.app or "",
-            e.reason or "",
-        )
-    out.print(table)
+    if show_lots:
+        out.print(lots_table(account, page.entries))
+    else:
+        table = Table(title=f"{account}: ledger, newest first")
+        for name, justify in (
+            ("time (UTC)", "left"),
+            ("type", "left"),
+            ("delta", "right"),
+            ("balance", "right"),
+            ("action", "left"),
+            ("app", "left"),
+            ("reason", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for e in page.entries:
+            table.add_row(
+                f"{e.timestamp:%Y-%m-%d %H:%M:%S}",
+                e.type_name,
+                _delta(e.delta),
+                str(e.balance_after),
+                e.action or "",
+                e.app or "",
+                e.reason or "",
+            )
+        out.print(table)
     if page.next_cursor:
         out.print(f"more: --cursor {page.next_cursor}", highlight=False)
 
@@ -282,6 +318,25 @@ def usage(
 
 @cli.command()
 @click.argument("account", required=False)
+@click.option("--all", "all_accounts", is_flag=True, help="Every account (SCAN).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_errors_exit_2
+def sweep(ctx: click.Context, account: str | None, all_accounts: bool, as_json: bool) -> None:
+    """Return holds past their ttl and lapse credit lots past their expiry, now."""
+    if bool(account) == all_accounts:
+        raise click.UsageError("give one ACCOUNT or --all")
+    with _client(ctx) as credits:
+        swept = credits.sweep_expired(account)
+    if as_json:
+        _print_json({"account": account, "swept": swept})
+    else:
+        where = account or "every account"
+        out.print(f"swept {where}: {swept} expired hold(s) and lot(s) closed", highlight=False)
+
+
+@cli.command()
+@click.argument("account", required=False)
 @click.option("--all", "all_accounts", is_flag=True, help="Every account with a ledger.")
 @click.option("--repair", is_flag=True, help="Fix mismatches (the ledger wins).")
 @click.option(
@@ -289,6 +344,9 @@ def usage(
     is_flag=True,
     help="Sum every entry, not only those after the checkpoint (after a crash: with "
     "--repair, rebuilds balances, idempotency records and holds from the ledger).",
+)
+@click.option(
+    "--allow-empty", is_flag=True, help="With --all: finding no account is not a failure."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
@@ -299,6 +357,7 @@ def reconcile(
     all_accounts: bool,
     repair: bool,
     full: bool,
+    allow_empty: bool,
     as_json: bool,
 ) -> None:
     """Prove balance == sum of ledger for ACCOUNT or --all; exit 1 on unrepaired mismatches."""
@@ -341,6 +400,17 @@ def reconcile(
         sys.exit(2)
     if report.unrepaired:
         raise Failed(f"{report.unrepaired} account(s) do not add up")
+    if all_accounts and report.checked == 0 and not allow_empty:
+        # A server restarted empty (a Redis 6.2 on a Redis 7 folder, the wrong database)
+        # must not read as "clean".
+        raise Failed(
+            "no account found: is this the right server and database? "
+            "(sparked-credits doctor --expect-accounts checks; --allow-empty if it is new)"
+        )
+
+
+cli.add_command(dev)
+cli.add_command(doctor)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -200,8 +200,23 @@ def _ttl_ms(options: ClientOptions) -> str:
     return str(int(options.idempotency_ttl.total_seconds() * 1000) * 2)
 
 
+def canonical_body(body: bytes) -> bytes:
+    """The body by its JSON meaning: parsed, keys sorted, no whitespace, so a retry that
+    re-serialized the same JSON (other spacing, other key order) is the same request.
+    A body that is not JSON (or not UTF-8) stays byte-exact. A body already in this form
+    is unchanged, so its digest is the one earlier versions stored."""
+    try:
+        parsed = json.loads(body)
+        return json.dumps(
+            parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode()
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError
+        return body
+
+
 def fingerprint(method: str, body: bytes) -> str:
-    return hashlib.sha256(method.upper().encode() + b"\n" + body).hexdigest()
+    """The digest a request id is bound to: the method and the body's meaning."""
+    return hashlib.sha256(method.upper().encode() + b"\n" + canonical_body(body)).hexdigest()
 
 
 def _text(value: Any) -> str:
