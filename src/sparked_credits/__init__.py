@@ -38,6 +38,7 @@ from .errors import (
 )
 from .holds_context import AsyncHoldContext, HoldContext
 from .models import (
+    AllocationResult,
     EntryType,
     Grant,
     HistoryPage,
@@ -46,6 +47,7 @@ from .models import (
     InitResult,
     LedgerEntry,
     MutationResult,
+    RevokeResult,
 )
 from .pricing import DEFAULT_TABLE, PriceTable, calculate_cost, load_price_table
 from .reports import DailyUsage, ReconcileReport, ReconcileResult, TrimResult, UsageReport
@@ -54,6 +56,7 @@ __all__ = [
     "DEFAULT_TABLE",
     "MAX_CREDITS",
     "AccountClosedError",
+    "AllocationResult",
     "AsyncCreditsClient",
     "AsyncHoldContext",
     "BackendError",
@@ -80,6 +83,7 @@ __all__ = [
     "ReconcileReport",
     "ReconcileResult",
     "RefundError",
+    "RevokeResult",
     "TokenAlgorithmError",
     "TokenClaimError",
     "TokenExpiredError",
