@@ -44,6 +44,7 @@ from pydantic_core import PydanticCustomError
 
 from ._core import validation
 from ._core.validation import MAX_CREDITS
+from .catalog import CATALOG_SECTIONS, Catalog, Pack, Plan, catalog_problems
 from .errors import ConfigurationError, ValidationError
 
 if sys.version_info >= (3, 11):
@@ -56,8 +57,11 @@ __all__ = [
     "MAX_RATE_DECIMAL_PLACES",
     "MAX_USAGE",
     "PRICING_ENV_VAR",
+    "Catalog",
     "FixedPrice",
     "MeteredPrice",
+    "Pack",
+    "Plan",
     "PriceRule",
     "PriceTable",
     "Rounding",
@@ -304,14 +308,16 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
     configuration, and a wrong price must stop startup, not a request.
     """
 
-    __slots__ = ("_rules",)
+    __slots__ = ("_catalog", "_rules")
 
     def __init__(
         self,
         rules: Mapping[str, PriceRule | Mapping[str, Any]] | None = None,
         *,
         source: str = "price table",
+        catalog: Catalog | None = None,
     ) -> None:
+        self._catalog = catalog or Catalog()
         checked: dict[str, FixedPrice | MeteredPrice] = {}
         problems: list[str] = []  # all of them at once: one fix-and-retry round, not many
         for action, rule in (rules or {}).items():
@@ -335,6 +341,11 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
 
     def __repr__(self) -> str:
         return f"PriceTable({dict(self._rules)!r})"
+
+    @property
+    def catalog(self) -> Catalog:
+        """The packs and plans for sale (the price file's ``[packs.*]``/``[plans.*]``)."""
+        return self._catalog
 
     @property
     def actions(self) -> tuple[str, ...]:
@@ -385,7 +396,7 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
         complete on its own: what it says is exactly what is charged.
         """
         overrides = PriceTable(rules, source=source)
-        return PriceTable({**self._rules, **overrides._rules}, source=source)
+        return PriceTable({**self._rules, **overrides._rules}, source=source, catalog=self._catalog)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """JSON-ready rules (rates as decimal strings); loads back via a .json file."""
@@ -559,7 +570,13 @@ def load_price_table(
         raise ConfigurationError(
             f"{source}: must map action names to rule tables, got {_describe(data)}"
         )
-    return base.with_overrides(data, source=source)
+    # [packs.*] and [plans.*] are the catalog, checked here in the same style.
+    catalog, problems = catalog_problems(data)
+    if problems:
+        raise ConfigurationError(f"{source}: " + "; ".join(problems))
+    rules = {k: v for k, v in data.items() if k not in CATALOG_SECTIONS}
+    table = base.with_overrides(rules, source=source)
+    return PriceTable(table._rules, source=source, catalog=base.catalog.merged(catalog))
 
 
 # -- the active table --------------------------------------------------------------------------
