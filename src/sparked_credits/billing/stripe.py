@@ -40,10 +40,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .._core import validation as v
-from ..errors import ConfigurationError, ValidationError, WebhookVerificationError
+from ..errors import ConfigurationError, CreditsError, ValidationError, WebhookVerificationError
 from ..pricing import Catalog
 from .payments import (
     CustomerLinked,
@@ -63,13 +63,17 @@ from .payments import (
 __all__ = [
     "DEFAULT_TOLERANCE",
     "MAX_WEBHOOK_BYTES",
+    "CheckoutRequest",
+    "PaymentProviderError",
     "StripeOutcome",
     "ahandle_stripe_webhook",
     "create_checkout_session",
     "handle_stripe_webhook",
     "make_stripe_client",
+    "start_checkout",
     "stripe_payment_event",
     "verify_stripe_webhook",
+    "webhook_answer",
 ]
 
 PROVIDER = "stripe"
@@ -444,3 +448,57 @@ def create_checkout_session(
     )
     session = sessions.create(params=params)
     return str(session.id), str(session.url)
+
+
+# -- what an HTTP route answers (FastAPI and Flask share these) -----------------------------
+
+
+class PaymentProviderError(CreditsError):
+    """Stripe could not be reached or refused the request (HTTP 502): nothing was sold."""
+
+    http_status = 502
+    code = "payment_provider_unavailable"
+
+
+class CheckoutRequest(BaseModel):
+    """``POST /api/credits/checkout`` body: ``{"pack": "<id>"}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    pack: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$", description="A pack id.")
+
+
+def start_checkout(
+    stripe_client: Any, catalog: Catalog, *, account: str, pack: str, origin: str
+) -> dict[str, Any]:
+    """Create the Checkout Session for the signed-in ``account`` and answer its URL; the
+    buyer returns to ``<origin>/credits``. An unknown pack is a ValidationError (422)."""
+    chosen = catalog.pack(pack)
+    stripe = _stripe()
+    failure: type[Exception] = getattr(stripe, "StripeError", None) or stripe.error.StripeError
+    try:
+        session_id, url = create_checkout_session(
+            stripe_client,
+            catalog,
+            pack=pack,
+            account=account,
+            success_url=f"{origin}/credits?checkout=success&session={{CHECKOUT_SESSION_ID}}",
+            cancel_url=f"{origin}/credits?checkout=cancelled",
+        )
+    except failure as exc:
+        raise PaymentProviderError(f"Stripe refused the Checkout Session: {exc}") from exc
+    return {
+        "id": session_id,
+        "url": url,
+        "pack": pack,
+        "credits": chosen.credits,
+        "amount": chosen.amount,
+        "currency": chosen.currency,
+    }
+
+
+def webhook_answer(outcome: StripeOutcome) -> tuple[int, dict[str, Any]]:
+    """(status, body) for a handled delivery: 409 asks Stripe to deliver it again later
+    (it refers to a payment not seen yet), 200 acknowledges everything else."""
+    body = {"received": outcome.http_status == 200, **outcome.model_dump(mode="json")}
+    return outcome.http_status, body
