@@ -43,7 +43,8 @@ def money_routes(
     api_key: str | None,
     api_base: str | None = None,
 ) -> APIRouter:
-    """The two routes; the Stripe client is made once, on the first checkout."""
+    """The two routes, each only when configured (an app without Stripe has neither: a
+    404, never a 500); the Stripe client is made once, on the first checkout."""
     router = APIRouter(route_class=CreditsRoute)
     made: dict[str, Any] = {}
 
@@ -54,6 +55,14 @@ def money_routes(
             made["client"] = make_stripe_client(api_key, api_base=api_base)
         return made["client"]
 
+    if api_key:
+        _checkout_route(router, catalog, stripe_client)
+    if webhook_secret:
+        _webhook_route(router, catalog, webhook_secret)
+    return router
+
+
+def _checkout_route(router: APIRouter, catalog: Catalog, stripe_client: Any) -> None:
     @router.post("/api/credits/checkout")
     def checkout(body: CheckoutRequest, user: User, request: Request) -> dict[str, Any]:
         """A Stripe Checkout Session for one pack, for the signed-in user: its URL."""
@@ -62,11 +71,11 @@ def money_routes(
             stripe_client(), catalog, account=user.user_id, pack=body.pack, origin=origin
         )
 
+
+def _webhook_route(router: APIRouter, catalog: Catalog, webhook_secret: str) -> None:
     @router.post("/api/webhooks/stripe")
     async def stripe_webhook(request: Request, credits: Credits) -> JSONResponse:
         """Stripe's deliveries: verified over the raw body, applied once per payment."""
-        if not webhook_secret:
-            raise ConfigurationError("STRIPE_WEBHOOK_SECRET is not set")
         raw = await read_body_limited(request)  # 413 past 1 MiB, before reading it whole
         signature = request.headers.get("stripe-signature")
         outcome = await run_in_threadpool(
@@ -74,5 +83,3 @@ def money_routes(
         )
         status, body = webhook_answer(outcome)
         return JSONResponse(body, status_code=status)
-
-    return router

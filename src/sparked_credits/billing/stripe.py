@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -151,6 +151,10 @@ def verify_stripe_webhook(
 # -- translating ---------------------------------------------------------------------------
 
 
+_Unix = Annotated[int, Field(ge=0, le=2**35)]
+"""Seconds since the epoch, up to the year 3058 (anything later is not a Stripe time)."""
+
+
 class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -158,7 +162,7 @@ class _Loose(BaseModel):
 class _Envelope(_Loose):
     id: str
     type: str
-    created: int | None = None
+    created: _Unix | None = None
     data: dict[str, Any]
 
 
@@ -172,7 +176,7 @@ class _Session(_Loose):
     currency: str | None = None
     payment_intent: str | dict[str, Any] | None = None
     customer: str | dict[str, Any] | None = None
-    created: int
+    created: _Unix
 
 
 class _Refunds(_Loose):
@@ -196,8 +200,8 @@ class _Dispute(_Loose):
 
 
 class _Period(_Loose):
-    start: int
-    end: int
+    start: _Unix
+    end: _Unix
 
 
 class _Line(_Loose):
@@ -222,8 +226,8 @@ class _Invoice(_Loose):
 
 class _Subscription(_Loose):
     id: str
-    ended_at: int | None = None
-    canceled_at: int | None = None
+    ended_at: _Unix | None = None
+    canceled_at: _Unix | None = None
 
 
 def _time(seconds: int) -> datetime:
@@ -241,7 +245,14 @@ def stripe_payment_event(event: Mapping[str, Any]) -> PaymentEvent:
     """The provider-agnostic event a verified Stripe event stands for (see the module)."""
     try:
         return _translate(event)
-    except (pydantic.ValidationError, ValidationError, ValueError, KeyError, TypeError) as exc:
+    except (
+        pydantic.ValidationError,
+        ValidationError,
+        ValueError,
+        KeyError,
+        TypeError,
+        OverflowError,
+    ) as exc:
         detail = (
             exc.errors(include_url=False)[0] if isinstance(exc, pydantic.ValidationError) else exc
         )
