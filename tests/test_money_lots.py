@@ -231,3 +231,21 @@ def test_bad_inputs_are_refused_with_state_unchanged(client: Any) -> None:
         client.allocate(ACCT, 100, period_id="p", expires_at=later(6), rollover_cap=10)
     assert state(client) == before
     check(client)
+
+
+def test_the_readme_block_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [
+        b
+        for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+        if 'credits.purchase("user_2abc"' in b
+    ]
+    assert len(blocks) == 1
+    from sparked_credits.backends.memory import reset_memory_store
+
+    reset_memory_store()  # the block's memory:// is the process's default store
+    exec(blocks[0], {})
+    assert capsys.readouterr().out.split("\n")[:2] == ["300 100 0", "300 300 1300"]
