@@ -249,3 +249,26 @@ def test_the_readme_block_runs_as_written(capsys: pytest.CaptureFixture[str]) ->
     reset_memory_store()  # the block's memory:// is the process's default store
     exec(blocks[0], {})
     assert capsys.readouterr().out.split("\n")[:2] == ["300 100 0", "300 300 1300"]
+
+
+def test_concurrent_repeats_apply_once(sync_credits: Any) -> None:
+    """Eight threads deliver the same purchase, allocation and revoke at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = sync_credits
+    client.initialize_user(ACCT, 0)
+    expires = later(30)
+
+    def everything(_: int) -> tuple[bool, bool, bool]:
+        bought = client.purchase(ACCT, 300, payment_id="pi_C")
+        given = client.allocate(ACCT, 200, period_id="pc", expires_at=expires)
+        taken = client.revoke(ACCT, "purchase:pi_C", 100, idempotency_key="re_C")
+        return bought.replayed, given.replayed, taken.replayed
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(everything, range(8)))
+    # Exactly one call applied each effect; the others replayed it.
+    for i in range(3):
+        assert sum(not r[i] for r in results) == 1, results
+    assert client.get_balance(ACCT) == 400
+    check(client)
