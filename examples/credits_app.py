@@ -24,6 +24,11 @@ Configuration (environment, read by :meth:`Settings.from_env`):
 ``TRAIN_WEBHOOK_SECRET``       the training provider's webhook signing secret
 ``CREDITS_RATE_LIMIT``         per user and spending route, e.g. ``20/minute`` (``off``)
 ``CREDITS_ORG_BALANCES``       ``1``: organization.created opens an org account
+``STRIPE_API_KEY``             creates Checkout Sessions (``POST /api/credits/checkout``);
+                               ``STRIPE_API_BASE`` points the library at another server
+``STRIPE_WEBHOOK_SECRET``      the Stripe endpoint's ``whsec_...`` secret
+                               (``POST /api/webhooks/stripe``); packs and plans come from
+                               the price file (``SPARKED_CREDITS_PRICING``)
 ``CREDITS_DEV_SIGNIN``         ``1``: development only, with ``REDIS_URL=memory://`` and no
                                Clerk key: tokens signed by a throwaway key for a demo user
                                (``POST /api/dev/signin``), so the credits page works
@@ -80,10 +85,12 @@ from sparked_credits.integrations.fastapi import (
 )
 from sparked_credits.integrations.http_errors import HTTPRefusal
 from sparked_credits.integrations.ratelimit import AccountRateLimiter
+from sparked_credits.pricing import active_price_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import app_flows  # the four apps' charging logic, shared with the tests
 from dev_signin import USER_ID, DevSignin
+from money_routes import money_routes
 
 logger = logging.getLogger("credits_app")
 
@@ -128,6 +135,9 @@ class Settings(BaseModel):
         default=False, description="Development only: local tokens for a demo user."
     )
     dev_user: str = "user_demo"
+    stripe_api_key: str | None = None
+    stripe_api_base: str | None = None
+    stripe_webhook_secret: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -148,6 +158,9 @@ class Settings(BaseModel):
             org_balances=env.get("CREDITS_ORG_BALANCES", "") in ("1", "true", "yes"),
             dev_signin=env.get("CREDITS_DEV_SIGNIN", "") in ("1", "true", "yes"),
             dev_user=env.get("CREDITS_DEV_USER", "user_demo"),
+            stripe_api_key=env.get("STRIPE_API_KEY") or None,
+            stripe_api_base=env.get("STRIPE_API_BASE") or None,
+            stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
         )
 
 
@@ -360,12 +373,23 @@ def _create_app(settings: Settings, client: CreditsClient | None) -> FastAPI:
     app.include_router(_app_routes(settings))
     if dev is not None:
         app.include_router(_dev_routes(dev))
+    catalog = active_price_table().catalog
+    app.include_router(
+        money_routes(
+            catalog,
+            webhook_secret=settings.stripe_webhook_secret,
+            api_key=settings.stripe_api_key,
+            api_base=settings.stripe_api_base,
+        )
+    )
     try:
         from credits_page import mount_credits_page
     except ImportError as exc:  # jinja2 missing: the API works, the page does not
         logger.warning("no credits page (%s): pip install 'sparked-credits[page]'", exc)
     else:
-        mount_credits_page(app, client, app_name=settings.app_name, dev_signin=dev is not None)
+        mount_credits_page(
+            app, client, app_name=settings.app_name, dev_signin=dev is not None, catalog=catalog
+        )
     return app
 
 
@@ -491,7 +515,10 @@ def _shared_routes(settings: Settings) -> APIRouter:
         if not report.clean:
             logger.warning(
                 "reconcile: %d of %d accounts mismatched, %d repaired, %d errors",
-                report.mismatched, report.checked, report.repaired, len(report.errors),
+                report.mismatched,
+                report.checked,
+                report.repaired,
+                len(report.errors),
             )
         return {"clean": report.clean, **report.model_dump(mode="json")}
 

@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from sparked_credits import CreditsClient
+from sparked_credits.pricing import Catalog
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -39,14 +40,35 @@ def _prices(client: CreditsClient) -> dict[str, int]:
     }
 
 
+def _packs(catalog: Catalog | None) -> list[dict[str, Any]]:
+    """The packs for the Buy credits list (the price file's [packs.*])."""
+    if catalog is None:
+        return []
+    return [
+        {
+            "id": pack_id,
+            "name": pack.name or pack_id,
+            "credits": pack.credits,
+            "price": f"{pack.amount / 100:.2f} {pack.currency.upper()}",
+        }
+        for pack_id, pack in catalog.packs.items()
+    ]
+
+
 def mount_credits_page(
-    app: FastAPI, client: CreditsClient, *, app_name: str, dev_signin: bool
+    app: FastAPI,
+    client: CreditsClient,
+    *,
+    app_name: str,
+    dev_signin: bool,
+    catalog: Catalog | None = None,
 ) -> None:
     """Serve the page at ``/credits`` (``/`` redirects there), the buy-credits placeholder
     at ``/credits/buy`` and the page's static files under ``/static/credits``."""
     app.mount(STATIC_URL, StaticFiles(directory=HERE / "static"), name="credits-static")
     router = APIRouter(include_in_schema=False)
     prices = _prices(client)
+    packs = _packs(catalog)
 
     @router.get("/")
     def index() -> RedirectResponse:
@@ -61,6 +83,7 @@ def mount_credits_page(
             "days": 7,
             "prices": prices,
             "buyUrl": "/credits/buy",
+            "checkoutUrl": "/api/credits/checkout",
         }
         return templates.TemplateResponse(
             request,
@@ -68,6 +91,7 @@ def mount_credits_page(
             {
                 "app_name": app_name,
                 "prices": prices,
+                "packs": packs,
                 "config": config,
                 "dev_signin": dev_signin,
                 "static": STATIC_URL,
@@ -78,7 +102,7 @@ def mount_credits_page(
     def buy_credits(request: Request) -> HTMLResponse:
         """PLACEHOLDER: send the user to your checkout (e.g. Stripe Checkout) here."""
         return templates.TemplateResponse(
-            request, "buy.html", {"app_name": app_name, "static": STATIC_URL}
+            request, "buy.html", {"app_name": app_name, "static": STATIC_URL, "packs": packs}
         )
 
     app.include_router(router)

@@ -149,7 +149,7 @@ def test_page_is_served_offline_with_prices(dev_app: TestClient) -> None:
     assert script.status_code == 200
     assert "javascript" in script.headers["content-type"]
     assert dev_app.get("/static/credits/credits.css").status_code == 200
-    assert "placeholder" in dev_app.get("/credits/buy").text.lower()
+    assert "buy credits" in dev_app.get("/credits/buy").text.lower()
 
 
 # -- the page in a browser --------------------------------------------------------------

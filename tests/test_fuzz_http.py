@@ -3,9 +3,11 @@
 * schemathesis generates requests for every operation of the app's OpenAPI schema, with
   a valid session token (an admin's, so the admin route is exercised past its check):
   no answer may be a 5xx, and a refusal (4xx) may not change any balance or ledger.
-* hypothesis generates payloads for the two webhooks, validly signed: Svix-signed Clerk
-  events (signed exactly as Svix signs) and training reports signed with the app's
-  ``X-Train-Signature: sha256=<HMAC>`` scheme: again no 5xx, no change on a refusal.
+* hypothesis generates payloads for the three webhooks, validly signed: Svix-signed Clerk
+  events (signed exactly as Svix signs), training reports signed with the app's
+  ``X-Train-Signature: sha256=<HMAC>`` scheme, and Stripe events signed as Stripe signs:
+  again no 5xx, no change on a refusal. The checkout route creates its sessions on the
+  local Stripe stand-in (tests/stripe_standin.py).
 
 Examples are bounded so that this file runs in seconds.
 """
@@ -30,8 +32,11 @@ from schemathesis import GenerationMode
 from starlette.testclient import TestClient
 from svix.webhooks import Webhook
 
+import stripe_events as se
 from clerk_keys import ORIGIN, KeyPair
 from credits_app import Settings, create_app
+from sparked_credits.pricing import load_price_table, set_price_table
+from stripe_standin import API_KEY, StripeStandIn
 
 KEYS = KeyPair("ins_fuzz")
 ADMIN = "user_fuzzadmin"
@@ -40,8 +45,11 @@ TRAIN_SECRET = "train-fuzz-secret"
 CRON_SECRET = "cron-fuzz-secret"
 
 
-def _settings(url: str) -> Settings:
+def _settings(url: str, stripe_base: str | None = None) -> Settings:
     return Settings(
+        stripe_api_key=API_KEY,
+        stripe_api_base=stripe_base,
+        stripe_webhook_secret=se.SECRET,
         storage_url=url,
         clerk_jwt_key=KEYS.public_pem,
         authorized_parties=(ORIGIN,),
@@ -53,11 +61,24 @@ def _settings(url: str) -> Settings:
     )
 
 
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StripeStandIn]:
+    server = StripeStandIn({se.PRICE_STARTER: (500, "usd"), "price_1Big": (2000, "usd")})
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def fuzz_app(redis_url: str) -> Iterator[Any]:
-    app = create_app(_settings(redis_url))
-    with TestClient(app):  # runs the lifespan: the store is closed at the end
-        yield app
+def fuzz_app(redis_url: str, standin: StripeStandIn, tmp_path_factory: Any) -> Iterator[Any]:
+    pricing = tmp_path_factory.mktemp("fuzz") / "pricing.toml"
+    pricing.write_text(se.CATALOG_TOML)
+    previous = set_price_table(load_price_table(pricing))  # the app's packs and plans
+    try:
+        app = create_app(_settings(redis_url, standin.url))
+        with TestClient(app):  # runs the lifespan: the store is closed at the end
+            yield app
+    finally:
+        set_price_table(previous)
 
 
 def ledger_state(url: str) -> dict[bytes, Any]:
@@ -86,7 +107,7 @@ def test_every_operation_no_5xx_and_no_change_on_refusal(fuzz_app: Any, redis_ur
                   headers={"Authorization": f"Bearer {token()}"})
     api = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app)
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) >= 11  # every API route of the app is in the schema
+    assert len(operations) >= 13  # every API route of the app is in the schema
     for operation in operations:
         _fuzz(operation, GenerationMode.POSITIVE, redis_url)()
         with contextlib.suppress(Unsatisfiable):  # invalid inputs, where there are any
@@ -180,6 +201,51 @@ def test_signed_training_reports_never_5xx(fuzz_app: Any, redis_url: str, report
     with TestClient(fuzz_app, raise_server_exceptions=False) as http:
         response = http.post("/api/train/webhook", content=body, headers={
             "X-Train-Signature": signature, "content-type": "application/json"})
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert ledger_state(redis_url) == before
+
+
+stripe_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=30) | json_values,
+        "mode": st.sampled_from(["payment", "subscription"]) | json_values,
+        "payment_status": st.sampled_from(["paid", "unpaid"]) | json_values,
+        "client_reference_id": st.just("user_fuzz") | json_values,
+        "metadata": st.just({"pack": "starter"}) | json_values,
+        "amount_total": st.just(500) | json_values,
+        "currency": st.just("usd") | json_values,
+        "payment_intent": st.just("pi_fuzz") | json_values,
+        "created": st.integers(min_value=0, max_value=2**40) | json_values,
+        "amount": st.integers() | json_values,
+        "amount_refunded": st.integers() | json_values,
+        "status": st.sampled_from(["won", "lost"]) | json_values,
+        "lines": json_values,
+    },
+)
+stripe_payloads = st.fixed_dictionaries(
+    {
+        "id": st.text(max_size=20),
+        "type": st.sampled_from([
+            "checkout.session.completed", "checkout.session.async_payment_succeeded",
+            "charge.refunded", "charge.dispute.created", "charge.dispute.closed",
+            "invoice.paid", "customer.subscription.deleted",
+        ]) | st.text(max_size=20),
+        "data": st.fixed_dictionaries({"object": stripe_objects}) | json_values,
+    },
+) | json_values
+
+
+@given(event=stripe_payloads)
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_signed_stripe_webhooks_never_5xx(fuzz_app: Any, redis_url: str, event: Any) -> None:
+    body = _raw(event)
+    before = ledger_state(redis_url)
+    with TestClient(fuzz_app, raise_server_exceptions=False) as http:
+        response = http.post("/api/webhooks/stripe", content=body, headers={
+            "Stripe-Signature": se.sign(body), "content-type": "application/json"})
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert ledger_state(redis_url) == before

@@ -381,6 +381,33 @@
     spend("/api/video/generate", { prompt: "demo", duration: seconds() }, (data) => data.video);
   });
 
+  // Buy credits: a Checkout Session for the chosen pack, then Stripe's page.
+  for (const button of document.querySelectorAll(".buy-pack")) {
+    button.addEventListener("click", async () => {
+      button.disabled = true;
+      setStatus("Opening checkout…", "busy");
+      try {
+        const result = await api("POST", config.checkoutUrl, { pack: button.dataset.pack });
+        if (result.ok && result.data && result.data.url) {
+          window.location.assign(result.data.url);
+          return;
+        }
+        setStatus(`Checkout failed: ${errorText(result)}`, "error");
+      } catch (error) {
+        setStatus(`Checkout failed: ${error.message}`, "error");
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+  if (window.location.hash === "#buy" && $("#buy")) $("#buy").open = true;
+  const checkout = new URLSearchParams(window.location.search).get("checkout");
+  if (checkout === "success") {
+    setStatus("Payment received: the credits arrive as soon as Stripe confirms it.", "ok");
+  } else if (checkout === "cancelled") {
+    setStatus("Checkout cancelled: nothing was charged.", "");
+  }
+
   $("#history-older").addEventListener("click", async () => {
     if (!state.nextCursor) return;
     state.cursors[state.page + 1] = state.nextCursor;

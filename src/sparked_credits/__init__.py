@@ -38,6 +38,7 @@ from .errors import (
 )
 from .holds_context import AsyncHoldContext, HoldContext
 from .models import (
+    AllocationResult,
     EntryType,
     Grant,
     HistoryPage,
@@ -47,6 +48,7 @@ from .models import (
     LedgerEntry,
     LotDraw,
     MutationResult,
+    RevokeResult,
 )
 from .pricing import DEFAULT_TABLE, PriceTable, calculate_cost, load_price_table
 from .reports import DailyUsage, ReconcileReport, ReconcileResult, TrimResult, UsageReport
@@ -55,6 +57,7 @@ __all__ = [
     "DEFAULT_TABLE",
     "MAX_CREDITS",
     "AccountClosedError",
+    "AllocationResult",
     "AsyncCreditsClient",
     "AsyncHoldContext",
     "BackendError",
@@ -82,6 +85,7 @@ __all__ = [
     "ReconcileReport",
     "ReconcileResult",
     "RefundError",
+    "RevokeResult",
     "TokenAlgorithmError",
     "TokenClaimError",
     "TokenExpiredError",

@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from ._client_base import ClientBase
-from ._core import analytics, reconciliation
+from ._core import analytics, money, reconciliation
 from ._core.conflicts import explain_conflict
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_GRANT_SOURCE, DEFAULT_HOLD_TTL
@@ -19,7 +19,16 @@ from .backends import AsyncBackend, Settings, open_async_backend
 from .backends.errors import translate
 from .errors import IdempotencyConflictError
 from .holds_context import AsyncHoldContext
-from .models import EntryType, Grant, HistoryPage, Hold, InitResult, MutationResult
+from .models import (
+    AllocationResult,
+    EntryType,
+    Grant,
+    HistoryPage,
+    Hold,
+    InitResult,
+    MutationResult,
+    RevokeResult,
+)
 from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
 
 __all__ = ["AsyncCreditsClient"]
@@ -139,6 +148,85 @@ class AsyncCreditsClient(ClientBase):
                 expires_at=expires_at,
                 priority=priority,
                 extras=extras,
+            )
+        )
+
+    async def purchase(
+        self,
+        account: str,
+        amount: int,
+        *,
+        payment_id: str,
+        source: str = "purchase",
+        expires_at: datetime | None = None,
+        priority: int = 50,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> MutationResult:
+        """Credit a paid purchase as a lot keyed by the payment provider's ``payment_id``:
+        once ever, whichever event or process delivers it (a repeat replays; other
+        parameters raise IdempotencyConflictError). ``revoke(account,
+        "purchase:<payment id>")`` finds the lot by the same id."""
+        return await self._run(
+            money.purchase(
+                self._ops,
+                account,
+                amount,
+                payment_id=payment_id,
+                source=source,
+                expires_at=expires_at,
+                priority=priority,
+                reason=reason,
+                metadata=metadata,
+            )
+        )
+
+    async def revoke(
+        self,
+        account: str,
+        grant_id: str,
+        amount: int | None = None,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> RevokeResult:
+        """Take back up to ``amount`` (default: all) of what is still unspent in one lot
+        (its id, or ``purchase:<payment id>`` / ``allocate:<period id>``), with a
+        ``revoke`` entry; what was already spent is reported as ``unrecoverable``, never
+        taken from other lots. Once per ``idempotency_key`` (kept forever)."""
+        extras = Extras(reason=reason, metadata=metadata, idempotency_key=idempotency_key)
+        return await self._run(money.revoke(self._ops, account, grant_id, amount, extras=extras))
+
+    async def allocate(
+        self,
+        account: str,
+        amount: int,
+        *,
+        period_id: str,
+        expires_at: datetime,
+        rollover_cap: int = 0,
+        source: str = "subscription",
+        priority: int = 50,
+        reason: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> AllocationResult:
+        """A period's credits, once ever per (account, ``period_id``). In the same script
+        the unused credits of earlier periods (open lots of the same ``source`` expiring no
+        later than ``expires_at``) carry over up to ``rollover_cap`` as a lot of their own
+        with the new expiry, and the rest lapses."""
+        return await self._run(
+            money.allocate(
+                self._ops,
+                account,
+                amount,
+                period_id=period_id,
+                expires_at=expires_at,
+                rollover_cap=rollover_cap,
+                source=source,
+                priority=priority,
+                reason=reason,
+                metadata=metadata,
             )
         )
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 __all__ = [
+    "AllocationResult",
     "EntryType",
     "Grant",
     "HistoryPage",
@@ -22,6 +23,7 @@ __all__ = [
     "LedgerEntry",
     "LotDraw",
     "MutationResult",
+    "RevokeResult",
     "split_lots_record",
 ]
 
@@ -43,6 +45,11 @@ class EntryType(str, Enum):
     LOT_EXPIRE = "lot_expire"
     """What was left of a credit lot lapsed at its expiry (not usage; distinct from a
     hold's ``expire``, which gives credits back)."""
+    REVOKE = "revoke"
+    """Unspent credits taken back from a lot (a refunded or disputed payment): not usage."""
+    ROLLOVER = "rollover"
+    """A period's unused credits carried into the next one (a pair: out of the old lots,
+    into a lot with the new expiry; they net to zero)."""
 
 
 def split_lots_record(value: str | None) -> list[tuple[str, int]]:
@@ -217,3 +224,35 @@ class Grant(BaseModel):
         default=None, description="When what is left lapses (server time); None: never."
     )
     priority: int = Field(description="0-100; lower is consumed first.")
+
+
+class RevokeResult(BaseModel):
+    """The outcome of revoke(): what was taken back from a lot, and what could not be."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    revoked: int = Field(description="Credits taken back (unspent credits of the lot).")
+    unrecoverable: int = Field(
+        description="Credits asked for that the lot no longer held: already spent (or held "
+        "by an open reservation, or lapsed). Never taken from the balance otherwise."
+    )
+    balance: int = Field(description="The balance right after the revoke entry.")
+    entry: LedgerEntry | None = Field(
+        default=None, description="The revoke entry; None when nothing could be taken."
+    )
+    replayed: bool = False
+
+
+class AllocationResult(BaseModel):
+    """The outcome of allocate(): one period's credits, once per (account, period)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    grant_id: str = Field(description="The id of the allocation's lot (its entry's id).")
+    rolled_over: int = Field(description="Unused credits carried in from earlier periods.")
+    expired: int = Field(description="Unused credits of earlier periods that lapsed now.")
+    balance: int = Field(description="The balance right after the allocation.")
+    entry: LedgerEntry = Field(description="The allocation's credit entry.")
+    replayed: bool = False

@@ -32,6 +32,8 @@ class AccountKeys:
     """The lots with credits left, scored in consumption order."""
     lot_expiry: str
     """The lots with credits left and an expiry, scored by expiry (ms)."""
+    once: str
+    """Keys applied once ever (purchase, allocate, revoke): '<kind>:<key>' -> entry id."""
     script_keys: tuple[str, ...] = field(init=False)
     """KEYS[1..10] shared by every mutation script."""
     refund_keys: tuple[str, ...] = field(init=False)
@@ -76,6 +78,7 @@ class KeySpace:
             lots=f"{p}lots:{tagged}",
             lot_order=f"{p}lotq:{tagged}",
             lot_expiry=f"{p}lotexp:{tagged}",
+            once=f"{p}once:{tagged}",
         )
 
     def _shared(self, account: str) -> str:

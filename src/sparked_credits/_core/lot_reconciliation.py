@@ -169,13 +169,61 @@ def _later(a: str, b: str) -> bool:
     return (int(am), int(aseq)) > (int(bm), int(bseq))
 
 
+class _OnceKeys:
+    """The once-ever keys (lua/prelude.lua, once_lookup) the replayed entries imply: a
+    purchase's and an allocation's key (their entry's ``idem``), a keyed revoke's, and
+    what revokes took from each lot (``revoked:<lot id>``)."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+        self.revoked: dict[str, int] = {}
+        self.complete = True
+
+    def reset(self) -> None:
+        self.fields, self.revoked, self.complete = {}, {}, True
+
+    def see(self, entry: LedgerEntry) -> None:
+        typ, key = entry.type_name, entry.idempotency_key or ""
+        if typ == "credit" and key.startswith(("purchase:", "allocate:")):
+            self.fields[key] = entry.id
+        elif typ == "revoke" and entry.ref:
+            self.revoked[entry.ref] = self.revoked.get(entry.ref, 0) - entry.delta
+            if key:
+                self.fields[f"revoke:{key}"] = entry.id
+
+    def packed(self) -> str:
+        out = dict(self.fields)
+        if self.complete:  # a trimmed ledger no longer holds every revoke of a lot
+            out.update({f"revoked:{lot}": str(n) for lot, n in self.revoked.items()})
+        return " ".join(f"{k}={v}" for k, v in sorted(out.items()) if " " not in k + v)
+
+
+def _restore_once(ops: Operations, account: str, once: _OnceKeys) -> Operation[int]:
+    return ops.maintenance(
+        "once_restore", account, decode=lambda raw: int(raw[1]), records=once.packed()
+    )
+
+
 def check_lots(
     ops: Operations, account: str, repair: bool, force: bool = False
+) -> Generator[Operation[Any], Any, LotsCheck]:
+    """:func:`_check_lots`, and with ``repair`` the once-ever keys rebuilt from the same
+    replay (they are derived state too)."""
+    once = _OnceKeys()
+    result: LotsCheck = yield from _check_lots(ops, account, repair, force, once)
+    if repair and (once.fields or once.revoked):
+        yield _restore_once(ops, account, once)
+    return result
+
+
+def _check_lots(
+    ops: Operations, account: str, repair: bool, force: bool, once: _OnceKeys
 ) -> Generator[Operation[Any], Any, LotsCheck]:
     """Replay the ledger, compare the lots it implies with the stored ones, and (repair)
     replace the stored ones with them; ``force``: replace them even when they compare
     equal (the reconcile script's own check found them wrong)."""
     for _ in range(ATTEMPTS):
+        once.reset()  # each attempt replays afresh
         dump: _Dump = yield _dump(ops, account)
         if dump.base == "1":
             return LotsCheck(matched=None)
@@ -190,6 +238,7 @@ def check_lots(
                 return LotsCheck(matched=None)
             book, start = base, "(" + dump.base_id
             lots_all = base.implicit <= 0
+            once.complete = False
         while dump.last_id:
             page: list[LedgerEntry] = yield ops.read_entries(account, start, "+", PAGE, False)
             for entry in page:
@@ -199,6 +248,7 @@ def check_lots(
                     entry.id, entry.type_name, entry.delta, entry.action or "", entry.lots or ""
                 )
                 lots_all = lots_all and not (entry.delta and not entry.lots)
+                once.see(entry)
             if len(page) < PAGE or _later(page[-1].id, dump.last_id):
                 break
             start = "(" + page[-1].id

@@ -77,7 +77,18 @@ SHARED_ARGS = (
 )
 """ARGV[1..8], in this order, for every script (see lua/prelude.lua)."""
 
-Reply = Literal["mutation", "hold", "init", "swept", "trimmed", "reconcile", "lots", "restored"]
+Reply = Literal[
+    "mutation",
+    "hold",
+    "init",
+    "swept",
+    "trimmed",
+    "reconcile",
+    "lots",
+    "restored",
+    "revoke",
+    "allocation",
+]
 
 REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "mutation": frozenset({"ok"}),
@@ -88,6 +99,8 @@ REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "reconcile": frozenset({"more", "ok", "mismatch", "stale", "repaired"}),
     "lots": frozenset({"lots"}),
     "restored": frozenset({"restored", "moved"}),
+    "revoke": frozenset({"revoked"}),
+    "allocation": frozenset({"allocated"}),
 }
 """The statuses of each reply shape that are results, not refusals."""
 
@@ -308,6 +321,40 @@ SPECS: Mapping[str, ScriptSpec] = {
             extra_keys=("refunds",),
         ),
         ScriptSpec("grants", ("limit",), "lots", keyed=False),
+        # Money in (billing/): lots keyed once ever by a payment, a period or a caller's key.
+        _mutation(
+            "purchase",
+            ("amount", "payment_id", "source", "reason", "metadata", "priority", "expires_ms"),
+            "overflow",
+            "expires_past",
+            fingerprint=("amount", "payment_id", "source", "priority", "expires_ms"),
+            extra_keys=("once",),
+        ),
+        ScriptSpec(
+            "revoke",
+            ("grant_id", "amount", "reason", "metadata", "once"),
+            "revoke",
+            ("not_found", *MUTATION_REFUSALS),
+            fingerprint=("grant_id", "amount"),
+            extra_keys=("once",),
+        ),
+        ScriptSpec(
+            "allocate",
+            (
+                "amount",
+                "period_id",
+                "expires_ms",
+                "rollover_cap",
+                "source",
+                "priority",
+                "reason",
+                "metadata",
+            ),
+            "allocation",
+            ("overflow", "expires_past", *MUTATION_REFUSALS),
+            fingerprint=("amount", "period_id", "expires_ms", "rollover_cap", "source", "priority"),
+            extra_keys=("once",),
+        ),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
             "lots_restore",
@@ -315,6 +362,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             "restored",
             keyed=False,
             operation="reconcile",
+        ),
+        ScriptSpec(
+            "once_restore",
+            ("records",),
+            "restored",
+            keyed=False,
+            operation="reconcile",
+            extra_keys=("once",),
         ),
     )
 }

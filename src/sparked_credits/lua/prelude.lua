@@ -393,3 +393,21 @@ local function commit(typ, delta, after, action, app, reason, ref, meta, derived
   return reply_entry(id, values, '0',
                      lots or string.match(stored, '^{"_sc":{[^}]*"l":"([^"]*)"') or '')
 end
+
+-- Keys that hold forever (purchase, allocate, revoke; lua/purchase.lua and the others):
+-- K_ONCE, a hash beside the account's other keys, maps '<kind>:<key>' to the id of the
+-- entry that applied it, so a payment or a period is applied once ever, not only within
+-- the idempotency records' retention. Derived state like those: a full repair rebuilds it
+-- from the entries' `idem` fields (lot_reconciliation.py). A field read here that points
+-- at an entry replays it (or is a conflict when the entry's fingerprint differs).
+local function once_lookup(k_once, field)
+  local id = redis.call('HGET', k_once, field)
+  if not id then return nil end
+  if string.sub(id, 1, 1) == '-' then return {'none', id} end
+  local found = redis.call('XRANGE', K_TXS, id, id)
+  if #found == 0 then return {'replay_gone', id} end
+  local values = entry_values(found[1][2])
+  local fp, nonce = sc_fields(values[9])
+  if fp and fp ~= FINGERPRINT then return {'conflict'} end
+  return reply_entry(found[1][1], values, replayed_flag(nonce))
+end
