@@ -10,6 +10,7 @@ from ._core.validation import MAX_CREDITS
 from ._version import __version__
 from .async_client import AsyncCreditsClient
 from .client import CreditsClient
+from .control_models import AccountControls, Alert, ReferralResult, TransferResult
 from .errors import (
     AccountClosedError,
     BackendError,
@@ -21,7 +22,9 @@ from .errors import (
     HoldOverageError,
     IdempotencyConflictError,
     InsufficientCreditsError,
+    ReferralError,
     RefundError,
+    SpendLimitExceededError,
     TokenAlgorithmError,
     TokenClaimError,
     TokenExpiredError,
@@ -54,6 +57,8 @@ __all__ = [
     "DEFAULT_TABLE",
     "MAX_CREDITS",
     "AccountClosedError",
+    "AccountControls",
+    "Alert",
     "AsyncCreditsClient",
     "AsyncHoldContext",
     "BackendError",
@@ -79,7 +84,10 @@ __all__ = [
     "PriceTable",
     "ReconcileReport",
     "ReconcileResult",
+    "ReferralError",
+    "ReferralResult",
     "RefundError",
+    "SpendLimitExceededError",
     "TokenAlgorithmError",
     "TokenClaimError",
     "TokenExpiredError",
@@ -91,6 +99,7 @@ __all__ = [
     "TokenPartyError",
     "TokenSignatureError",
     "TokenVerificationError",
+    "TransferResult",
     "TrimResult",
     "UsageReport",
     "ValidationError",

@@ -32,6 +32,14 @@ class AccountKeys:
     """The lots with credits left, scored in consumption order."""
     lot_expiry: str
     """The lots with credits left and an expiry, scored by expiry (ms)."""
+    controls: str = ""
+    """Spend limits, low-balance threshold, spend windows, referral marks (controls.py)."""
+    alerts: str = ""
+    """The account's low-balance alert outbox (a stream), in its own slot."""
+    alert_acks: str = ""
+    """Each alert consumer's cursor into the outbox: consumer -> last acknowledged id."""
+    transfers: str = ""
+    """Transfers out of this account whose second step may still be due (transfers.py)."""
     script_keys: tuple[str, ...] = field(init=False)
     """KEYS[1..10] shared by every mutation script."""
     refund_keys: tuple[str, ...] = field(init=False)
@@ -76,6 +84,10 @@ class KeySpace:
             lots=f"{p}lots:{tagged}",
             lot_order=f"{p}lotq:{tagged}",
             lot_expiry=f"{p}lotexp:{tagged}",
+            controls=f"{p}ctl:{tagged}",
+            alerts=f"{p}alerts:{tagged}",
+            alert_acks=f"{p}alertack:{tagged}",
+            transfers=f"{p}xfer:{tagged}",
         )
 
     def _shared(self, account: str) -> str:
