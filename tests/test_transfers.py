@@ -75,7 +75,8 @@ def test_transfer_moves_once_and_credits_keep_their_expiry(client: Any) -> None:
     lots = {g.grant_id: g for g in client.grants(B)}
     arrived = [(e.entry.delta, lots[e.entry.id].expires_at) for e in moved.arrived]
     assert arrived[1] == (30, None)
-    assert arrived[0][0] == 40 and arrived[0][1] is not None
+    assert arrived[0][0] == 40
+    assert arrived[0][1] is not None
     assert abs((arrived[0][1] - expires).total_seconds()) < 0.002
     for entry in moved.arrived:
         assert entry.entry.action == "transfer"
@@ -85,9 +86,8 @@ def test_transfer_moves_once_and_credits_keep_their_expiry(client: Any) -> None:
         assert lots[entry.entry.id].source == "transfer"
     # A repeat replays every step and moves nothing.
     again = client.transfer(A, B, 70, idempotency_key="t-1", reason="team budget")
-    assert again.replayed and [e.entry.id for e in again.arrived] == [
-        e.entry.id for e in moved.arrived
-    ]
+    assert again.replayed
+    assert [e.entry.id for e in again.arrived] == [e.entry.id for e in moved.arrived]
     assert (client.get_balance(A), client.get_balance(B)) == (70, 80)
     assert client.usage(A, days=1).total == 0  # a transfer is not usage
 
@@ -116,9 +116,7 @@ def test_bad_transfers_change_nothing(client: Any) -> None:
 def _run_until_taken(client: Any, key: str, *, backdate: bool = True) -> None:
     """Run a transfer's steps up to and including the taking one, then stop (a crash)."""
     when = now_ms() - (120_000 if backdate else 0)
-    steps = transfers.transfer(
-        client._ops, A, B, 30, idempotency_key=key, reason=None, now_ms=when
-    )
+    steps = transfers.transfer(client._ops, A, B, 30, idempotency_key=key, reason=None, now_ms=when)
     step = next(steps)
     reply = client._run(step)  # the intent
     step = steps.send(reply)
@@ -132,7 +130,8 @@ def test_crash_between_the_steps_is_finished_by_reconcile_all(client: Any) -> No
     _run_until_taken(client, "crash-1")
     assert (client.get_balance(A), client.get_balance(B)) == (110, 10)
     report = client.reconcile_all()
-    assert report.transfers_recovered == 1 and report.mismatched == 0
+    assert report.transfers_recovered == 1
+    assert report.mismatched == 0
     assert (client.get_balance(A), client.get_balance(B)) == (110, 40)
     assert check(client, A, B) == before
     assert client.reconcile_all().transfers_recovered == 0
@@ -146,7 +145,8 @@ def test_crash_between_the_steps_is_finished_by_a_repeat(client: Any) -> None:
     _run_until_taken(client, "crash-2", backdate=False)
     assert client.recover_transfers(A) == 0  # too young: the call may still be running
     moved = client.transfer(A, B, 30, idempotency_key="crash-2")
-    assert moved.replayed and [e.entry.delta for e in moved.arrived] == [30]
+    assert moved.replayed
+    assert [e.entry.delta for e in moved.arrived] == [30]
     assert (client.get_balance(A), client.get_balance(B)) == (110, 40)
     assert client.recover_transfers(older_than=0) == 0
 
@@ -174,7 +174,7 @@ def test_concurrent_repeats_move_once(make_client: Callable[..., Any]) -> None:
     def go(c: Any) -> None:
         try:
             results.append(c.transfer(A, B, 25, idempotency_key="race"))
-        except BaseException as exc:  # noqa: BLE001 - collected and checked below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=go, args=(c,)) for c in clients]
@@ -239,21 +239,20 @@ def test_referral_rewards_once_per_referred_account(client: Any) -> None:
         assert "referral" in [g.source for g in client.grants(account)]
     # However often the claim is sent: the same outcome, nothing new.
     for _ in range(3):
-        again = client.reward_referral(
-            "ref_1", "new_1", referrer_credits=50, referred_credits=20
-        )
+        again = client.reward_referral("ref_1", "new_1", referrer_credits=50, referred_credits=20)
         assert again.replayed
         assert again.referred_reward.entry.id == first.referred_reward.entry.id
     before = state(client, "ref_1", "new_1", "ref_2")
     with pytest.raises(ReferralError) as refused:
         client.reward_referral("ref_2", "new_1", referrer_credits=50, referred_credits=20)
-    assert refused.value.reason == "already_referred" and refused.value.http_status == 409
+    assert refused.value.reason == "already_referred"
+    assert refused.value.http_status == 409
     with pytest.raises(ValidationError):
         client.reward_referral("ref_1", "ref_1", referrer_credits=50, referred_credits=20)
     with pytest.raises(ValidationError):
         client.reward_referral("ref_1", "new_9", referrer_credits=0, referred_credits=20)
+    past = datetime.now(timezone.utc) - timedelta(seconds=1)
     with pytest.raises(ValidationError):
-        past = datetime.now(timezone.utc) - timedelta(seconds=1)
         client.reward_referral(
             "ref_1", "new_9", referrer_credits=5, referred_credits=20, expires_at=past
         )
