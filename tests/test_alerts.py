@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from conftest import LINES, _flushed
 from sparked_credits import CreditsClient, ValidationError
 
 ACCT = "user_low"
@@ -101,7 +102,9 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_command_line(redis_url: str) -> None:
+def test_command_line(server_pool: Any) -> None:
+    # One server line: the command line adds nothing the client tests do not cover per line.
+    redis_url = _flushed(server_pool.server(LINES[-1]))
     with CreditsClient(redis_url, app="t") as client:
         client.initialize_user(ACCT, 100)
         client.initialize_user("user_other", 0)
