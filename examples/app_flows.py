@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sparked_credits import CreditsClient, HoldExpiredError, MutationResult
 
@@ -39,19 +40,33 @@ def render_video(prompt: str, seconds: float) -> str:
 
 # -- app.sparked.world -----------------------------------------------------------------
 def send_chat_message(
-    credits: CreditsClient, user_id: str, message_id: str, message: str
+    credits: CreditsClient,
+    user_id: str,
+    message_id: str,
+    message: str,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[str, MutationResult]:
-    """Charge 10 credits, once per message id (a client retry is not charged twice)."""
-    charged = credits.charge(user_id, "chat_message", idempotency_key=f"chat:{message_id}")
+    """Charge 10 credits, once per message id (a client retry is not charged twice).
+    ``metadata``: e.g. the org member who spent from an organization's account."""
+    charged = credits.charge(
+        user_id, "chat_message", idempotency_key=f"chat:{message_id}", metadata=metadata
+    )
     return process_chat_message(message), charged
 
 
 # -- canvas.sparked.world --------------------------------------------------------------
 def create_canvas(
-    credits: CreditsClient, user_id: str, request_id: str, prompt: str, complex_: bool
+    credits: CreditsClient,
+    user_id: str,
+    request_id: str,
+    prompt: str,
+    complex_: bool,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[str, MutationResult]:
     action = "canvas_complex" if complex_ else "canvas_simple"
-    charged = credits.charge(user_id, action, idempotency_key=f"canvas:{request_id}")
+    charged = credits.charge(
+        user_id, action, idempotency_key=f"canvas:{request_id}", metadata=metadata
+    )
     return generate_canvas(prompt, complex_), charged
 
 
@@ -63,10 +78,15 @@ def create_video(
     prompt: str,
     seconds: float,
     render: Callable[[str, float], str] = render_video,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[str, MutationResult]:
     """Charge 10 credits per second up front; refund in full if rendering fails."""
     charged = credits.charge(
-        user_id, "video_generation", seconds=seconds, idempotency_key=f"video:{request_id}"
+        user_id,
+        "video_generation",
+        seconds=seconds,
+        idempotency_key=f"video:{request_id}",
+        metadata=metadata,
     )
     try:
         return render(prompt, seconds), charged

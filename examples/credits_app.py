@@ -23,7 +23,13 @@ Configuration (environment, read by :meth:`Settings.from_env`):
 ``CREDITS_ADMIN_USER_IDS``     comma-separated Clerk user ids allowed to grant credits
 ``TRAIN_WEBHOOK_SECRET``       the training provider's webhook signing secret
 ``CREDITS_RATE_LIMIT``         per user and spending route, e.g. ``20/minute`` (``off``)
-``CREDITS_ORG_BALANCES``       ``1``: organization.created opens an org account
+``CREDITS_ORG_BALANCES``       ``1``: organization.created opens an org account, and a
+                               session with an active organization spends from it
+                               (``controls_routes.py``: org balance, org admin grants)
+``CREDITS_REFERRAL_SECRET``    signs referral codes (``/api/referrals/*``; unset: off);
+                               ``CREDITS_REFERRER_CREDITS`` (50),
+                               ``CREDITS_REFERRED_CREDITS`` (20), ``CREDITS_REFERRAL_CAP``
+                               (rewards per referrer per month; unset: none)
 ``STRIPE_API_KEY``             creates Checkout Sessions (``POST /api/credits/checkout``);
                                ``STRIPE_API_BASE`` points the library at another server
 ``STRIPE_WEBHOOK_SECRET``      the Stripe endpoint's ``whsec_...`` secret
@@ -89,6 +95,7 @@ from sparked_credits.pricing import active_price_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import app_flows  # the four apps' charging logic, shared with the tests
+from controls_routes import controls_routes, spending_account
 from dev_signin import USER_ID, DevSignin
 from money_routes import money_routes
 
@@ -131,6 +138,10 @@ class Settings(BaseModel):
     rate_limit: str | None = "20/minute"
     default_credits: int = 100
     org_balances: bool = False
+    referral_secret: str | None = None
+    referrer_credits: int = Field(default=50, gt=0)
+    referred_credits: int = Field(default=20, gt=0)
+    referral_cap: int | None = Field(default=None, gt=0)
     dev_signin: bool = Field(
         default=False, description="Development only: local tokens for a demo user."
     )
@@ -156,6 +167,10 @@ class Settings(BaseModel):
             rate_limit=None if limit.lower() in ("", "off", "none") else limit,
             default_credits=int(env.get("CREDITS_DEFAULT", "100")),
             org_balances=env.get("CREDITS_ORG_BALANCES", "") in ("1", "true", "yes"),
+            referral_secret=env.get("CREDITS_REFERRAL_SECRET") or None,
+            referrer_credits=int(env.get("CREDITS_REFERRER_CREDITS", "50")),
+            referred_credits=int(env.get("CREDITS_REFERRED_CREDITS", "20")),
+            referral_cap=int(env.get("CREDITS_REFERRAL_CAP") or 0) or None,
             dev_signin=env.get("CREDITS_DEV_SIGNIN", "") in ("1", "true", "yes"),
             dev_user=env.get("CREDITS_DEV_USER", "user_demo"),
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
@@ -371,6 +386,15 @@ def _create_app(settings: Settings, client: CreditsClient | None) -> FastAPI:
     setup_credits(app, client, auth=auth, rate_limiter=limiter)
     app.include_router(_shared_routes(settings))
     app.include_router(_app_routes(settings))
+    app.include_router(
+        controls_routes(
+            org_balances=settings.org_balances,
+            referral_secret=settings.referral_secret,
+            referrer_credits=settings.referrer_credits,
+            referred_credits=settings.referred_credits,
+            referral_cap=settings.referral_cap,
+        )
+    )
     if dev is not None:
         app.include_router(_dev_routes(dev))
     catalog = active_price_table().catalog
@@ -540,8 +564,9 @@ def _app_routes(settings: Settings) -> APIRouter:
     def chat(
         body: ChatRequest, user: ChatUser, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
+        account, member = spending_account(settings.org_balances, user)
         reply, charged = app_flows.send_chat_message(
-            credits, user.user_id, req.request_id, body.message
+            credits, account, req.request_id, body.message, metadata=member or None
         )
         return {"reply": reply, "credits_used": charged.entry.amount, "balance": charged.balance}
 
@@ -550,8 +575,9 @@ def _app_routes(settings: Settings) -> APIRouter:
     def generate(
         body: CanvasRequest, user: CanvasUser, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
+        account, member = spending_account(settings.org_balances, user)
         canvas, charged = app_flows.create_canvas(
-            credits, user.user_id, req.request_id, body.prompt, body.complex
+            credits, account, req.request_id, body.prompt, body.complex, metadata=member or None
         )
         return {"canvas": canvas, "credits_used": charged.entry.amount, "balance": charged.balance}
 
@@ -561,8 +587,10 @@ def _app_routes(settings: Settings) -> APIRouter:
         body: VideoRequest, user: VideoUser, credits: Credits, req: IdempotentRequest
     ) -> dict[str, Any]:
         try:
+            account, member = spending_account(settings.org_balances, user)
             result, charged = app_flows.create_video(
-                credits, user.user_id, req.request_id, body.prompt, body.duration
+                credits, account, req.request_id, body.prompt, body.duration,
+                metadata=member or None,
             )
         except CreditsError:
             raise  # 402, 503...: nothing was charged, or the SDK says what may have applied

@@ -24,6 +24,7 @@ ALLOWED_INSIDE = {
     "sparked_credits._core.validation",
     "sparked_credits.pricing",
     "sparked_credits.models",
+    "sparked_credits.control_models",
     "sparked_credits.reports",
     "sparked_credits._core.steps",
     "sparked_credits._core.options",
@@ -139,7 +140,8 @@ loaded = sorted(
     m for m in sys.modules
     if m.split(".")[0] in libraries
     or (m.startswith("sparked_credits.") and not m.startswith(("sparked_credits._core",
-        "sparked_credits.errors", "sparked_credits.models", "sparked_credits.reports",
+        "sparked_credits.errors", "sparked_credits.models", "sparked_credits.control_models",
+        "sparked_credits.reports",
         "sparked_credits.pricing", "sparked_credits._version", "sparked_credits.clerk")))
 )
 print(json.dumps({"events": events, "loaded": loaded}))

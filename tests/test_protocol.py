@@ -64,7 +64,7 @@ def test_declaration_matches_the_lua_header_and_code(name: str) -> None:
 
 
 def test_every_refusal_has_a_typed_error() -> None:
-    samples = {"hold_closed": ["1-0", "S"]}
+    samples = {"hold_closed": ["1-0", "S"], "spend_limit": ["daily", "200", "190", "20000", "20"]}
     for status in REFUSALS:
         error = refusal(status, samples.get(status, ["7", "9"]), Context("user_1", "chat"))
         assert isinstance(error, CreditsError)

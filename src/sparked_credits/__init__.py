@@ -10,6 +10,7 @@ from ._core.validation import MAX_CREDITS
 from ._version import __version__
 from .async_client import AsyncCreditsClient
 from .client import CreditsClient
+from .control_models import AccountControls, Alert, ReferralResult, TransferResult
 from .errors import (
     AccountClosedError,
     BackendError,
@@ -21,7 +22,9 @@ from .errors import (
     HoldOverageError,
     IdempotencyConflictError,
     InsufficientCreditsError,
+    ReferralError,
     RefundError,
+    SpendLimitExceededError,
     TokenAlgorithmError,
     TokenClaimError,
     TokenExpiredError,
@@ -57,6 +60,8 @@ __all__ = [
     "DEFAULT_TABLE",
     "MAX_CREDITS",
     "AccountClosedError",
+    "AccountControls",
+    "Alert",
     "AllocationResult",
     "AsyncCreditsClient",
     "AsyncHoldContext",
@@ -84,8 +89,11 @@ __all__ = [
     "PriceTable",
     "ReconcileReport",
     "ReconcileResult",
+    "ReferralError",
+    "ReferralResult",
     "RefundError",
     "RevokeResult",
+    "SpendLimitExceededError",
     "TokenAlgorithmError",
     "TokenClaimError",
     "TokenExpiredError",
@@ -97,6 +105,7 @@ __all__ = [
     "TokenPartyError",
     "TokenSignatureError",
     "TokenVerificationError",
+    "TransferResult",
     "TrimResult",
     "UsageReport",
     "ValidationError",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from ._core import reconciliation
+from ._core import reconciliation, transfers
 from ._core.config import StorageConfig, storage_from_env
 from ._core.operations import Operations
 from ._core.options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, RedisPath, make_options
@@ -18,7 +18,18 @@ from .errors import ConfigurationError, CreditsError
 from .pricing import PriceTable
 from .reports import ReconcileReport, ReconcileResult
 
-__all__ = ["ClientBase"]
+__all__ = ["TRANSFER_GRACE_SECONDS", "ClientBase", "now_ms"]
+
+TRANSFER_GRACE_SECONDS = 60.0
+"""How long a transfer's intent waits before recovery finishes or drops it: longer than
+any call in flight (so recovery never races a transfer still running), far shorter than the
+idempotency retention (so its keyed steps still replay)."""
+
+
+def now_ms() -> int:
+    """This machine's clock in ms: only the age of a transfer's intent uses it."""
+    return int(time.time() * 1000)
+
 
 C = TypeVar("C", bound="ClientBase")
 
@@ -103,10 +114,32 @@ class ClientBase(ABC):
             ids = sorted(set(accounts))
         else:
             ids = yield from reconciliation.find_accounts(self._ops)
+        recovered = yield from self._recover_transfers(
+            None if accounts is None else ids, TRANSFER_GRACE_SECONDS
+        )
         checks = tuple(self._check_account(a, repair, full, on_progress) for a in ids)
         outcomes = yield Fanout(checks, concurrency)
         found = dict(zip(ids, outcomes, strict=True))
-        return reconciliation.build_report(found, time.monotonic() - started)
+        report = reconciliation.build_report(found, time.monotonic() - started)
+        return report.model_copy(update={"transfers_recovered": recovered})
+
+    def _recover_transfers(
+        self, accounts: Iterable[str] | str | None, older_than: float
+    ) -> Steps[int]:
+        """Transfers interrupted between their steps, of the accounts given (None: all),
+        finished or dropped (see ``_core.transfers``); returns how many."""
+        older_than_ms = int(float(older_than) * 1000)
+        if accounts is None or isinstance(accounts, str):
+            done: int = yield from transfers.recover_transfers(
+                self._ops, accounts, older_than_ms=older_than_ms, now_ms=now_ms()
+            )
+            return done
+        total = 0
+        for account in accounts:
+            total += yield from transfers.recover_transfers(
+                self._ops, account, older_than_ms=older_than_ms, now_ms=now_ms()
+            )
+        return total
 
     def _check_account(
         self,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime, timedelta, tzinfo
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from ._client_base import ClientBase
-from ._core import analytics, money, reconciliation
+from ._client_base import TRANSFER_GRACE_SECONDS, ClientBase, now_ms
+from ._core import analytics, controls, money, reconciliation, transfers
 from ._core.conflicts import explain_conflict
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_GRANT_SOURCE, DEFAULT_HOLD_TTL
@@ -17,6 +17,7 @@ from ._core.steps import Steps
 from ._drive import drive_async
 from .backends import AsyncBackend, Settings, open_async_backend
 from .backends.errors import translate
+from .control_models import AccountControls, Alert, ReferralResult, TransferResult
 from .errors import IdempotencyConflictError
 from .holds_context import AsyncHoldContext
 from .models import (
@@ -461,6 +462,100 @@ class AsyncCreditsClient(ClientBase):
         usage as 0), by action or app, in time zone ``tz`` (IANA name; default UTC).
         Refunds, releases and expired holds net out of the day they happen."""
         return await self._drive(analytics.usage(self._ops, account, days, group_by, tz))
+
+    # -- account controls: transfers, referrals, tiers, low-balance alerts ---------------
+
+    async def transfer(
+        self,
+        from_account: str,
+        to_account: str,
+        amount: int,
+        *,
+        idempotency_key: str,
+        reason: str | None = None,
+    ) -> TransferResult:
+        """Move ``amount`` credits to another account, exactly once per key: an entry out,
+        lots in that keep their expiry, pointing at each other. Two keyed steps (two slots
+        on a cluster); a repeat, or ``recover_transfers``/``reconcile_all``, finishes one
+        a crash interrupted."""
+        return await self._drive(
+            transfers.transfer(
+                self._ops,
+                from_account,
+                to_account,
+                amount,
+                idempotency_key=idempotency_key,
+                reason=reason,
+                now_ms=now_ms(),
+            )
+        )
+
+    async def recover_transfers(
+        self, account: str | None = None, *, older_than: float = TRANSFER_GRACE_SECONDS
+    ) -> int:
+        """Finish (or, if nothing was taken yet, drop) transfers out of ``account`` (None:
+        all) interrupted more than ``older_than`` seconds ago; returns how many."""
+        return await self._drive(self._recover_transfers(account, older_than))
+
+    async def reward_referral(
+        self,
+        referrer: str,
+        referred: str,
+        *,
+        referrer_credits: int,
+        referred_credits: int,
+        expires_at: datetime | None = None,
+        monthly_cap: int | None = None,
+    ) -> ReferralResult:
+        """Credit both sides of a referral (lots of source ``referral``), once per referred
+        account ever: another referrer gets ReferralError; at most ``monthly_cap`` rewards
+        per referrer per UTC month (past it, only the referred account is rewarded)."""
+        return await self._drive(
+            transfers.reward_referral(
+                self._ops,
+                referrer,
+                referred,
+                referrer_credits=referrer_credits,
+                referred_credits=referred_credits,
+                expires_at=expires_at,
+                monthly_cap=monthly_cap,
+            )
+        )
+
+    async def set_tier(
+        self,
+        account: str,
+        tier: str | None,
+        *,
+        daily_limit: int | None = None,
+        monthly_limit: int | None = None,
+        low_balance: int | None = None,
+    ) -> AccountControls:
+        """Put the account on a tier of the price file (None: none); a limit given here
+        overrides the tier's. Debits, charges and reservations past a limit then raise
+        SpendLimitExceededError; a fall below ``low_balance`` records an alert."""
+        return await self._drive(
+            controls.set_tier(
+                self._ops,
+                account,
+                tier,
+                daily_limit=daily_limit,
+                monthly_limit=monthly_limit,
+                low_balance=low_balance,
+            )
+        )
+
+    async def get_controls(self, account: str) -> AccountControls:
+        """The account's tier, limits, threshold and what it spent in the current windows."""
+        return await self._drive(controls.get_controls(self._ops, account))
+
+    async def alerts(self, consumer: str, *, count: int = 100) -> list[Alert]:
+        """Low-balance alerts ``consumer`` has not acknowledged yet, oldest first."""
+        return await self._drive(controls.alerts(self._ops, consumer, count))
+
+    async def ack_alerts(self, consumer: str, alert_ids: Sequence[str]) -> int:
+        """Acknowledge delivered alerts (after delivery: what is not acknowledged comes back)."""
+        return await self._drive(controls.ack_alerts(self._ops, consumer, alert_ids))
 
     async def aclose(self) -> None:
         """Release connections (``async with`` does it on exit)."""

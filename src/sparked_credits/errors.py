@@ -9,6 +9,7 @@ body, ``http_status`` the status code). Backend exceptions are translated in exa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
@@ -22,7 +23,9 @@ __all__ = [
     "HoldOverageError",
     "IdempotencyConflictError",
     "InsufficientCreditsError",
+    "ReferralError",
     "RefundError",
+    "SpendLimitExceededError",
     "TokenAlgorithmError",
     "TokenClaimError",
     "TokenExpiredError",
@@ -252,6 +255,76 @@ class HoldOverageError(CreditsError):
             "reserved": self.reserved,
             "actual": self.actual,
         }
+
+
+class SpendLimitExceededError(CreditsError):
+    """The account's tier caps its spending per UTC day or calendar month (Redis server
+    time), and this debit, charge or reservation would pass it; nothing was written
+    (HTTP 429). ``resets_at`` is when the window starts afresh."""
+
+    http_status = 429
+    code = "spend_limit_exceeded"
+
+    def __init__(
+        self,
+        account: str,
+        window: str,
+        limit: int,
+        spent: int,
+        requested: int,
+        resets_at: datetime,
+    ) -> None:
+        super().__init__(
+            f"account {account} spent {spent} of its {window} limit of {limit} credits; "
+            f"{requested} more would pass it (resets at {resets_at.isoformat()})"
+        )
+        self.account = account
+        self.window = window
+        self.limit = limit
+        self.spent = spent
+        self.requested = requested
+        self.resets_at = resets_at
+
+    @classmethod
+    def from_window(
+        cls, account: str, window: str, limit: int, spent: int, number: int, requested: int
+    ) -> SpendLimitExceededError:
+        """From a script's refusal: the window's number is the UTC day since the epoch
+        ('daily') or year * 12 + month - 1 ('monthly')."""
+        if window == "daily":
+            resets = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=number + 1)
+        else:
+            year, month = divmod(number + 1, 12)
+            resets = datetime(year, month + 1, 1, tzinfo=timezone.utc)
+        return cls(account, window, limit, spent, requested, resets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "account": self.account,
+            "window": self.window,
+            "limit": self.limit,
+            "spent": self.spent,
+            "requested": self.requested,
+            "resets_at": self.resets_at.isoformat(),
+        }
+
+
+class ReferralError(CreditsError):
+    """A referral reward was refused and nothing was written: the account was already
+    referred (by someone else: once per account, ever), or the referrer reached its
+    monthly cap (HTTP 409). ``reason`` is ``already_referred`` or ``capped``."""
+
+    http_status = 409
+    code = "referral_refused"
+
+    def __init__(self, account: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.account = account
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "account": self.account, "reason": self.reason}
 
 
 class BackendError(CreditsError):

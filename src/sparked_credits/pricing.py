@@ -65,6 +65,7 @@ __all__ = [
     "PriceRule",
     "PriceTable",
     "Rounding",
+    "Tier",
     "Unit",
     "active_price_table",
     "calculate_cost",
@@ -154,6 +155,18 @@ class FixedPrice(BaseModel):
 
     def cost(self) -> int:
         return self.credits
+
+
+class Tier(BaseModel):
+    """A spending tier (``[tiers.<name>]`` in the price file): caps on the credits an
+    account of the tier may spend per UTC day and per UTC calendar month, and the balance
+    below which it gets a low-balance alert. Every key is optional."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    daily_limit: int | None = Field(default=None, ge=1, le=MAX_CREDITS)
+    monthly_limit: int | None = Field(default=None, ge=1, le=MAX_CREDITS)
+    low_balance: int | None = Field(default=None, ge=1, le=MAX_CREDITS)
 
 
 class MeteredPrice(BaseModel):
@@ -431,7 +444,7 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
     configuration, and a wrong price must stop startup, not a request.
     """
 
-    __slots__ = ("_catalog", "_rules")
+    __slots__ = ("_catalog", "_rules", "_tiers")
 
     def __init__(
         self,
@@ -439,6 +452,7 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
         *,
         source: str = "price table",
         catalog: Catalog | None = None,
+        tiers: Mapping[str, Tier | Mapping[str, Any]] | None = None,
     ) -> None:
         self._catalog = catalog or Catalog()
         checked: dict[str, FixedPrice | MeteredPrice] = {}
@@ -449,9 +463,11 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
                 checked[name] = _rule_from_data(name, rule)
             except _RuleProblem as exc:
                 problems.append(str(exc))
+        tier_rules = _tiers_from_data(tiers or {}, problems)
         if problems:
             raise ConfigurationError(f"{source}: " + "; ".join(problems))
         self._rules: Mapping[str, FixedPrice | MeteredPrice] = dict(sorted(checked.items()))
+        self._tiers: Mapping[str, Tier] = dict(sorted(tier_rules.items()))
 
     def __getitem__(self, action: str) -> FixedPrice | MeteredPrice:
         return self._rules[action]
@@ -469,6 +485,19 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
     def catalog(self) -> Catalog:
         """The packs and plans for sale (the price file's ``[packs.*]``/``[plans.*]``)."""
         return self._catalog
+
+    def tiers(self) -> Mapping[str, Tier]:
+        """The spending tiers by name (``[tiers.<name>]``), sorted."""
+        return self._tiers
+
+    def tier(self, name: str) -> Tier:
+        """The tier called ``name``; an unknown one raises ValidationError on "tier"."""
+        label = validation.label(name, "tier", required=True)
+        found = self._tiers.get(label)
+        if found is None:
+            known = ", ".join(self._tiers) or "(none)"
+            raise ValidationError("tier", f"unknown tier {label!r}; known tiers: {known}")
+        return found
 
     @property
     def actions(self) -> tuple[str, ...]:
@@ -512,6 +541,7 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
         rules: Mapping[str, PriceRule | Mapping[str, Any]],
         *,
         source: str = "overrides",
+        tiers: Mapping[str, Tier | Mapping[str, Any]] | None = None,
     ) -> PriceTable:
         """A new table: each given rule replaces the whole rule of its action, or adds one.
 
@@ -522,15 +552,26 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
         otherwise add an action and leave the old price charged.
         """
         rules = _checked_new_actions(self._rules, rules, source)
-        overrides = PriceTable(rules, source=source)
-        return PriceTable({**self._rules, **overrides._rules}, source=source, catalog=self._catalog)
+        overrides = PriceTable(rules, source=source, tiers=tiers)
+        return PriceTable(
+            {**self._rules, **overrides._rules},
+            source=source,
+            catalog=self._catalog,
+            tiers={**self._tiers, **overrides._tiers},
+        )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """JSON-ready rules (rates as decimal strings); loads back via a .json file."""
-        return {
+        rules: dict[str, dict[str, Any]] = {
             action: rule.model_dump(mode="json", exclude_none=True)
             for action, rule in self._rules.items()
         }
+        if self._tiers:
+            rules["tiers"] = {
+                name: tier.model_dump(mode="json", exclude_none=True)
+                for name, tier in self._tiers.items()
+            }
+        return rules
 
 
 NEW_ACTION_FIELD = "new"
@@ -652,6 +693,38 @@ def _rule_from_data(action: str, data: object) -> FixedPrice | MeteredPrice:
         raise _RuleProblem(_pydantic_errors(action, exc)) from None
 
 
+TIERS_KEY = "tiers"
+"""The price file's top-level key of the spending tiers (``[tiers.<name>]``): not an action."""
+
+
+def _tiers_from_data(data: object, problems: list[str]) -> dict[str, Tier]:
+    """The tiers of a price file's ``tiers`` table; each bad one adds to ``problems``."""
+    if not isinstance(data, Mapping):
+        problems.append(f"[{TIERS_KEY}]: must be a table of tier tables, got {_describe(data)}")
+        return {}
+    tiers: dict[str, Tier] = {}
+    for name, fields in data.items():
+        where = f"[{TIERS_KEY}.{name}]" if isinstance(name, str) else f"[{TIERS_KEY}]"
+        try:
+            label = validation.label(name, "tier", required=True)
+        except ValidationError as exc:
+            problems.append(f"{where}: {exc.message}")
+            continue
+        if isinstance(fields, Tier):
+            tiers[label] = fields
+            continue
+        if not isinstance(fields, Mapping):
+            problems.append(f"{where}: must be a table, got {_describe(fields)}")
+            continue
+        try:
+            tiers[label] = Tier.model_validate(dict(fields))
+        except pydantic.ValidationError as exc:
+            problems.append(
+                _pydantic_errors(f"{TIERS_KEY}.{label}", exc).replace('["', "[").replace('"]', "]")
+            )
+    return tiers
+
+
 def _pydantic_errors(action: str, exc: pydantic.ValidationError) -> str:
     """pydantic's report as ``[action].field: message (got value)``, ``; ``-joined."""
     section = _section(action)
@@ -760,9 +833,14 @@ def load_price_table(
     catalog, problems = catalog_problems(data)
     if problems:
         raise ConfigurationError(f"{source}: " + "; ".join(problems))
-    rules = {k: v for k, v in data.items() if k not in CATALOG_SECTIONS}
-    table = base.with_overrides(rules, source=source)
-    return PriceTable(table._rules, source=source, catalog=base.catalog.merged(catalog))
+    rules = {k: v for k, v in data.items() if k not in (*CATALOG_SECTIONS, TIERS_KEY)}
+    table = base.with_overrides(rules, source=source, tiers=data.get(TIERS_KEY))
+    return PriceTable(
+        table._rules,
+        source=source,
+        catalog=base.catalog.merged(catalog),
+        tiers=table._tiers,
+    )
 
 
 # -- the active table --------------------------------------------------------------------------

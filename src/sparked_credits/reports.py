@@ -88,6 +88,11 @@ class ReconcileReport(BaseModel):
     expired_holds: int = Field(default=0, description="Holds returned by the sweep first.")
     duration_seconds: float
     results: list[ReconcileResult] = Field(default_factory=list)
+    transfers_recovered: int = Field(
+        default=0,
+        description="Transfers interrupted between their two steps that this run finished "
+        "(or dropped, when nothing had been taken).",
+    )
 
     @property
     def unrepaired(self) -> int:

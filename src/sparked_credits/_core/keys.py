@@ -34,6 +34,14 @@ class AccountKeys:
     """The lots with credits left and an expiry, scored by expiry (ms)."""
     once: str
     """Keys applied once ever (purchase, allocate, revoke): '<kind>:<key>' -> entry id."""
+    controls: str = ""
+    """Spend limits, low-balance threshold, spend windows, referral marks (controls.py)."""
+    alerts: str = ""
+    """The account's low-balance alert outbox (a stream), in its own slot."""
+    alert_acks: str = ""
+    """Each alert consumer's cursor into the outbox: consumer -> last acknowledged id."""
+    transfers: str = ""
+    """Transfers out of this account whose second step may still be due (transfers.py)."""
     script_keys: tuple[str, ...] = field(init=False)
     """KEYS[1..10] shared by every mutation script."""
     refund_keys: tuple[str, ...] = field(init=False)
@@ -79,6 +87,10 @@ class KeySpace:
             lot_order=f"{p}lotq:{tagged}",
             lot_expiry=f"{p}lotexp:{tagged}",
             once=f"{p}once:{tagged}",
+            controls=f"{p}ctl:{tagged}",
+            alerts=f"{p}alerts:{tagged}",
+            alert_acks=f"{p}alertack:{tagged}",
+            transfers=f"{p}xfer:{tagged}",
         )
 
     def _shared(self, account: str) -> str:

@@ -30,7 +30,9 @@ from ..errors import (
     HoldOverageError,
     IdempotencyConflictError,
     InsufficientCreditsError,
+    ReferralError,
     RefundError,
+    SpendLimitExceededError,
     ValidationError,
 )
 
@@ -168,6 +170,15 @@ REFUSALS: Mapping[str, Callable[[Context, Sequence[str]], CreditsError]] = {
     "expires_past": lambda c, a: ValidationError(
         "expires_at", "must be in the future (by the server's clock)"
     ),
+    "spend_limit": lambda c, a: SpendLimitExceededError.from_window(
+        c.account, a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4])
+    ),
+    "referred_already": lambda c, a: ReferralError(
+        c.account, "already_referred", f"account {c.account} was already referred by {a[0]}"
+    ),
+    "referral_capped": lambda c, a: ReferralError(
+        c.account, "capped", f"account {c.account} reached its {a[0]} referral rewards this month"
+    ),
     "replay_gone": lambda c, a: CreditsError(
         f"the entry {a[0]} this idempotency key produced is no longer in the ledger"
     ),
@@ -247,6 +258,11 @@ class ScriptSpec:
         return tuple(values[self._positions[n]] for n in self.fingerprint)
 
 
+_CONTROLS = ("controls", "alerts")
+"""KEYS after the shared ten of every script that spends or gives back: the account's
+controls hash and alert outbox (lua/prelude.lua, ``controls``)."""
+
+
 def _mutation(name: str, args: tuple[str, ...], *refusals: str, **options: Any) -> ScriptSpec:
     return ScriptSpec(name, args, "mutation", (*refusals, *MUTATION_REFUSALS), **options)
 
@@ -262,7 +278,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             keyed=False,
             operation="initialize_user",
         ),
-        _mutation("debit", ("amount", "action", "reason", "metadata"), "closed", "insufficient"),
+        _mutation(
+            "debit",
+            ("amount", "action", "reason", "metadata"),
+            "closed",
+            "insufficient",
+            "spend_limit",
+            extra_keys=_CONTROLS,
+        ),
         _mutation(
             "credit",
             ("amount", "source", "reason", "metadata", "priority", "expires_ms"),
@@ -274,6 +297,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             ("delta", "allow_overdraft", "action", "reason", "metadata"),
             "overflow",
             "insufficient",
+            extra_keys=_CONTROLS,
         ),
         _mutation(
             "refund",
@@ -284,13 +308,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             "refund_exceeds",
             "overflow",
             fingerprint=("entry_id", "amount"),
-            extra_keys=("refunds",),
+            extra_keys=("refunds", *_CONTROLS),
         ),
         ScriptSpec(
             "reserve",
             ("amount", "action", "ttl_ms", "reason", "metadata"),
             "hold",
-            ("closed", "insufficient", *MUTATION_REFUSALS),
+            ("closed", "insufficient", "spend_limit", *MUTATION_REFUSALS),
+            extra_keys=_CONTROLS,
         ),
         _mutation(
             "settle",
@@ -300,7 +325,9 @@ SPECS: Mapping[str, ScriptSpec] = {
             "hold_closed",
             "overage",
             "insufficient",
+            "spend_limit",
             fingerprint=("hold_id", "actual", "allow_overage"),
+            extra_keys=_CONTROLS,
         ),
         _mutation(
             "release",
@@ -309,8 +336,20 @@ SPECS: Mapping[str, ScriptSpec] = {
             "hold_expired",
             "hold_closed",
             fingerprint=("hold_id",),
+            extra_keys=_CONTROLS,
         ),
         _mutation("close", ("reason", "metadata"), operation="close_account"),
+        _mutation(
+            "referral",
+            ("role", "other", "amount", "expires_ms", "cap", "reason", "metadata"),
+            "referred_already",
+            "referral_capped",
+            "expires_past",
+            "overflow",
+            fingerprint=("role", "other", "amount", "expires_ms"),
+            extra_keys=("controls",),
+            operation="reward_referral",
+        ),
         ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired"),
         ScriptSpec("trim", ("before",), "trimmed", keyed=False),
         ScriptSpec(

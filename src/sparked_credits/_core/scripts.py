@@ -99,9 +99,21 @@ def _split_fast(body: str) -> tuple[str, str]:
     return found.group(0), body[: found.start()] + body[found.end() :]
 
 
+def _guarded(name: str, fast: str) -> str:
+    """The fast block, run only for an account without controls (a tier's spend limits or
+    a low-balance threshold: the ``controls`` key, after the shared ten). Such an account
+    takes the general path, whose one ``controls()`` call (lua/prelude.lua) enforces them;
+    the block itself stays as written."""
+    spec = SPECS[name]
+    if not fast or "controls" not in spec.extra_keys:
+        return fast
+    index = 11 + spec.extra_keys.index("controls")
+    return f"if redis.call('EXISTS', KEYS[{index}]) == 0 then\n{fast}end\n"
+
+
 def _load(name: str) -> Script:
     fast, body = _split_fast(_read(name))
-    return Script(name=name, source=fast + _prune(_PRELUDE, body) + "\n" + body)
+    return Script(name=name, source=_guarded(name, fast) + _prune(_PRELUDE, body) + "\n" + body)
 
 
 def general_only(name: str) -> Script:

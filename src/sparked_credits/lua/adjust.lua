@@ -1,4 +1,5 @@
 --: argv delta allow_overdraft action reason metadata
+--: keys controls alerts
 --: reply mutation
 --: refusals overflow insufficient conflict replay_gone
 -- adjust (signed admin correction): ARGV[9] delta, ARGV[10] allow overdraft ('1'/'0'),
@@ -23,5 +24,7 @@ if delta > 0 then
                 function(id) lots_open(id, delta, 50, nil, 'adjust', bal) end,
                 ',"l":"' .. lots_opening(50, nil) .. '"')
 end
-return commit('adjust', delta, after, ARGV[11], APP, ARGV[12], '', ARGV[13], nil,
+-- Not spending (no window), but it may cross the low-balance threshold.
+local _, controlled = controls(KEYS[11], KEYS[12], 0, '', bal, after)
+return commit('adjust', delta, after, ARGV[11], APP, ARGV[12], '', ARGV[13], controlled,
               draw_for_entry(-delta))

@@ -1,6 +1,7 @@
 --: argv amount action reason metadata
+--: keys controls alerts
 --: reply mutation
---: refusals closed insufficient conflict replay_gone
+--: refusals closed insufficient spend_limit conflict replay_gone
 -- debit: ARGV[9] amount, ARGV[10] action, ARGV[11] reason, ARGV[12] metadata JSON.
 -- Draws from the lots in consumption order; the entry's '_sc.l' records the draws.
 --
@@ -90,6 +91,8 @@ if is_closed() then return {'closed'} end
 local amount = tonumber(ARGV[9])
 local bal, needs_init, raw = load_balance()
 if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
+local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount)
+if limited then return limited end
 apply_init_if_needed(needs_init, raw)
-return commit('debit', -amount, bal - amount, ARGV[10], APP, ARGV[11], '', ARGV[12], nil,
+return commit('debit', -amount, bal - amount, ARGV[10], APP, ARGV[11], '', ARGV[12], controlled,
               draw_for_entry(amount))

@@ -411,3 +411,73 @@ local function once_lookup(k_once, field)
   if fp and fp ~= FINGERPRINT then return {'conflict'} end
   return reply_entry(found[1][1], values, replayed_flag(nonce))
 end
+
+-- Account controls (spend windows per tier, low-balance alerts): one call per script,
+-- `local refusal, write = controls(KEYS[i], KEYS[i + 1], spent, ref, before, after)`,
+-- before its commit; `write(id)` goes in commit's derived slot (derived state, written
+-- after the entry and before the balance, like the rest of the unit).
+-- K_CTL (hash): 'daily', 'monthly', 'low' (limits and threshold; '' or absent: none),
+-- 'd'/'ds' (UTC day number and credits spent in it), 'm'/'ms' (UTC month number
+-- year * 12 + month - 1 and credits spent in it), 'fired' (an alert was recorded for the
+-- current crossing). K_ALERTS (stream): one entry per crossing, fields balance, threshold,
+-- entry (the ledger entry that crossed).
+-- The UTC calendar month of a server time in ms (days to civil date, H. Hinnant's).
+local function utc_month(ms)
+  local z = math.floor(ms / 86400000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y * 12 + m - 1
+end
+
+-- spent > 0: credits this entry spends (refused past a limit: {'spend_limit', window,
+-- limit, spent in window, window number, amount}); spent < 0: credits given back to the
+-- window of entry `ref` (its id is its time), if that window is still the current one.
+-- A low-balance alert is due when the balance goes from `before` to `after` below the
+-- threshold while armed (no alert yet for this crossing, or `before` at or above it).
+-- An account without the hash costs one HMGET and returns (nil, nil).
+local function controls(k_ctl, k_alerts, spent, ref, before, after)
+  local c = redis.call('HMGET', k_ctl, 'daily', 'monthly', 'low', 'd', 'ds', 'm', 'ms', 'fired')
+  local daily, monthly, low = tonumber(c[1] or ''), tonumber(c[2] or ''), tonumber(c[3] or '')
+  if not (daily or monthly or low or c[4] or c[6] or c[8]) then return nil, nil end
+  local day, month = math.floor(NOW / 86400000), utc_month(NOW)
+  local ds = (tonumber(c[4] or '') == day) and tonumber(c[5] or '0') or 0
+  local ms = (tonumber(c[6] or '') == month) and tonumber(c[7] or '0') or 0
+  local ds0, ms0 = ds, ms
+  if spent > 0 then
+    if daily and ds + spent > daily then
+      return {'spend_limit', 'daily', fmt(daily), fmt(ds), fmt(day), fmt(spent)}, nil
+    end
+    if monthly and ms + spent > monthly then
+      return {'spend_limit', 'monthly', fmt(monthly), fmt(ms), fmt(month), fmt(spent)}, nil
+    end
+    if daily or monthly then ds, ms = ds + spent, ms + spent end
+  elseif spent < 0 then
+    local t = tonumber(string.match(ref or '', '^(%d+)%-') or '')
+    if t and math.floor(t / 86400000) == day then ds = math.max(0, ds + spent) end
+    if t and utc_month(t) == month then ms = math.max(0, ms + spent) end
+  end
+  local fire, rearm = false, false
+  if low then
+    if (not c[8] or before >= low) and after < low then fire = true
+    elseif c[8] and after >= low then rearm = true end
+  end
+  return nil, function(id)
+    if ds ~= ds0 or ms ~= ms0 then
+      redis.call('HSET', k_ctl, 'd', fmt(day), 'ds', fmt(ds), 'm', fmt(month), 'ms', fmt(ms))
+    end
+    if fire then
+      redis.call('XADD', k_alerts, 'MAXLEN', '~', '1000', '*', 'balance', fmt(after),
+                 'threshold', fmt(low), 'entry', id)
+      redis.call('HSET', k_ctl, 'fired', id)
+    elseif rearm then
+      redis.call('HDEL', k_ctl, 'fired')
+    end
+  end
+end

@@ -1,5 +1,5 @@
 --: argv entry_id amount reason metadata
---: keys refunds
+--: keys refunds controls alerts
 --: reply mutation
 --: refusals not_found not_refundable fully_refunded refund_exceeds overflow conflict replay_gone
 -- refund a debit or a settled hold, in full or in part, never more than it took in total.
@@ -49,10 +49,15 @@ if f['type'] == 'settle' then
   draws = kept
 end
 local back, lapsed = lots_give_back(draws, amount, done, lots_owed(bal))
+-- The credits go back to the spend window the entry (a settle: its hold) counted in.
+local window_of = eid
+if f['type'] == 'settle' then window_of = f['ref'] or '' end
+local _, controlled = controls(KEYS[12], KEYS[13], -amount, window_of, bal, bal + amount)
 -- Carry the debit's action and app so usage by action or app nets out refunds.
 local reply = commit('refund', amount, bal + amount, f['action'] or '', f['app'] or '', ARGV[11],
-                     eid, ARGV[12], function()
+                     eid, ARGV[12], function(id)
                        redis.call('HINCRBY', K_REFUNDS, eid, amount)
+                       if controlled then controlled(id) end
                      end, ',"l":"' .. lots_encode(back) .. '"')
 lots_lapse_all(lapsed, bal + amount)
 return reply

@@ -1,4 +1,5 @@
 --: argv hold_id reason metadata
+--: keys controls alerts
 --: reply mutation
 --: refusals hold_not_found hold_expired hold_closed conflict replay_gone
 -- release: give an open hold's credits back in full (the work failed or was cancelled).
@@ -10,13 +11,15 @@ local hold, refusal = open_hold(hid)
 if not hold then return refusal end
 local bal = tonumber(redis.call('GET', K_BAL) or '0')
 local after = bal + hold.amount
+local _, controlled = controls(KEYS[11], KEYS[12], -hold.amount, hid, bal, after)
 -- Back to the hold's lots (an overdraft owed first); those expired since lapse at once,
 -- each with its own entry.
 local back, lapsed = lots_give_back(lots_of_entry(hid), hold.amount, 0, lots_owed(bal))
 local reply = commit('release', hold.amount, after, hold.action, hold.app, ARGV[10], hid,
-                     ARGV[11], function()
+                     ARGV[11], function(id)
                        redis.call('HSET', K_HOLDS, hid, 'R|' .. fmt(hold.amount))
                        redis.call('ZREM', K_HOLD_EXP, hid)
+                       if controlled then controlled(id) end
                      end, ',"l":"' .. lots_encode(back) .. '"')
 lots_lapse_all(lapsed, after)
 return reply

@@ -1,6 +1,7 @@
 --: argv hold_id actual allow_overage reason metadata
+--: keys controls alerts
 --: reply mutation
---: refusals hold_not_found hold_expired hold_closed overage insufficient conflict replay_gone
+--: refusals hold_not_found hold_expired hold_closed overage insufficient spend_limit conflict replay_gone
 -- settle: keep `actual` of an open hold and give back the rest, in one entry whose delta is
 -- reserved - actual (the hold record's 'captured' is derived: reserved - delta). Above the
 -- reserved amount only with allow_overage, and only when the balance covers the
@@ -18,6 +19,9 @@ if delta < 0 then
   if ARGV[11] ~= '1' then return {'overage', fmt(hold.amount), fmt(actual)} end
   if bal + delta < 0 then return {'insufficient', fmt(bal), fmt(-delta)} end
 end
+-- The unused part gives the reserve's spend window back; an overage spends now.
+local limited, controlled = controls(KEYS[11], KEYS[12], -delta, hid, bal, bal + delta)
+if limited then return limited end
 -- What is not kept goes back to the hold's lots, the last drawn first (the kept part is
 -- the head of its draws); an overage draws more in consumption order.
 local sc, lapsed = '', {}
@@ -29,10 +33,11 @@ elseif delta < 0 then
   sc = draw_for_entry(-delta)
 end
 local reply = commit('settle', delta, bal + delta, hold.action, hold.app, ARGV[12], hid,
-                     ARGV[13], function()
+                     ARGV[13], function(id)
                        redis.call('HSET', K_HOLDS, hid,
                                   'S|' .. fmt(hold.amount) .. '|' .. fmt(actual))
                        redis.call('ZREM', K_HOLD_EXP, hid)
+                       if controlled then controlled(id) end
                      end, sc)
 lots_lapse_all(lapsed, bal + delta)
 return reply

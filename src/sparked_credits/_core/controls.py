@@ -1,0 +1,200 @@
+"""Account controls: a tier's spend limits and low-balance threshold on an account, and
+the low-balance alert outbox.
+
+The limits are enforced and the alerts recorded inside the mutation scripts
+(lua/prelude.lua, ``controls``), from the account's controls hash ``ctl:{<acct>}``;
+:func:`set_tier` copies the tier's numbers there (one HSET), so a script never needs the
+price file. After a tier's numbers change in the price file, set the tier again.
+
+The outbox of an account is the stream ``alerts:{<acct>}``, in the account's own slot
+(a script touches one slot), one entry per crossing of the threshold. A consumer finds
+every account's outbox by SCAN (once per primary on a cluster) and keeps, per account, the
+id of the last alert it acknowledged in ``alertack:{<acct>}`` (consumer -> id): what it
+has not acknowledged comes back on its next read, after a crash too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from ..control_models import AccountControls, Alert
+from ..errors import ValidationError
+from . import validation as v
+from .decoding import text
+from .operations import Operations
+from .requests import CommandCall, Operation
+from .steps import Steps
+
+__all__ = ["MAX_ALERTS", "ack_alerts", "alerts", "get_controls", "set_tier"]
+
+MAX_ALERTS = 1000
+"""Most alerts one read returns."""
+
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_DAY_MS = 86_400_000
+
+
+def _command(name: str, *args: str) -> Operation[Any]:
+    return Operation(name=name, request=CommandCall(args=args), decode=lambda raw: raw)
+
+
+def _limit(value: object, field: str) -> int | None:
+    return None if value is None else v.amount(value, field)
+
+
+def set_tier(
+    ops: Operations,
+    account: str,
+    tier: str | None,
+    *,
+    daily_limit: int | None,
+    monthly_limit: int | None,
+    low_balance: int | None,
+) -> Steps[AccountControls]:
+    """Put ``account`` on ``tier`` (None: no tier), each limit given here overriding the
+    tier's; then read the controls back."""
+    account = v.account(account)
+    overrides = (
+        _limit(daily_limit, "daily_limit"),
+        _limit(monthly_limit, "monthly_limit"),
+        _limit(low_balance, "low_balance"),
+    )
+    name = ""
+    limits: list[int | None] = [None, None, None]
+    if tier is not None:
+        found = ops.price_table().tier(tier)
+        name = v.label(tier, "tier", required=True)
+        limits = [found.daily_limit, found.monthly_limit, found.low_balance]
+    for i, override in enumerate(overrides):
+        if override is not None:
+            limits[i] = override
+    fields = ("tier", name, "daily", "monthly", "low")
+    values = ["" if n is None else str(n) for n in limits]
+    yield _command(
+        "set_tier",
+        "HSET",
+        ops.keys.account(account).controls,
+        fields[0],
+        fields[1],
+        *(x for pair in zip(fields[2:], values, strict=True) for x in pair),
+    )
+    result: AccountControls = yield from get_controls(ops, account)
+    return result
+
+
+def _int(value: Any) -> int | None:
+    if value is None:
+        return None
+    raw = text(value)
+    return int(raw) if raw.lstrip("-").isdigit() else None
+
+
+def _utc_month(ms: int) -> int:
+    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return moment.year * 12 + moment.month - 1
+
+
+def get_controls(ops: Operations, account: str) -> Steps[AccountControls]:
+    """The account's tier, limits, threshold and spending in the current windows (by the
+    server's clock)."""
+    account = v.account(account)
+    raw: Sequence[Any] = yield _command(
+        "get_controls",
+        "HMGET",
+        ops.keys.account(account).controls,
+        "tier",
+        "daily",
+        "monthly",
+        "low",
+        "d",
+        "ds",
+        "m",
+        "ms",
+    )
+    now: Sequence[Any] = yield _command("get_controls", "TIME")
+    now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
+    tier = text(raw[0]) if raw[0] is not None else ""
+    today = _int(raw[4]) == now_ms // _DAY_MS
+    this_month = _int(raw[6]) == _utc_month(now_ms)
+    return AccountControls(
+        account=account,
+        tier=tier or None,
+        daily_limit=_int(raw[1]),
+        monthly_limit=_int(raw[2]),
+        low_balance=_int(raw[3]),
+        spent_today=(_int(raw[5]) or 0) if today else 0,
+        spent_this_month=(_int(raw[7]) or 0) if this_month else 0,
+    )
+
+
+def _consumer(consumer: object) -> str:
+    return v.label(consumer, "consumer", required=True)
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    found = _STREAM_ID.fullmatch(value)
+    if found is None:
+        raise ValidationError("alert_ids", f"not an alert id: {value[:80]!r}")
+    return int(found.group(1)), int(found.group(2))
+
+
+def alerts(ops: Operations, consumer: str, count: int) -> Steps[list[Alert]]:
+    """Up to ``count`` alerts ``consumer`` has not acknowledged, oldest first."""
+    name = _consumer(consumer)
+    if type(count) is not int or not 1 <= count <= MAX_ALERTS:
+        raise ValidationError("count", f"must be an int from 1 to {MAX_ALERTS}")
+    accounts: list[str] = yield ops.scan_accounts("alerts", "alerts")
+    found: list[Alert] = []
+    for account in accounts:
+        keys = ops.keys.account(account)
+        cursor = yield _command("alerts", "HGET", keys.alert_acks, name)
+        start = "-" if cursor is None else "(" + text(cursor)
+        entries: Sequence[Any] = yield _command(
+            "alerts", "XRANGE", keys.alerts, start, "+", "COUNT", str(count)
+        )
+        for entry_id, fields in entries:
+            found.append(_alert(account, text(entry_id), fields))
+    found.sort(key=lambda a: (a.at, a.alert_id))
+    return found[:count]
+
+
+def _alert(account: str, entry_id: str, fields: Any) -> Alert:
+    if isinstance(fields, dict):
+        values = {text(k): text(x) for k, x in fields.items()}
+    else:
+        flat = [text(x) for x in fields]
+        values = dict(zip(flat[::2], flat[1::2], strict=True))
+    ms = int(entry_id.split("-", 1)[0])
+    return Alert(
+        alert_id=f"{account}/{entry_id}",
+        account=account,
+        balance=int(values.get("balance", "0")),
+        threshold=int(values.get("threshold", "0")),
+        at=datetime.fromtimestamp(ms / 1000, tz=timezone.utc),
+        entry_id=values.get("entry", ""),
+    )
+
+
+def ack_alerts(ops: Operations, consumer: str, alert_ids: Sequence[str]) -> Steps[int]:
+    """Acknowledge delivered alerts: per account, ``consumer``'s cursor moves forward to the
+    newest id given (never back). Returns how many ids were given."""
+    name = _consumer(consumer)
+    if isinstance(alert_ids, str) or not isinstance(alert_ids, Sequence):
+        raise ValidationError("alert_ids", "must be a list of alert ids")
+    newest: dict[str, tuple[int, int]] = {}
+    for alert_id in alert_ids:
+        if not isinstance(alert_id, str):
+            raise ValidationError("alert_ids", "every alert id must be a str")
+        account, _, entry_id = alert_id.rpartition("/")
+        account = v.account(account)
+        sid = _stream_id(entry_id)
+        newest[account] = max(newest.get(account, sid), sid)
+    for account, sid in sorted(newest.items()):
+        keys = ops.keys.account(account)
+        cursor = yield _command("ack_alerts", "HGET", keys.alert_acks, name)
+        if cursor is None or _stream_id(text(cursor)) < sid:
+            yield _command("ack_alerts", "HSET", keys.alert_acks, name, f"{sid[0]}-{sid[1]}")
+    return len(alert_ids)
