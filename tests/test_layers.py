@@ -20,7 +20,7 @@ ROOT = "sparked_credits"
 # Lowest first. A module belongs to the first layer one of whose prefixes it matches.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # What every layer may use: errors, result models, and the validation of values.
-    ("leaves", ("_version", "errors", "models", "reports", "_core.validation")),
+    ("leaves", ("_version", "errors", "models", "control_models", "reports", "_core.validation")),
     ("pricing", ("pricing",)),
     ("core", ("_core",)),
     # The two drivers of the core's procedures: blocking and asyncio.

@@ -221,6 +221,10 @@ SCENARIOS = [
     Scenario("sweep_lots", _with_due_lot, lambda c, x: c.sweep_expired(ACCT)),
     Scenario("reconcile_compensates", _with_repeated_debit,
              lambda c, x: c.reconcile(ACCT, full=True, repair=True)),
+    # The referred account's step (its lot, then the referrer's): once per referred account.
+    Scenario("referral_referred", _init,
+             lambda c, x: c.reward_referral("user_referrer", ACCT, referrer_credits=50,
+                                            referred_credits=20)),
     Scenario("trim_lots", _with_lots_and_checkpoint,
              lambda c, x: c.trim_ledger(ACCT, before=x["before"])),
 ]
@@ -385,12 +389,16 @@ def test_the_scenarios_cover_every_keyed_script() -> None:
     """Each mutation script the declarations mark keyed (and initialize, and every script
     that writes) has a scenario here whose run calls it: a new script cannot skip the
     torn-prefix proof. Recorded on memory://, where running the scenarios costs nothing."""
+    import test_money_torn
     from sparked_credits._core.protocol import SPECS
 
+    scenarios = [(s.name, s.setup, s.run) for s in SCENARIOS] + [
+        (s.name, s.setup, lambda c, x, run=s.run: run(c)) for s in test_money_torn.SCENARIOS
+    ]
     ran: set[str] = set()
-    for scenario in SCENARIOS:
-        with CreditsClient(f"memory://torn-cover-{scenario.name}") as client:
-            ctx = scenario.setup(client)
+    for name, setup, run in scenarios:
+        with CreditsClient(f"memory://torn-cover-{name}") as client:
+            ctx = setup(client)
             execute = client._backend.execute
 
             def recording(request: Any, execute: Any = execute) -> Any:
@@ -401,7 +409,7 @@ def test_the_scenarios_cover_every_keyed_script() -> None:
 
             client._backend.execute = recording  # type: ignore[method-assign]
             with contextlib.suppress(CreditsError):
-                scenario.run(client, ctx)
+                run(client, ctx)
     writers = {name for name, spec in SPECS.items() if spec.keyed} | {
         "initialize",
         "sweep",

@@ -24,6 +24,14 @@ if prior then
   if #found == 0 then return {'replay_gone', pid} end
   return reply_entry(found[1][1], entry_values(found[1][2]), '1')
 end
+-- No mark: a torn write may have lost it while the entry stayed; the full repair rebuilds
+-- the idempotency record from the entry (not the mark), so the record replays it. A
+-- record of another referrer's reward (its fingerprint differs) is still 'referred_already'.
+local replay = idem_lookup()
+if replay then
+  if replay[1] == 'conflict' then return {'referred_already', ''} end
+  return replay
+end
 local expires = nil
 if ARGV[12] ~= '' then expires = tonumber(ARGV[12]) end
 if expires and expires <= NOW then return {'expires_past', fmt(expires), fmt(NOW)} end
