@@ -64,16 +64,22 @@ def main() -> None:
 
         def allocate() -> None:
             i = next(ids)
-            client.allocate("u_alloc", 100, period_id=f"p{i}", expires_at=expires + timedelta(
-                seconds=i), rollover_cap=50)
+            client.allocate(
+                "u_alloc",
+                100,
+                period_id=f"p{i}",
+                expires_at=expires + timedelta(seconds=i),
+                rollover_cap=50,
+            )
             client.debit("u_alloc", 10, action="chat")
 
         series: dict[str, Callable[[], None]] = {
             "raw": raw_write,
             "credit": lambda: client.credit("u_credit", 1),
             "purchase": lambda: client.purchase("u_buy", 1, payment_id=f"pi_{next(ids)}"),
-            "revoke": lambda: client.revoke("u_rev", "purchase:pi_big", 1,
-                                            idempotency_key=f"re_{next(ids)}"),
+            "revoke": lambda: client.revoke(
+                "u_rev", "purchase:pi_big", 1, idempotency_key=f"re_{next(ids)}"
+            ),
             "allocate (+ a debit)": allocate,
         }
         results: dict[str, list[float]] = {name: [] for name in series}
