@@ -316,3 +316,38 @@ def test_the_async_handler(catalog: Catalog, tmp_path: Path) -> None:
         await client.aclose()
 
     asyncio.run(run())
+
+
+class CrashOnce:
+    """A client whose first ``purchase`` dies before reaching Redis (a crash between the
+    directory write and the purchase): what a worker killed mid-delivery leaves."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.crashed = client, False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if name == "purchase" and not self.crashed:
+
+            def crash(*args: Any, **kwargs: Any) -> Any:
+                self.crashed = True
+                raise RuntimeError("worker killed")
+
+            return crash
+        return attr
+
+
+def test_a_crash_between_the_steps_is_finished_by_the_redelivery(
+    sync_credits: Any, catalog: Catalog
+) -> None:
+    flaky = CrashOnce(sync_credits)
+    body = se.checkout(ACCT, "pi_crash")
+    with pytest.raises(RuntimeError):
+        deliver(flaky, catalog, body)  # Stripe sees a failure and delivers again later
+    refund = se.refunded("pi_crash", amount=500, refunded=500, before=0)
+    assert deliver(flaky, catalog, refund).outcome is Outcome.pending  # the lot is not there
+    assert sync_credits.get_balance(ACCT) == 0
+    assert deliver(flaky, catalog, body).credits == 500
+    assert deliver(flaky, catalog, refund).credits == 500
+    assert deliver(flaky, catalog, body).replayed
+    assert check(sync_credits) == 0
