@@ -121,7 +121,7 @@ def corrupt(client: Any, rng: random.Random, family: str, ids: list[str]) -> str
     if kind == "hash":
         fields = _fields(client, name)
         if family == "meta":
-            fields += ["init", "closed", "lots_all", "n", "bo", "bf"]
+            fields += ["init", "closed", "opened", "lots_all", "n", "bo", "bf"]
         field = rng.choice(fields) if fields else "x"
         how = rng.choice(["del", "junk", "number"])
         if how == "del":
@@ -189,3 +189,19 @@ def test_the_full_repair_restores_every_derived_key(
     with pytest.raises(IdempotencyConflictError):
         client.debit(ACCT, 26, action="chat", idempotency_key="d1")
     restore(client, ACCT, before)
+
+
+def test_the_opened_mark_is_rebuilt_so_a_later_init_still_grants(
+    make_client: Callable[..., Any],
+) -> None:
+    """Credits that reach an account before its init mark it 'opened' (the later init still
+    grants the starting credits): a repair rebuilds a lost mark from the ledger."""
+    client = make_client()
+    client.credit(ACCT, 30)
+    keys = account_keys(client, ACCT)
+    raw(client, "HDEL", keys.meta, "opened")
+    fixed = client.reconcile(ACCT, full=True, repair=True)
+    assert (fixed.lots_matched, fixed.lots_problem) == (False, "ledger")
+    assert client.reconcile(ACCT, full=True).lots_matched is True
+    assert client.initialize_user(ACCT, 100).created is True
+    assert client.get_balance(ACCT) == 130
