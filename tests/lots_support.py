@@ -49,8 +49,8 @@ def account_keys(client: Any, account: str) -> AccountKeys:
 def one_millisecond(client: Any, backend_url: str, account: str) -> Iterator[None]:
     """Every entry the account's ledger gets inside the block lands in one millisecond
     (ids ``<ms>-1``, ``<ms>-2``, ... ``<ms>-16``), as many calls within 1 ms do: the
-    ledger's last id is moved a minute ahead (XSETID: the ledger must have an entry), or, on ``memory://`` (fakeredis has
-    no XSETID), its clock stands still."""
+    ledger's last id is moved a minute ahead (XSETID: the ledger must have an entry), or,
+    on ``memory://`` (fakeredis has no XSETID), its clock stands still."""
     if backend_url.startswith("memory"):
         from fakeredis.model import _stream
 
@@ -97,17 +97,16 @@ def snapshot(client: Any, account: str) -> dict[str, Any]:
             out[family] = ("string", text(raw(client, "GET", name)))
         elif kind == "hash":
             flat = text(raw(client, "HGETALL", name))
-            if isinstance(flat, dict):
-                pairs = dict(flat)
-            else:
-                pairs = dict(zip(flat[::2], flat[1::2]))
+            if not isinstance(flat, dict):
+                flat = dict(zip(flat[::2], flat[1::2], strict=True))
+            pairs = flat
             out[family] = ("hash", {text(k): text(v) for k, v in pairs.items()})
         elif kind == "zset":
             flat = text(raw(client, "ZRANGE", name, 0, -1, "WITHSCORES"))
             if flat and isinstance(flat[0], list):
                 pairs = [(m, float(s)) for m, s in flat]
             else:
-                pairs = [(m, float(s)) for m, s in zip(flat[::2], flat[1::2])]
+                pairs = [(m, float(s)) for m, s in zip(flat[::2], flat[1::2], strict=False)]
             out[family] = ("zset", pairs)
         else:
             raise AssertionError(f"{family}: unexpected type {kind}")

@@ -83,7 +83,8 @@ def test_a_repeated_credit_is_taken_back_from_the_lot_it_repeated(
     first = client.credit(ACCT, 20, **call)
     restore(client, ACCT, saved)  # the torn first attempt: its entry alone survived
     again = client.credit(ACCT, 20, **call)
-    assert again.replayed is False and again.entry.id != first.entry.id
+    assert again.replayed is False
+    assert again.entry.id != first.entry.id
     fixed = client.reconcile(ACCT, full=True, repair=True)
     assert fixed.duplicates == 1  # (the repeat's lot record, lost with it, is rebuilt)
     (compensation,) = [
@@ -191,7 +192,7 @@ def _lots_records(client: Any) -> dict[str, str]:
     from lots_support import text
 
     flat = text(flat)
-    pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2])
+    pairs = flat.items() if isinstance(flat, dict) else zip(flat[::2], flat[1::2], strict=False)
     return {text(k): text(v) for k, v in pairs}
 
 
@@ -240,7 +241,8 @@ def test_the_cheap_pass_finds_lots_short_of_the_balance(
     assert fixed.lots_rebuilt > 0
     assert open_lots(client) == [("init", 90), ("grant", 30)]
     after = snapshot(client, ACCT)
-    assert after["lots"] == before["lots"] and after["lot_order"] == before["lot_order"]
+    assert after["lots"] == before["lots"]
+    assert after["lot_order"] == before["lot_order"]
 
 
 def test_credits_from_before_lots_stay_untracked_without_a_finding(
@@ -369,6 +371,27 @@ def test_a_refused_negative_adjust_raises_insufficient_credits_and_changes_nothi
         402, 100, 150)
     assert (snapshot(client, ACCT), client.history(ACCT).entries) == before
     owed = client.adjust(ACCT, -150, allow_overdraft=True)
-    assert owed.balance == -50 and client.grants(ACCT) == []
+    assert owed.balance == -50
+    assert client.grants(ACCT) == []
     assert client.adjust(ACCT, 30).balance == -20  # pays the debt, opens an empty lot
     assert open_lots(client) == []
+
+
+def test_concurrent_credits_then_a_debit_draw_the_oldest_lots(backend_url: str) -> None:
+    """The issue's repro as written: 16 concurrent credits (on Redis, many land in one
+    millisecond), then a debit of 4 draws the four oldest lots."""
+    import asyncio
+
+    from conftest import token_for
+    from sparked_credits import AsyncCreditsClient
+
+    async def main() -> None:
+        async with AsyncCreditsClient(backend_url, token=token_for(backend_url),
+                                      app="app.sparked.world") as client:
+            got = await asyncio.gather(*(client.credit(ACCT, 1) for _ in range(16)))
+            ids = sorted((r.entry.id for r in got), key=id_key)
+            debit = await client.debit(ACCT, 4, action="chat")
+            assert decode_draws(debit.entry.lots) == [(i, 1) for i in ids[:4]]
+            assert [g.grant_id for g in await client.grants(ACCT)] == ids[4:]
+
+    asyncio.run(main())

@@ -49,6 +49,12 @@ class _Dump:
     base_lots: str
     lots_all: bool
     """The meta mark: the account had no credits before lots (prelude.lua, 'lots_all')."""
+    opened: bool
+    """The meta mark: credits reached the account before its init (prelude.lua)."""
+    marks_readable: bool
+    """Both marks are '1' or absent (any other value is a corrupted mark)."""
+    opened_present: bool
+    """'opened' has some value (the scripts read any value as set)."""
     records: dict[str, str]
     order: tuple[str, ...]
     expiry: frozenset[str]
@@ -99,7 +105,10 @@ def _dump(ops: Operations, account: str) -> Operation[_Dump]:
             text(raw[3]),
             int(raw[4]),
             text(raw[5]),
-            text(raw[6]) == "1",
+            text(raw[6]).split("|")[0] == "1",
+            text(raw[6]).split("|")[-1] == "1",
+            text(raw[6]) in ("|", "1|", "|1", "1|1"),
+            not text(raw[6]).endswith("|"),
             records,
             tuple(members[:m]),
             frozenset(members[m:]),
@@ -109,7 +118,12 @@ def _dump(ops: Operations, account: str) -> Operation[_Dump]:
 
 
 def _restore(
-    ops: Operations, account: str, last_id: str, records: dict[str, str], lots_all: bool
+    ops: Operations,
+    account: str,
+    last_id: str,
+    records: dict[str, str],
+    lots_all: bool,
+    opened: bool | None,
 ) -> Operation[int | None]:
     def decode(raw: Sequence[Any]) -> int | None:
         return int(raw[1]) if text(raw[0]) == "restored" else None
@@ -125,7 +139,7 @@ def _restore(
         decode=decode,
         last_id=last_id,
         records=packed,
-        lots_all="1" if lots_all else "",
+        marks=("1" if lots_all else "") + "|" + ("-" if opened is None else "1" if opened else ""),
     )
 
 
@@ -239,6 +253,7 @@ def _check_lots(
             book, start = base, "(" + dump.base_id
             lots_all = base.implicit <= 0
             once.complete = False
+        first_opening = None  # the type of the first entry that could open the account
         while dump.last_id:
             page: list[LedgerEntry] = yield ops.read_entries(account, start, "+", PAGE, False)
             for entry in page:
@@ -249,6 +264,8 @@ def _check_lots(
                 )
                 lots_all = lots_all and not (entry.delta and not entry.lots)
                 once.see(entry)
+                if first_opening is None and entry.type_name in ("init", "credit", "adjust"):
+                    first_opening = entry.type_name
             if len(page) < PAGE or _later(page[-1].id, dump.last_id):
                 break
             start = "(" + page[-1].id
@@ -264,13 +281,25 @@ def _check_lots(
             lots_all = dump.lots_all  # an empty ledger says nothing either way
         # A mark the ledger does not bear out is wrong; a missing one (an account from
         # before the mark) is no fault, and a repair writes it.
-        mark_ok = lots_all or not dump.lots_all
+        # 'opened' (credits before the init: a later init still grants the starting
+        # credits) as this version writes it: on an account with every credit in a lot,
+        # exactly when its first opening entry is not its init; elsewhere left alone.
+        opened = None
+        if lots_all and dump.base == "0" and first_opening is not None:
+            opened = first_opening != "init"
+        elif not dump.marks_readable and not dump.opened:
+            opened = dump.opened_present  # a present mark stays, in its readable form
+        mark_ok = (
+            (lots_all or not dump.lots_all)
+            and opened in (None, dump.opened)
+            and dump.marks_readable
+        )
         if want == have and dump.indexes_agree() and not force and mark_ok:
-            if lots_all == dump.lots_all or not repair:
+            if (lots_all == dump.lots_all and dump.marks_readable) or not repair:
                 return LotsCheck(matched=True)
         elif not repair:
             return LotsCheck(matched=False)
-        written = yield _restore(ops, account, dump.last_id, want, lots_all)
+        written = yield _restore(ops, account, dump.last_id, want, lots_all, opened)
         if written is not None:
             # Writing only the missing mark is no mismatch of the lots.
             agreed = want == have and dump.indexes_agree() and not force and mark_ok

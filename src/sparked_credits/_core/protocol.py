@@ -397,7 +397,7 @@ SPECS: Mapping[str, ScriptSpec] = {
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
             "lots_restore",
-            ("last_id", "records", "lots_all"),
+            ("last_id", "records", "marks"),
             "restored",
             keyed=False,
             operation="reconcile",

@@ -3,10 +3,12 @@
 -- the full reconcile to compare with the lots the ledger implies. Reply {'lots', last entry
 -- id ('' = empty ledger), base ('0': not trimmed, '1': trimmed by an earlier version that
 -- kept no lots at its base, '2': trimmed, with them), base_id, base_sum, base_lots (the
--- lots as of the base, see trim.lua), the 'lots_all' mark ('1' or ''), n, id, record, ... (n pairs, the '' field with the
--- tracked sum among them), m, order member..., expiry member...} (m order members).
+-- lots as of the base, see trim.lua), the meta marks 'lots_all' and 'opened' (prelude.lua)
+-- as '<lots_all>|<opened>', n, id, record, ... (n pairs, the '' field with the tracked sum
+-- among them), m, order member..., expiry member...} (m order members).
 local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
-local out = {'lots', '', '0', '', '0', '', redis.call('HGET', K_META, 'lots_all') or ''}
+local marks = redis.call('HMGET', K_META, 'lots_all', 'opened')
+local out = {'lots', '', '0', '', '0', '', (marks[1] or '') .. '|' .. (marks[2] or '')}
 if #last > 0 then out[2] = last[1][1] end
 local base = redis.call('HMGET', K_META, 'base_id', 'base_sum', 'base_lots')
 if base[1] then

@@ -1,11 +1,12 @@
---: argv last_id records lots_all
+--: argv last_id records marks
 --: reply restored
 -- lots_restore: replace an account's lots with those its ledger implies (a full repair).
 -- ARGV[9] the last entry id the caller replayed up to ('' = empty ledger): if the ledger
 -- moved on since, nothing is written and the reply is {'moved'} (replay again).
 -- ARGV[10] the lots: 'id=record' pairs separated by spaces. The zsets and the summary
--- (lots.lua) are derived here from the records. ARGV[11] '1': the ledger shows no credits
--- outside lots (the meta mark 'lots_all', prelude.lua), else ''. Reply {'restored', n}.
+-- (lots.lua) are derived here from the records. ARGV[11] the meta marks the ledger implies
+-- (prelude.lua), '<lots_all>|<opened>': '1' set, '' cleared, '-' left as it is.
+-- Reply {'restored', n}.
 -- A prefix of these writes is repaired by running it again.
 local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
 local head = ''
@@ -30,9 +31,13 @@ if #soonest > 0 then summary = summary .. fmt(tonumber(soonest[2])) end
 summary = summary .. '|'
 if #first > 0 then summary = summary .. first[1] .. '|' .. lot_record(lot_cache[first[1]]) end
 redis.call('HSET', K_LOTS, LOT_SUM, summary)
-if ARGV[11] == '1' then
-  redis.call('HSET', K_META, 'lots_all', '1')
-else
-  redis.call('HDEL', K_META, 'lots_all')
+local marks = {string.match(ARGV[11], '^([^|]*)|([^|]*)$')}
+local names = {'lots_all', 'opened'}
+for i = 1, 2 do
+  if marks[i] == '1' then
+    redis.call('HSET', K_META, names[i], '1')
+  elseif marks[i] == '' then
+    redis.call('HDEL', K_META, names[i])
+  end
 end
 return {'restored', fmt(n)}

@@ -309,18 +309,44 @@ local function compensate(id, v, first, why)
   dups = dups + 1
 end
 
--- Is this entry a second application of its idempotency key? Rebuilds a missing record.
+-- The entry `id` ({} when there is none, or `id` is no entry id: a corrupted record).
+local function entry_at(id)
+  if not string.match(id or '', '^%d+%-%d+$') then return {} end
+  return redis.call('XRANGE', K_TXS, id, id)
+end
+
+-- Is the entry id `other` below the trim base (trimmed away, not unknown)?
+local function trimmed(other)
+  local base = redis.call('HGET', K_META, 'base_id')
+  local om, os = string.match(other, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(base or '', '^(%d+)-(%d+)$')
+  if not (om and bm) then return false end
+  om, bm = tonumber(om), tonumber(bm)
+  return om < bm or (om == bm and tonumber(os) <= tonumber(bs))
+end
+
+-- Is this entry a second application of its idempotency key? Rebuilds a record that is
+-- missing, unreadable, or names an entry that is not there (and was not trimmed) or
+-- carries another key: the record of this entry, as the script wrote it.
 local function check_key(id, v)
   local key = v[8]
   if key == '' or v[1] == 'init' or v[1] == 'close' then return false end
   if ms_of(id) < NOW - 2 * IDEM_TTL then return false end  -- its record expired anyway
   local rec = redis.call('HGET', K_IDEM, key) or redis.call('HGET', K_IDEM_PREV, key)
-  if not rec then
+  local sep = rec and string.find(rec, '|', 1, true)
+  local other = sep and string.sub(rec, sep + 1)
+  if other and other ~= id then
+    local seen = entry_at(other)
+    if #seen > 0 and entry_values(seen[1][2])[8] ~= key
+       or #seen == 0 and not trimmed(other) then
+      other = nil
+    end
+  end
+  if not other then
     idem_record_as(key, sc_fields(v[9]) or '*', id)
     rebuilt = rebuilt + 1
     return false
   end
-  local other = string.sub(rec, string.find(rec, '|', 1, true) + 1)
   if other == id then return false end
   -- Two entries of one key less than IDEM_TTL apart cannot both be legitimate (the record
   -- of the first lived at least that long): the one the record does not point at repeats.
@@ -382,10 +408,21 @@ local function close_hold(id, v)
   rebuilt = rebuilt + 1
 end
 
+-- Does the meta mark `field` name an entry of type `typ` (or one trimmed away)? A mark
+-- that names nothing of the kind is rebuilt from the entries, or dropped (see the end).
+local function mark_names(field, typ)
+  local mark = redis.call('HGET', K_META, field)
+  if not mark then return false end
+  local found = entry_at(mark)
+  if #found == 0 then return trimmed(mark) end
+  return entry_values(found[1][2])[1] == typ
+end
+
 local function rebuild_entry(id, v)
   local typ = v[1]
   if typ == 'init' then
-    if redis.call('HSETNX', K_META, 'init', id) == 1 then
+    if not mark_names('init', 'init') then
+      redis.call('HSET', K_META, 'init', id)
       rebuilt = rebuilt + 1
     else
       local first = redis.call('HGET', K_META, 'init')
@@ -396,12 +433,16 @@ local function rebuild_entry(id, v)
     return
   end
   if typ == 'close' then
-    if redis.call('HSETNX', K_META, 'closed', id) == 1 then rebuilt = rebuilt + 1 end
+    if not mark_names('closed', 'close') then
+      redis.call('HSET', K_META, 'closed', id)
+      rebuilt = rebuilt + 1
+    end
     return
   end
   if check_key(id, v) then return end
   if typ == 'reserve' then
     local rec = redis.call('HGET', K_HOLDS, id)
+    if rec and not parse_hold(rec) then rec = nil end  -- unreadable: rebuilt like a lost one
     if not rec then
       local _, _, expires = sc_fields(v[9])
       if expires then
@@ -413,7 +454,8 @@ local function rebuild_entry(id, v)
       end
     else
       local state, _, expires = parse_hold(rec)
-      if state == 'O' and not redis.call('ZSCORE', K_HOLD_EXP, id) then
+      if state == 'O' and
+         tonumber(redis.call('ZSCORE', K_HOLD_EXP, id)) ~= tonumber(expires) then
         redis.call('ZADD', K_HOLD_EXP, tonumber(expires), id)
         rebuilt = rebuilt + 1
       end
@@ -431,8 +473,9 @@ end
 -- before block sums (no 'n').
 local function blocks_total()
   local m = redis.call('HMGET', K_META, 'n', 'bo', 'bf')
-  if not m[1] then return nil end
-  return tonumber(m[2] or '0') + tonumber(m[3] or '0'), tonumber(m[1])
+  local n, bo, bf = tonumber(m[1] or ''), tonumber(m[2] or '0'), tonumber(m[3] or '0')
+  if not (n and bo and bf) then return nil end  -- none, or unreadable: seeded again
+  return bo + bf, n
 end
 
 -- The cheap pass's shortcut: when the block sums add up to the balance and n counts every
@@ -523,10 +566,26 @@ if rebuild then
       rebuilt = rebuilt + 1
     end
   end
+  -- A mark naming no entry of its kind (none in the ledger set it) goes.
+  for field, typ in pairs({init = 'init', closed = 'close'}) do
+    if redis.call('HEXISTS', K_META, field) == 1 and not mark_names(field, typ) then
+      redis.call('HDEL', K_META, field)
+      rebuilt = rebuilt + 1
+    end
+  end
+  -- The expiry index holds open holds only (a member without an open record goes).
+  local indexed = redis.call('ZRANGE', K_HOLD_EXP, 0, -1)
+  for i = 1, #indexed do
+    local rec = redis.call('HGET', K_HOLDS, indexed[i])
+    if not (rec and parse_hold(rec) == 'O') then
+      redis.call('ZREM', K_HOLD_EXP, indexed[i])
+      rebuilt = rebuilt + 1
+    end
+  end
   local stored = redis.call('HKEYS', K_REFUNDS)
   for i = 1, #stored do
     local eid = stored[i]
-    if not totals[eid] and #redis.call('XRANGE', K_TXS, eid, eid) > 0 then
+    if not totals[eid] and (#entry_at(eid) > 0 or not string.match(eid, '^%d+%-%d+$')) then
       redis.call('HDEL', K_REFUNDS, eid)
       rebuilt = rebuilt + 1
     end
