@@ -77,7 +77,9 @@ SHARED_ARGS = (
 )
 """ARGV[1..8], in this order, for every script (see lua/prelude.lua)."""
 
-Reply = Literal["mutation", "hold", "init", "swept", "trimmed", "reconcile", "lots", "restored"]
+Reply = Literal[
+    "mutation", "hold", "init", "swept", "trimmed", "reconcile", "lots", "restored", "balance"
+]
 
 REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "mutation": frozenset({"ok"}),
@@ -88,6 +90,7 @@ REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "reconcile": frozenset({"more", "ok", "mismatch", "stale", "repaired"}),
     "lots": frozenset({"lots"}),
     "restored": frozenset({"restored", "moved"}),
+    "balance": frozenset({"balance"}),
 }
 """The statuses of each reply shape that are results, not refusals."""
 
@@ -308,6 +311,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             extra_keys=("refunds",),
         ),
         ScriptSpec("grants", ("limit",), "lots", keyed=False),
+        ScriptSpec("balance", (), "balance", keyed=False, operation="get_balance"),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
             "lots_restore", ("last_id", "records"), "restored", keyed=False, operation="reconcile"
