@@ -255,7 +255,10 @@ class Operations:
             # script); {'balance'}: never written.
             return unset if len(raw) < 2 else int(raw[1])
 
-        return self.maintenance("balance", account, decode=decode)
+        op = self.maintenance("balance", account, decode=decode)
+        assert isinstance(op.request, ScriptCall)
+        op.request.read_only = True
+        return op
 
     def debit(
         self, account: str, amount: int, *, action: str, extras: Extras = NO_EXTRAS
