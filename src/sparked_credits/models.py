@@ -145,12 +145,21 @@ class MutationResult(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     account: str
-    balance: int = Field(description="The balance right after the entry was written.")
+    balance: int = Field(
+        description="The balance after the whole call: after the entry, and after any "
+        "credits it gave back to expired lots lapsed (see ``lapsed``)."
+    )
     entry: LedgerEntry
     replayed: bool = Field(
         default=False,
         description="True when the idempotency key had already been applied: this is the "
         "first call's outcome, and nothing was written now.",
+    )
+    lapsed: int = Field(
+        default=0,
+        description="Credits that lapsed after the entry in the same call (a refund, "
+        "release or settle giving credits back to lots already past their expiry, each "
+        "with its own lot_expire entry): balance == entry.balance_after - lapsed.",
     )
 
 

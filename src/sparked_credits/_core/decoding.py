@@ -170,14 +170,17 @@ def decode_mutation(
     if status != b"ok" and status != "ok":
         context = Context(account, action, entry_id, idempotency_key, amount_field)
         raise script_error(text(status), raw, context)
-    return MutationResult.model_validate(
-        {
-            "account": account,
-            "balance": raw[5],
-            "entry": _entry_dict(raw[2], raw[3:12], raw[12] if len(raw) > 12 else None),
-            "replayed": raw[1] == b"1" or raw[1] == "1",
-        }
-    )
+    result = {
+        "account": account,
+        "balance": raw[5],
+        "entry": _entry_dict(raw[2], raw[3:12], raw[12] if len(raw) > 12 else None),
+        "replayed": raw[1] == b"1" or raw[1] == "1",
+    }
+    if len(raw) > 14:
+        # Credits given back to lots that had expired lapsed after the entry, in the same
+        # call: the balance after the whole call, and what lapsed.
+        result["balance"], result["lapsed"] = raw[13], raw[14]
+    return MutationResult.model_validate(result)
 
 
 def mutation_decoder(

@@ -261,14 +261,15 @@ class Operations:
         account = v.account(account)
         unset = self.options.default_credits if self.options.auto_initialize else 0
 
-        def decode(raw: Any) -> int:
-            return unset if raw is None else int(raw)
+        def decode(raw: Sequence[Any]) -> int:
+            # {'balance', n}: GET less the credits of lots past their expiry (one read-only
+            # script); {'balance'}: never written.
+            return unset if len(raw) < 2 else int(raw[1])
 
-        return Operation(
-            name="get_balance",
-            request=CommandCall(args=("GET", self.keys.balance(account))),
-            decode=decode,
-        )
+        op = self.maintenance("balance", account, decode=decode)
+        assert isinstance(op.request, ScriptCall)
+        op.request.read_only = True
+        return op
 
     def debit(
         self, account: str, amount: int, *, action: str, extras: Extras = NO_EXTRAS

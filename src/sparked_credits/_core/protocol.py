@@ -90,6 +90,7 @@ Reply = Literal[
     "restored",
     "revoke",
     "allocation",
+    "balance",
 ]
 
 REPLY_STATUSES: Mapping[str, frozenset[str]] = {
@@ -103,6 +104,7 @@ REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "restored": frozenset({"restored", "moved"}),
     "revoke": frozenset({"revoked"}),
     "allocation": frozenset({"allocated"}),
+    "balance": frozenset({"balance"}),
 }
 """The statuses of each reply shape that are results, not refusals."""
 
@@ -394,6 +396,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             fingerprint=("amount", "period_id", "expires_ms", "rollover_cap", "source", "priority"),
             extra_keys=("once",),
         ),
+        ScriptSpec("balance", (), "balance", keyed=False, operation="get_balance"),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
             "lots_restore",

@@ -26,6 +26,8 @@ class ScriptCall:
     script: Script
     keys: tuple[str, ...]
     args: tuple[str, ...]
+    read_only: bool = False
+    """The script writes nothing (get_balance's): a failure never may have applied."""
 
 
 @dataclass(slots=True)

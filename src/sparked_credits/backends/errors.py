@@ -121,7 +121,7 @@ def translate(
     else:
         failure = classify(exc)
         cause = exc
-    if not isinstance(op.request, ScriptCall):
+    if not isinstance(op.request, ScriptCall) or op.request.read_only:
         # Reads change nothing: always safe to repeat.
         error = BackendError(
             failure.message, operation=op.name, may_have_applied=False, retry_safe=True

@@ -21,5 +21,8 @@ local reply = commit('release', hold.amount, after, hold.action, hold.app, ARGV[
                        redis.call('ZREM', K_HOLD_EXP, hid)
                        if controlled then controlled(id) end
                      end, ',"l":"' .. lots_encode(back) .. '"')
-lots_lapse_all(lapsed, after)
+-- Reply elements 14 and 15 when credits lapsed after the entry: the balance after the
+-- whole call and the credits that lapsed.
+local final = lots_lapse_all(lapsed, after)
+if final ~= after then reply[14], reply[15] = fmt(final), fmt(after - final) end
 return reply
