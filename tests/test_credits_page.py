@@ -393,3 +393,24 @@ def test_phone_width_no_sideways_scroll_and_one_signin(
             assert box["x"] + box["width"] <= 390, (selector, box)
     finally:
         context.close()
+
+
+def test_low_balance_banner_shows_below_the_threshold(
+    page: Page, server: ThreadServer, user: str
+) -> None:
+    expect(page.locator("#balance")).to_have_attribute("data-balance", "100")
+    expect(page.locator("#low-balance")).to_be_hidden()
+    store = get_credits_of(server)
+    store.set_tier(user, None, low_balance=95)
+    page.fill("#chat-message", "Hello")
+    page.click("#chat-send")
+    expect(page.locator("#balance")).to_have_attribute("data-balance", "90")
+    expect(page.locator("#low-balance")).to_be_visible()
+    expect(page.locator("#low-threshold")).to_have_text("95")
+
+
+def get_credits_of(server: ThreadServer) -> Any:
+    """The app's own client (the in-process store the page's server uses)."""
+    from sparked_credits.integrations.fastapi import _STATE_CLIENT
+
+    return getattr(server.server.config.app.state, _STATE_CLIENT)

@@ -130,6 +130,18 @@
     first.textContent = new Date(soon.first).toLocaleString();
   }
 
+  // -- low-balance banner (the account's alert threshold, GET /api/credits/controls) -----
+
+  async function loadControls() {
+    const result = await api("GET", "/api/credits/controls");
+    if (!result.ok) throw new Error(`controls ${errorText(result)}`);
+    const banner = $("#low-balance");
+    banner.hidden = !result.data.low_balance_banner;
+    if (result.data.low_balance !== null) {
+      $("#low-threshold").textContent = Number(result.data.low_balance).toLocaleString("en-US");
+    }
+  }
+
   // -- history --------------------------------------------------------------------------
 
   function cell(row, text, className) {
@@ -304,7 +316,7 @@
 
   async function refresh() {
     const results = await Promise.allSettled([
-      loadBalance(), loadHistory(), loadUsage(), loadExpiring(),
+      loadBalance(), loadHistory(), loadUsage(), loadExpiring(), loadControls(),
     ]);
     const failed = results.filter((r) => r.status === "rejected");
     if (failed.length) setStatus(`Could not load: ${failed.map((r) => r.reason.message).join("; ")}`, "error");
