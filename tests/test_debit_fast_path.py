@@ -323,3 +323,30 @@ def test_random_histories_agree(twins: Twins, ops: list[tuple[Any, ...]]) -> Non
             t.debit(op[1], reason=op[2] or None, metadata={"m": op[2]} if op[2] else {})
         else:
             t.both(functools.partial(_sdk_step, t, op, expiry=expiry))
+
+
+def test_fast_block_skips_the_previous_generation_for_an_sdk_key(twins: Twins) -> None:
+    """In an idempotency generation older than the re-send window (RESEND_WINDOW), a key
+    the SDK made for the call cannot have its record in the previous generation: the
+    fast block does not read it (one HGET fewer). A caller's key still has it read."""
+    t = twins
+    t.both(lambda a: t.client.initialize_user(a, 100))
+    t.debit(1)  # starts the generation
+    old = int(time.time() * 1000) - 25 * 3600 * 1000
+    for account in (A, B):
+        t.raw.hset(t._keys(account)[3], "", old)
+
+    def hgets(**options: Any) -> int:
+        before = int(t.raw.info("commandstats").get("cmdstat_hget", {}).get("calls", 0))
+        t.debit(1, **options)  # A, then its twin B on the general path
+        after = int(t.raw.info("commandstats").get("cmdstat_hget", {}).get("calls", 0))
+        return after - before
+
+    answers = t.fast_answers
+    sdk_key = hgets()
+    caller_key = hgets(key="caller-key-old-generation")
+    assert t.fast_answers == answers + 2
+    assert caller_key - sdk_key == 1  # the previous generation, read for the caller's key
+    # A replay of the caller's key still finds its record (general path).
+    t.debit(1, key="caller-key-old-generation")
+    assert t.fast_answers == answers + 2

@@ -44,11 +44,12 @@ def test_every_script_receives_them_from_python() -> None:
         "BLOCK": 1024,
         "LOT_SPAN": 2**45,
         "DEFAULT_PRIORITY": lots.DEFAULT_PRIORITY,
+        "RESEND_WINDOW": 24 * 3600 * 1000,
     }
     line = lua_constants()
     assert line == (
-        "local MAX_CREDITS, BLOCK, LOT_SPAN, DEFAULT_PRIORITY = "
-        f"{2**53 - 1}, 1024, {2**45}, {lots.DEFAULT_PRIORITY}\n"
+        "local MAX_CREDITS, BLOCK, LOT_SPAN, DEFAULT_PRIORITY, RESEND_WINDOW = "
+        f"{2**53 - 1}, 1024, {2**45}, {lots.DEFAULT_PRIORITY}, {24 * 3600 * 1000}\n"
     )
     for script in (*SCRIPTS.all(), general_only("debit")):
         assert script.source.startswith(line), script.name
