@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-BLOCK = 1024
+from sparked_credits._core.ledger_format import BLOCK_SIZE
+
+BLOCK = BLOCK_SIZE
 
 
 def check_blocks(meta: Mapping[str, str], deltas: list[int]) -> None:

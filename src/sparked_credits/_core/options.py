@@ -11,11 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import ConfigurationError
 from . import validation
 
-__all__ = ["ClientOptions", "RedisPath", "make_options"]
+__all__ = ["MAX_RETRIES", "MAX_TIMEOUT", "ClientOptions", "RedisPath", "make_options"]
 
 DEFAULT_GRANT_SOURCE = validation.DEFAULT_GRANT_SOURCE
 DEFAULT_IDEMPOTENCY_TTL = timedelta(days=7)
 DEFAULT_HOLD_TTL = timedelta(hours=1)
+
+MAX_RETRIES = 10
+MAX_TIMEOUT = 300.0
+"""The bounds of ``retries`` and ``timeout``: they bound how long one call can last, which
+the debit's fast block relies on (``ledger_format.RESEND_WINDOW_MS``)."""
 
 RedisPath = Literal["auto", "lanes", "execute_command"]
 """How a redis-py backend sends commands (``ClientOptions.redis_path``)."""
@@ -46,14 +51,14 @@ class ClientOptions(BaseModel):
     retries: int = Field(
         default=3,
         ge=0,
-        le=10,
+        le=MAX_RETRIES,
         description="Re-sends after a lost connection or timeout. Safe: every mutation "
         "carries its idempotency key, so a re-sent script replays instead of repeating.",
     )
     timeout: float = Field(
         default=5.0,
         gt=0,
-        le=300,
+        le=MAX_TIMEOUT,
         description="Seconds to wait for a reply (connect, send, read) before a call fails "
         "with a BackendError; then retried up to `retries` times. upstash-redis has no "
         "timeout of its own, so without this a stalled request would hang forever.",

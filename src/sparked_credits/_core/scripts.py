@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 
+from .ledger_format import lua_constants
 from .protocol import SPECS
 
 __all__ = ["SCRIPTS", "Script"]
@@ -86,13 +87,17 @@ def _prune(prelude: str, body: str) -> str:
 
 
 _FAST = re.compile(r"^-- @fast:.*?^-- @end fast\n", re.M | re.S)
+# The prelude's line (and its comment) where a script's fast block goes.
+_FAST_MARK = re.compile(r"^-- @fast: scripts\.py puts a script's.*?\n(?:--.*\n)*", re.M)
+_CONSTANTS = lua_constants()
 
 
 def _split_fast(body: str) -> tuple[str, str]:
     """A script's ``-- @fast`` block (``''`` if none) and the body without it.
 
-    The block runs before the prelude: a common case that needs none of the prelude's
-    helpers returns from it without paying for their closures (see lua/debit.lua)."""
+    The block goes at the prelude's '@fast' line: after the few helpers that write an
+    entry, before the many the general path needs, so a common case returns without
+    paying for their closures yet writes through the same helpers (see lua/debit.lua)."""
     found = _FAST.search(body)
     if found is None:
         return "", body
@@ -111,19 +116,30 @@ def _guarded(name: str, fast: str) -> str:
     return f"if redis.call('EXISTS', KEYS[{index}]) == 0 then\n{fast}end\n"
 
 
+def _assemble(fast: str, body: str) -> str:
+    """The prelude (pruned for the fast block and the body) with the fast block at its
+    '@fast' line, then the body."""
+    prelude = _prune(_PRELUDE, fast + body)
+    if _FAST_MARK.search(prelude) is None:
+        raise RuntimeError("lua/prelude.lua lost its '@fast' line")
+    prelude = _FAST_MARK.sub(lambda _: fast, prelude, count=1)
+    return prelude + "\n" + body
+
+
 def _load(name: str) -> Script:
     fast, body = _split_fast(_read(name))
-    return Script(name=name, source=_guarded(name, fast) + _prune(_PRELUDE, body) + "\n" + body)
+    return Script(name=name, source=_assemble(_guarded(name, fast), body))
 
 
 def general_only(name: str) -> Script:
     """The script without its ``-- @fast`` block: the general path alone, which the tests
     run beside the real script to prove the fast block writes what it would."""
     _, body = _split_fast(_read(name))
-    return Script(name=name, source=_prune(_PRELUDE, body) + "\n" + body)
+    return Script(name=name, source=_assemble("", body))
 
 
-_PRELUDE = _prelude()
+_PRELUDE = _CONSTANTS + _prelude()
+"""The constants line (from the Python declarations), then the prelude with lots.lua."""
 
 
 class _Scripts:

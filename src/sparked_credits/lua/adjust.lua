@@ -21,8 +21,8 @@ if after < -MAX_CREDITS then return {'overflow', fmt(bal), fmt(delta)} end
 if needs_init then apply_init_if_needed(needs_init, raw) else mark_opened(raw) end
 if delta > 0 then
   return commit('adjust', delta, after, ARGV[11], APP, ARGV[12], '', ARGV[13],
-                function(id) lots_open(id, delta, 50, nil, 'adjust', bal) end,
-                ',"l":"' .. lots_opening(50, nil) .. '"')
+                function(id) lots_open(id, delta, DEFAULT_PRIORITY, nil, 'adjust', bal) end,
+                ',"l":"' .. lots_opening(DEFAULT_PRIORITY, nil) .. '"')
 end
 -- Not spending (no window), but it may cross the low-balance threshold.
 local _, controlled = controls(KEYS[11], KEYS[12], 0, '', bal, after)

@@ -7,7 +7,7 @@
 local replay = idem_lookup()
 if replay then return replay end
 local amount, source = tonumber(ARGV[9]), ARGV[10]
-local priority = tonumber(ARGV[13] or '50')
+local priority = tonumber(ARGV[13] or DEFAULT_PRIORITY)
 local expires = nil
 if ARGV[14] and ARGV[14] ~= '' then expires = tonumber(ARGV[14]) end
 if expires and expires <= NOW then return {'expires_past', fmt(expires), fmt(NOW)} end

@@ -22,7 +22,7 @@
 -- Lot changes are planned in a per-script cache and written by lots_apply(), so a script
 -- decides where in its write order they land.
 local K_LOTS, K_LOTQ, K_LOTEXP = KEYS[8], KEYS[9], KEYS[10]
-local LOT_SPAN = 35184372088832  -- 2^45 ms, past year 3000: the order score's expiry part
+-- LOT_SPAN (2^45 ms, past year 3000: the order score's expiry part) comes from Python.
 local LOT_SUM = ''
 local LOT_IMPLICIT = '_'
 local LOT_EXPIRE_BATCH = 16  -- expired lots per script call, to bound its work
@@ -198,8 +198,8 @@ local function lots_apply()
     if #first > 0 then lot_soonest = tonumber(first[2]) end
   end
   lot_head = head and head.id or nil
-  args[4] = fmt(lot_tracked) .. '|' .. (lot_soonest and fmt(lot_soonest) or '') .. '|' ..
-            (head and (head.id .. '|' .. (head.rec or lot_record(head))) or '')
+  args[4] = lots_summary_text(lot_tracked, lot_soonest and fmt(lot_soonest) or '',
+                              head and head.id, head and (head.rec or lot_record(head)))
   redis.call(unpack(args))
   lot_dirty = {}
   lot_reopened = false

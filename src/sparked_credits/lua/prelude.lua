@@ -44,7 +44,8 @@ local K_HOLDS, K_HOLD_EXP = KEYS[6], KEYS[7]
 local IDEM_KEY, FINGERPRINT, IDEM_TTL = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local AUTO_INIT, DEFAULT_CREDITS, APP = ARGV[4] == '1', tonumber(ARGV[5]), ARGV[6]
 local NONCE, LEGACY_FP = ARGV[7] or '', ARGV[8] or ''
-local MAX_CREDITS = 9007199254740991
+-- MAX_CREDITS, BLOCK, LOT_SPAN and DEFAULT_PRIORITY are set by the first line of every
+-- script, which scripts.py writes from the Python declarations (_core/ledger_format.py).
 local BORN = ''  -- hash field holding a generation's birth time; idempotency keys are never ''
 local EXPIRE_BATCH = 16  -- expired holds returned per script call, to bound its work
 
@@ -74,15 +75,6 @@ local function reply_entry(id, values, replayed, lots)
           values[6], values[7], values[8], values[9], lots}
 end
 
--- Values of a stored entry in FIELDS order, whatever order it was written in.
-local function entry_values(flat)
-  local by_name = {}
-  for i = 1, #flat, 2 do by_name[flat[i]] = flat[i + 1] end
-  local values = {}
-  for i = 1, #FIELDS do values[i] = by_name[FIELDS[i]] or '' end
-  return values
-end
-
 -- The entry's own record, first member of its meta JSON (so readers find it by a cheap
 -- anchored match, and the caller's metadata keeps its text after it):
 --   "_sc":{"f":"<fingerprint>"[,"n":"<call nonce>"][,"x":<hold expiry ms>][,"l":"<lots>"]}
@@ -110,15 +102,6 @@ local function sc_meta(meta, extra)
   return '{' .. sc .. ',' .. string.sub(meta, 2)
 end
 
--- (fingerprint, nonce, expiry) from a stored meta; nil fingerprint for an entry without
--- '_sc' (written by an earlier version, or by the TypeScript SDK).
-local function sc_fields(meta)
-  local body = string.match(meta, '^{"_sc":{([^}]*)}')
-  if not body then return nil, nil, nil end
-  return string.match(body, '"f":"([^"]*)"'), string.match(body, '"n":"([^"]*)"'),
-         tonumber(string.match(body, '"x":(%d+)'))
-end
-
 -- Block sums, derived state in the meta hash that lets a reconcile add ~1 number per 1024
 -- entries instead of reading them (reconcile.lua, 'Block sums'):
 --   n      how many entries the account's ledger has had (trimmed ones included): the
@@ -135,9 +118,9 @@ end
 -- this update (the TypeScript SDK, an earlier version, a prefix that kept only the XADD)
 -- leave n short of base_count + XLEN, which sends the reconcile back to reading entries.
 -- lua/debit.lua's fast block writes the same fields the same way.
-local BLOCK = 1024
-local function ledger_block_add(delta)
-  local m = redis.call('HMGET', K_META, 'n', 'bo')
+-- ledger_block_put writes them from 'n' and 'bo' as read (m[1], m[2]); lua/debit.lua's
+-- fast block reads them with its other marks and calls it too.
+local function ledger_block_put(m, delta)
   local n = tonumber(m[1] or '0') + 1
   local o = tonumber(m[2] or '0') + delta
   if n % BLOCK == 0 then
@@ -149,14 +132,58 @@ local function ledger_block_add(delta)
 end
 
 -- Append one entry. The reply carries the caller's metadata; the stored meta adds '_sc'.
--- Its block sums are written right after it (derived state: before the unit's balance).
-local function append(typ, delta, after, action, app, reason, ref, idem, meta, stored_meta)
+-- Its block sums are written right after it (derived state: before the unit's balance);
+-- append_counted takes the block fields 'n' and 'bo' as already read ({n, bo}).
+local function append_counted(m, typ, delta, after, action, app, reason, ref, idem, meta,
+                              stored_meta)
   local values = {typ, fmt(delta), fmt(after), action, app, reason, ref, idem, meta}
   local id = redis.call('XADD', K_TXS, '*', 'type', values[1], 'delta', values[2],
                         'balance', values[3], 'action', action, 'app', app, 'reason', reason,
                         'ref', ref, 'idem', idem, 'meta', stored_meta or meta)
-  ledger_block_add(delta)
+  ledger_block_put(m, delta)
   return id, values
+end
+
+-- An idempotency record: 'legacy fingerprint|entry id' (see idem_lookup below).
+local function idem_put(key, fp, id)
+  redis.call('HSET', K_IDEM, key, fp .. '|' .. id)
+end
+
+-- The lots summary (lots.lua): 'tracked|soonest expiry|head id|head record', soonest as
+-- text ('' = none), head nil for none.
+local function lots_summary_text(tracked, soonest, head, rec)
+  return fmt(tracked) .. '|' .. soonest .. '|' .. (head and (head .. '|' .. rec) or '')
+end
+
+-- @fast: scripts.py puts a script's '-- @fast' block here. Only what is above this line
+-- is made before it, so it pays for few closures; what it writes, it writes through the
+-- helpers above, as the general path does.
+
+-- Values of a stored entry in FIELDS order, whatever order it was written in.
+local function entry_values(flat)
+  local by_name = {}
+  for i = 1, #flat, 2 do by_name[flat[i]] = flat[i + 1] end
+  local values = {}
+  for i = 1, #FIELDS do values[i] = by_name[FIELDS[i]] or '' end
+  return values
+end
+
+-- (fingerprint, nonce, expiry) from a stored meta; nil fingerprint for an entry without
+-- '_sc' (written by an earlier version, or by the TypeScript SDK).
+local function sc_fields(meta)
+  local body = string.match(meta, '^{"_sc":{([^}]*)}')
+  if not body then return nil, nil, nil end
+  return string.match(body, '"f":"([^"]*)"'), string.match(body, '"n":"([^"]*)"'),
+         tonumber(string.match(body, '"x":(%d+)'))
+end
+
+local function ledger_block_add(delta)
+  ledger_block_put(redis.call('HMGET', K_META, 'n', 'bo'), delta)
+end
+
+local function append(typ, delta, after, action, app, reason, ref, idem, meta, stored_meta)
+  return append_counted(redis.call('HMGET', K_META, 'n', 'bo'), typ, delta, after, action,
+                        app, reason, ref, idem, meta, stored_meta)
 end
 
 -- 'replayed' for a found entry: '0' when it was applied by this very call (the SDK's own
@@ -222,7 +249,7 @@ local function idem_record_as(key, fp, id)
     born = fmt(now)
   end
   idem_born = born
-  redis.call('HSET', K_IDEM, key, fp .. '|' .. id)
+  idem_put(key, fp, id)
 end
 
 local function idem_record(id)
@@ -270,12 +297,12 @@ end
 -- @lots: scripts.py puts lua/lots.lua here.
 
 -- Initialize inside the calling script: the starting credits, their entry and their lot
--- (never expiring, priority 50).
+-- (never expiring, the default priority).
 -- Unit order: XADD, meta mark, balance last.
 local function do_init(credits, base, reason)
   lots_catch_up(base)
   local after = base + credits
-  local opening = lots_opening(50, nil)
+  local opening = lots_opening(DEFAULT_PRIORITY, nil)
   local fresh = redis.call('EXISTS', K_BAL) == 0  -- no credits before lots ('lots_all')
   local id, values = append('init', credits, after, 'initialize', APP, reason, '', '', '',
                             lots_meta(opening))
@@ -285,7 +312,7 @@ local function do_init(credits, base, reason)
     redis.call('HSET', K_META, 'init', id)
   end
   if meta_marks then meta_marks[1] = id end
-  lots_open(id, credits, 50, nil, 'init', base)
+  lots_open(id, credits, DEFAULT_PRIORITY, nil, 'init', base)
   lots_apply()
   redis.call('SET', K_BAL, fmt(after))
   return id, values, after, opening

