@@ -245,11 +245,13 @@ async def test_cluster_scripts_go_to_the_slot_owner_and_follow_moved(
         await aclient.initialize_user(ACCT)
         backend = aclient._backend
         owner = backend._routes[key]
-        wrong = next(n for n in backend.client.get_primaries() if n is not owner)
+        wrong = next(
+            n.execute_command for n in backend.client.get_primaries() if n.execute_command != owner
+        )
         backend._routes[key] = wrong
         assert (await aclient.debit(ACCT, 10, action="chat_message")).balance == 90
         assert (await aclient.debit(ACCT, 10, action="chat_message")).balance == 80
-        assert backend._routes[key] is owner
+        assert backend._routes[key] == owner
         assert await aclient.get_balance(ACCT) == 80
     finally:
         await aclient.aclose()
