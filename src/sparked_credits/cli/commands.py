@@ -23,6 +23,7 @@ from rich.table import Table
 from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
 from ..models import EntryType
+from . import archive as archive_commands
 from .demo import DemoFailure, run_demo
 
 __all__ = ["main"]
@@ -341,6 +342,10 @@ def reconcile(
         sys.exit(2)
     if report.unrepaired:
         raise Failed(f"{report.unrepaired} account(s) do not add up")
+
+
+# The archive's commands (PostgreSQL; psycopg imported only when they run).
+cli.add_command(archive_commands.archive)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

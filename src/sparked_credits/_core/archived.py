@@ -1,0 +1,104 @@
+"""Ledger entries as the PostgreSQL archive holds them: pure conversions, no I/O.
+
+The archive keeps every entry once, keyed by (account, ms, seq), the parts of its stream
+id, with the same nine values the stream holds, raw (``meta`` is the stored JSON, with the
+scripts' own ``_sc`` member: the archive is a copy of the commit record, not a view of it).
+The archiver writes rows as COPY text lines built straight from the bytes Redis returns
+(no decoding: this is its hot loop); the readers turn rows back into the same
+:class:`LedgerEntry` the stream gives, through the same decoders.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from ..models import LedgerEntry
+from .decoding import FIELDS, entry_from_values, field_values
+
+__all__ = [
+    "COLUMNS",
+    "ENTRIES",
+    "MIGRATIONS_TABLE",
+    "PROGRESS",
+    "SCHEMA",
+    "copy_lines",
+    "entry_from_row",
+    "id_parts",
+    "next_id",
+]
+
+SCHEMA = "sparked_credits"
+"""The PostgreSQL schema every archive table lives in."""
+ENTRIES = f"{SCHEMA}.entries"
+PROGRESS = f"{SCHEMA}.archive_progress"
+MIGRATIONS_TABLE = f"{SCHEMA}.schema_migrations"
+
+COLUMNS = (
+    "account", "ms", "seq", "type", "delta", "balance_after",
+    "action", "app", "reason", "ref", "idem", "meta",
+)
+"""The entries table's columns in COPY order (``at`` is generated from ``ms``)."""
+
+SELECT_COLUMNS = (
+    "ms, seq, type, delta, balance_after, action, app, reason, ref, idem, meta"
+)
+"""What readers select, in :func:`entry_from_row`'s order."""
+
+_SPECIAL = re.compile(rb"[\\\t\n\r]")
+_ESCAPES = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"))
+_NAMES = tuple(name.encode() for name in FIELDS)
+
+
+def id_parts(entry_id: str | bytes) -> tuple[int, int]:
+    """(ms, seq) of a stream id."""
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def next_id(ms: int, seq: int) -> str:
+    """The smallest stream id after (ms, seq): an exclusive bound XTRIM MINID accepts."""
+    return f"{ms}-{seq + 1}"
+
+
+def _as_bytes(value: Any) -> bytes:
+    if value is None:
+        return b""
+    return value if type(value) is bytes else str(value).encode()
+
+
+def copy_lines(account: str, entries: Sequence[Any]) -> bytes:
+    """Entries rows as COPY text, from an XRANGE reply as the client returned it.
+
+    The values stay the bytes Redis sent (delta and balance are already decimal text):
+    each line is one join, one scan for bytes COPY must escape (a backslash, tab or line
+    break: in metadata JSON, in a reason) and one replace, all in C. NUL joins the values
+    first: PostgreSQL text cannot hold NUL, so no value contains one. An empty value is
+    stored as '' (the stream does not tell empty from absent either).
+    """
+    acct = account.encode()
+    out: list[bytes] = []
+    for entry_id, fields in entries:
+        if type(fields) is dict and fields and type(next(iter(fields))) is bytes:
+            get = fields.get
+            values = [get(name, b"") for name in _NAMES]
+        else:
+            values = [_as_bytes(x) for x in field_values(fields)]
+        eid = entry_id if type(entry_id) is bytes else str(entry_id).encode()
+        ms, _, seq = eid.partition(b"-")
+        line = b"\x00".join((acct, ms, seq or b"0", *values))
+        if _SPECIAL.search(line):
+            for old, new in _ESCAPES:
+                line = line.replace(old, new)
+        out.append(line.replace(b"\x00", b"\t"))
+    out.append(b"")
+    return b"\n".join(out)
+
+
+def entry_from_row(row: Sequence[Any]) -> LedgerEntry:
+    """A LedgerEntry from a row selected as :data:`SELECT_COLUMNS`: the same decoder as
+    a stream entry (metadata without ``_sc``, lots read from the meta)."""
+    ms, seq, *values = row
+    return entry_from_values(f"{ms}-{seq}", [("" if x is None else x) for x in values])
