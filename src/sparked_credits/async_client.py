@@ -9,13 +9,16 @@ from typing import Any, Literal, TypeVar
 
 from ._client_base import ClientBase
 from ._core import analytics, reconciliation
+from ._core.archived import ArchiveQuery
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_HOLD_TTL
 from ._core.requests import Operation
 from ._core.steps import Steps
 from ._drive import drive_async
 from .backends import AsyncBackend, Settings, open_async_backend
+from .backends.archive_reader import AsyncArchiveReader
 from .backends.errors import translate
+from .errors import ConfigurationError
 from .holds_context import AsyncHoldContext
 from .models import EntryType, Grant, HistoryPage, Hold, InitResult, MutationResult
 from .reports import ReconcileReport, ReconcileResult, TrimResult, UsageReport
@@ -44,9 +47,20 @@ class AsyncCreditsClient(ClientBase):
             raise error from cause
         return op.decode(raw)
 
+    def _open_archive(self, url: str) -> AsyncArchiveReader:
+        return AsyncArchiveReader(url)
+
+    async def _step(self, op: Operation[T]) -> T:
+        """One step of a procedure: a Redis request, or a query on the archive."""
+        if type(op.request) is ArchiveQuery:
+            if self._archive is None:
+                raise ConfigurationError("this client has no archive (archive=...)")
+            return op.decode(await self._archive.fetch(op.request))
+        return await self._run(op)
+
     async def _drive(self, procedure: Steps[T]) -> T:
         """Run a multi-step procedure of the pure core, one step at a time."""
-        return await drive_async(procedure, self._run)
+        return await drive_async(procedure, self._step)
 
     async def initialize_user(
         self, account: str, credits: int | None = None, *, reason: str | None = None
@@ -353,7 +367,9 @@ class AsyncCreditsClient(ClientBase):
         is one XREVRANGE; with filters (entry types, action, app) it reads on in batches
         until the page is full."""
         return await self._drive(
-            analytics.history(self._ops, account, limit, cursor, types, action, app)
+            analytics.history(
+                self._ops, account, limit, cursor, types, action, app, self._archive is not None
+            )
         )
 
     async def usage(
@@ -367,11 +383,17 @@ class AsyncCreditsClient(ClientBase):
         """Credits used per day for the last ``days`` days (today included, days without
         usage as 0), by action or app, in time zone ``tz`` (IANA name; default UTC).
         Refunds, releases and expired holds net out of the day they happen."""
-        return await self._drive(analytics.usage(self._ops, account, days, group_by, tz))
+        return await self._drive(
+            analytics.usage(
+                self._ops, account, days, group_by, tz, archive=self._archive is not None
+            )
+        )
 
     async def aclose(self) -> None:
         """Release connections (``async with`` does it on exit)."""
         await self._backend.close()
+        if self._archive is not None:
+            await self._archive.aclose()
 
     async def __aenter__(self) -> AsyncCreditsClient:
         return self

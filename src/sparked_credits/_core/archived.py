@@ -16,6 +16,7 @@ from typing import Any
 
 from ..models import LedgerEntry
 from .decoding import FIELDS, entry_from_values, field_values
+from .requests import ArchiveQuery, Operation
 
 __all__ = [
     "COLUMNS",
@@ -23,8 +24,11 @@ __all__ = [
     "MIGRATIONS_TABLE",
     "PROGRESS",
     "SCHEMA",
+    "ArchiveQuery",
     "copy_lines",
+    "entries_between",
     "entry_from_row",
+    "history_page",
     "id_parts",
     "next_id",
 ]
@@ -102,3 +106,64 @@ def entry_from_row(row: Sequence[Any]) -> LedgerEntry:
     a stream entry (metadata without ``_sc``, lots read from the meta)."""
     ms, seq, *values = row
     return entry_from_values(f"{ms}-{seq}", [("" if x is None else x) for x in values])
+
+
+# -- reading the archive ------------------------------------------------------------------
+
+
+def _entries(rows: Sequence[Sequence[Any]]) -> list[LedgerEntry]:
+    return [entry_from_row(r) for r in rows]
+
+
+def history_page(
+    account: str,
+    before: str | None,
+    count: int,
+    types: Sequence[str] | None,
+    action: str | None,
+    app: str | None,
+) -> Operation[list[LedgerEntry]]:
+    """Up to ``count`` archived entries older than ``before`` (an entry id; None: from
+    the newest), newest first, filtered in SQL (the primary key serves the order)."""
+    where: list[str] = ["account = %s"]
+    params: list[Any] = [account]
+    if before is not None:
+        ms, seq = id_parts(before)
+        where.append("(ms, seq) < (%s, %s)")
+        params += [ms, seq]
+    if types is not None:
+        where.append("type = ANY(%s)")
+        params.append(list(types))
+    if action is not None:
+        where.append("action = %s")
+        params.append(action)
+    if app is not None:
+        where.append("app = %s")
+        params.append(app)
+    sql = (
+        f"SELECT {SELECT_COLUMNS} FROM {ENTRIES} WHERE {' AND '.join(where)} "
+        f"ORDER BY ms DESC, seq DESC LIMIT {int(count)}"
+    )
+    return Operation(name="history", request=ArchiveQuery(sql, tuple(params)), decode=_entries)
+
+
+def entries_between(
+    account: str, since_ms: int, before: str | None, count: int, after: str | None = None
+) -> Operation[list[LedgerEntry]]:
+    """Up to ``count`` archived entries written at or after ``since_ms`` and older than
+    ``before`` (None: no bound), oldest first, after entry id ``after`` (paging)."""
+    where: list[str] = ["account = %s", "ms >= %s"]
+    params: list[Any] = [account, since_ms]
+    if before is not None:
+        ms, seq = id_parts(before)
+        where.append("(ms, seq) < (%s, %s)")
+        params += [ms, seq]
+    if after is not None:
+        ms, seq = id_parts(after)
+        where.append("(ms, seq) > (%s, %s)")
+        params += [ms, seq]
+    sql = (
+        f"SELECT {SELECT_COLUMNS} FROM {ENTRIES} WHERE {' AND '.join(where)} "
+        f"ORDER BY ms, seq LIMIT {int(count)}"
+    )
+    return Operation(name="usage", request=ArchiveQuery(sql, tuple(params)), decode=_entries)

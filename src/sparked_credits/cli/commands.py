@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .._core.config import archive_from_env
 from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
 from ..models import EntryType
@@ -42,7 +43,9 @@ class Failed(click.ClickException):
 def _client(ctx: click.Context) -> CreditsClient:
     opts = ctx.obj
     if opts["url"]:
-        return CreditsClient(opts["url"], token=opts["token"], app=opts["app"])
+        return CreditsClient(
+            opts["url"], token=opts["token"], app=opts["app"], archive=archive_from_env()
+        )
     try:
         return CreditsClient.from_env(app=opts["app"])
     except ConfigurationError as exc:
