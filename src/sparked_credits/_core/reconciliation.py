@@ -12,12 +12,13 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from ..errors import ValidationError
-from ..reports import ReconcileReport, ReconcileResult, TrimResult
+from ..reports import ReconcileReport, ReconcileResult
 from . import validation as v
 from .decoding import text
 from .lot_reconciliation import LotsCheck, check_lots
 from .operations import Operations
 from .requests import Operation
+from .trimming import trim
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -170,20 +171,6 @@ def reconcile(
             "repaired": result.repaired or lots.rebuilt > 0,
         }
     )
-
-
-def trim(ops: Operations, account: str, before: str) -> Generator[Operation[Any], Any, TrimResult]:
-    """Remove entries older than ``before`` but never past the last checkpoint."""
-    account = v.account(account)
-    minid = v.entry_id(before, "before")
-
-    def decode(raw: Sequence[Any]) -> TrimResult:
-        if text(raw[0]) == "no_checkpoint":
-            return TrimResult(account=account, removed=0, kept_from=None)
-        return TrimResult(account=account, removed=int(raw[1]), kept_from=text(raw[2]))
-
-    result: TrimResult = yield ops.maintenance("trim", account, decode=decode, before=minid)
-    return result
 
 
 def find_accounts(ops: Operations) -> Generator[Operation[Any], Any, list[str]]:

@@ -1,0 +1,114 @@
+"""The one lots replay: the base a trim writes (sum, count, lots as of it) is what a
+replay of the full ledger up to the base gives, on every backend and both clients, trimmed
+in one step, in several, and in small chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from sparked_credits._core import trimming
+from sparked_credits._core.decoding import text
+from sparked_credits._core.lots import LotBook
+from sparked_credits._core.requests import CommandCall, Operation
+
+ACCT = "user_trim"
+
+
+def meta(client: Any) -> dict[str, str]:
+    key = client._ops.keys.account(ACCT).meta
+    raw = client.run_request_step(
+        Operation("test", CommandCall(("HGETALL", key)), lambda r: r)
+    )
+    if isinstance(raw, dict):
+        return {text(k): text(v) for k, v in raw.items()}
+    flat = [text(x) for x in raw]
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def full_ledger(client: Any) -> list[Any]:
+    out, cursor = [], None
+    while True:
+        page = client.history(ACCT, 1000, cursor)
+        out.extend(page.entries)
+        if page.next_cursor is None:
+            return out[::-1]
+        cursor = page.next_cursor
+
+
+def expected_base(entries: list[Any], base_id: str) -> tuple[int, int, str]:
+    upto = [e for e in entries if trimming.id_parts(e.id) <= trimming.id_parts(base_id)]
+    book = LotBook.from_ledger(
+        (e.id, e.type_name, e.delta, e.action or "", e.lots or "") for e in upto
+    )
+    lots = " ".join(f"{i}={book.lots[i].record()}" for i in sorted(book.lots))
+    return sum(e.delta for e in upto), len(upto), lots
+
+
+def busy(client: Any) -> None:
+    later = datetime.now(timezone.utc) + timedelta(days=3)
+    client.initialize_user(ACCT, 30)
+    client.credit(ACCT, 40, source="promo", priority=10, expires_at=later)
+    client.credit(ACCT, 25, source="purchase", priority=60)
+    spent = [client.debit(ACCT, 20 + i, action="chat") for i in range(3)]
+    client.refund(ACCT, spent[1].entry.id, amount=7)
+    client.adjust(ACCT, 15, reason="goodwill")
+    hold = client.reserve(ACCT, 9, action="video")
+    client.settle(ACCT, hold.hold_id, 4)
+    client.credit(ACCT, 5, source="grant")
+    client.debit(ACCT, 30, action="chat")
+
+
+@pytest.mark.parametrize("chunk", [trimming.CHUNK, 2])
+def test_trim_base_is_the_full_ledgers_replay(
+    make_client: Callable[..., Any], chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trimming, "CHUNK", chunk)
+    client = make_client()
+    busy(client)
+    entries = full_ledger(client)
+    # Two trims: the second replays on from the lots the first kept at its base.
+    for cut in (5, 9):
+        client.reconcile(ACCT)
+        result = client.trim_ledger(ACCT, before=entries[cut].id)
+        assert result.kept_from == entries[cut].id
+        stored = meta(client)
+        assert stored["base_id"] == entries[cut - 1].id
+        total, count, lots = expected_base(entries, stored["base_id"])
+        assert (int(stored["base_sum"]), int(stored["base_count"])) == (total, count)
+        assert stored["base_lots"] == lots
+    assert len(full_ledger(client)) == len(entries) - 9
+    checked = client.reconcile(ACCT, full=True)
+    assert checked.matched
+    assert checked.lots_matched
+
+
+def test_a_trim_outdated_by_another_trim_plans_again(make_client: Callable[..., Any]) -> None:
+    """The guard: a trim whose plan another trim outdated writes nothing and plans again
+    from the new base (no entry folded twice)."""
+    client = make_client()
+    busy(client)
+    entries = full_ledger(client)
+    client.reconcile(ACCT)
+    procedure = trimming.trim(client._ops, ACCT, entries[8].id)
+    step = next(procedure)
+    replies = []
+    # Run the plan's reads, then let another trim land before the guarded write.
+    while step.name != "trim":
+        replies.append(client.run_request_step(step))
+        step = procedure.send(replies[-1])
+    client.trim_ledger(ACCT, before=entries[4].id)
+    try:
+        step = procedure.send(client.run_request_step(step))
+        while True:
+            step = procedure.send(client.run_request_step(step))
+    except StopIteration as done:
+        result = done.value
+    assert result.kept_from == entries[8].id
+    stored = meta(client)
+    assert (int(stored["base_sum"]), int(stored["base_count"]), stored["base_lots"]) == (
+        expected_base(entries, entries[7].id)
+    )
