@@ -213,3 +213,34 @@ def test_follow_archives_new_entries_and_stops_cleanly_on_sigterm(
         assert b"following" in errors
         assert b"archived 21 entries" in out
         assert archived(archive_url, "user_f") == ledger(client, "user_f")
+
+
+def test_retention_trims_only_what_is_archived_and_old(
+    redis_url: str, archive_url: str
+) -> None:
+    import redis as redis_py
+
+    raw = redis_py.Redis.from_url(redis_url)
+    with CreditsClient(redis_url, app="app.sparked.world") as client:
+        busy_account(client, "user_r", 20)
+        n = len(ledger(client, "user_r"))
+        # Fresh entries are younger than an hour: archived, none trimmed.
+        with Archiver(client, archive_url, retain="1h") as archiver:
+            assert (archiver.run_once().trimmed, raw.xlen("txs:user_r")) == (0, n)
+        # Only what is archived goes: three new debits are not, and stay.
+        for _ in range(3):
+            client.debit("user_r", 1, action="chat_message")
+        with Archiver(client, archive_url, retain="0s") as archiver:
+            assert archiver.retention is not None
+            removed = archiver.retention.apply(client, archiver._conn, ["user_r"])
+        assert (removed, raw.xlen("txs:user_r")) == (n, 3)
+        # Never past the checkpoint: a balance that does not add up stops it where the
+        # last clean reconcile left it (the newest of the three), so that entry stays.
+        raw.incrby("balance:user_r", 5)
+        client.debit("user_r", 1, action="chat_message")
+        with Archiver(client, archive_url, retain="0s") as archiver:
+            report = archiver.run_once()
+        assert (report.entries, report.trimmed, raw.xlen("txs:user_r")) == (4, 2, 2)
+        with CreditsClient(redis_url, archive=archive_url) as reader:
+            assert archived(archive_url, "user_r") == ledger(reader, "user_r")
+    raw.close()
