@@ -9,8 +9,9 @@ moved on since the replay (else it replays again).
 
 A ledger trimmed behind a checkpoint is replayed from the lots its trim kept as of the
 base (meta ``base_lots``, replayed by ``_core/trimming.py`` with the same LotBook and
-written with ``base_sum``). Only a ledger trimmed by an earlier version, which kept none, cannot be replayed: its lots are then
-reported as not replayed (``None``), never rebuilt from a partial history.
+written with ``base_sum``). Only a ledger trimmed by an earlier version, which kept
+none, cannot be replayed: its lots are then reported as not replayed (``None``), never
+rebuilt from a partial history.
 """
 
 from __future__ import annotations

@@ -61,6 +61,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             'Per account: the last archived stream id, written in the transaction of its rows.';
         """,
     ),
+    Migration(
+        2,
+        "indexes for the report",
+        f"""
+        -- Purchases in a time window, without reading every other entry of it.
+        CREATE INDEX entries_purchases ON {ENTRIES} (ms)
+            WHERE type = 'credit' AND action = 'purchase';
+        -- The accounts that opened an expiring lot (the report replays only those).
+        CREATE INDEX entries_expiring_lots ON {ENTRIES} (account)
+            WHERE type IN ('credit', 'init', 'adjust') AND meta LIKE '%"l":"+%:%';
+        -- Accounts below a balance threshold.
+        CREATE INDEX archive_progress_balance ON {PROGRESS} (balance);
+        """,
+    ),
 )
 """Every migration, oldest first. Never edit one that shipped: add the next."""
 

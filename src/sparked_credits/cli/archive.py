@@ -19,7 +19,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-__all__ = ["archive"]
+__all__ = ["archive", "report"]
 
 ARCHIVE_ENV = "SPARKED_CREDITS_ARCHIVE_URL"
 err = Console(stderr=True)
@@ -100,3 +100,65 @@ def archive(
             f"({result.accounts} seen), trimmed {result.trimmed} from Redis, "
             f"{result.duration_seconds:.2f}s" + (" (stopped)" if stop.is_set() else "")
         )
+
+
+@click.command()
+@click.option(
+    "--from", "source", envvar=ARCHIVE_ENV, required=True,
+    help=f"The archive: postgresql://user@host/db (default: ${ARCHIVE_ENV}).",
+)
+@click.option("--days", default=30, show_default=True, help="UTC days, today included.")
+@click.option("--top", default=10, show_default=True, help="Top accounts by spend.")
+@click.option(
+    "--low-balance", default=20, show_default=True, help="List accounts below this balance."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def report(source: str, days: int, top: int, low_balance: int, as_json: bool) -> None:
+    """Credits granted, spent, expired and refunded per day, spend by app and action,
+    purchases, the liability, what expires soon, top and low-balance accounts: from the
+    PostgreSQL archive, never from Redis."""
+    from rich.table import Table
+
+    from ..archive import connect
+    from ..archive.report import build
+    from ..errors import CreditsError
+
+    out = Console()
+    try:
+        with connect(source, "sparked-credits report") as conn:
+            figures = build(conn, days=days, top=top, low_balance=low_balance)
+    except CreditsError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(figures.model_dump(mode="json"), indent=2))
+        return
+    table = Table(title=f"credits per day (UTC), {figures.first_day} to {figures.last_day}")
+    for col in ("day", "granted", "spent", "expired", "refunded"):
+        table.add_column(col, justify="left" if col == "day" else "right")
+    for d in figures.days:
+        if d.granted or d.spent or d.expired or d.refunded:
+            table.add_row(str(d.day), str(d.granted), str(d.spent), str(d.expired),
+                          str(d.refunded))
+    out.print(table)
+    spend = Table(title="spend by app and action")
+    for col in ("app", "action", "credits"):
+        spend.add_column(col, justify="right" if col == "credits" else "left")
+    for row in figures.spend:
+        spend.add_row(row.app, row.action, str(row.credits))
+    out.print(spend)
+    revenue = ", ".join(f"{v / 100:.2f} {c}" for c, v in figures.purchases.revenue.items())
+    out.print(
+        f"purchases: {figures.purchases.count} ({figures.purchases.credits} credits)"
+        + (f", revenue {revenue}" if revenue else ""),
+        highlight=False,
+    )
+    out.print(
+        f"accounts: {figures.accounts}; outstanding credits (liability): "
+        f"{figures.outstanding}; expiring in the next 30 days: {figures.expiring_30d}",
+        highlight=False,
+    )
+    tops = ", ".join(f"{a.account} {a.credits}" for a in figures.top_accounts) or "none"
+    out.print(f"top accounts by spend: {tops}", highlight=False)
+    lows = ", ".join(f"{a.account} {a.credits}" for a in figures.low_balance) or "none"
+    out.print(f"below {figures.low_balance_threshold} credits: {lows}", highlight=False)

@@ -349,6 +349,7 @@ def reconcile(
 
 # The archive's commands (PostgreSQL; psycopg imported only when they run).
 cli.add_command(archive_commands.archive)
+cli.add_command(archive_commands.report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
