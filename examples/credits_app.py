@@ -28,6 +28,8 @@ Configuration (environment, read by :meth:`Settings.from_env`):
                                Clerk key: tokens signed by a throwaway key for a demo user
                                (``POST /api/dev/signin``), so the credits page works
                                without a Clerk account (see ``dev_signin.py``)
+``SPARKED_CREDITS_ARCHIVE_URL`` the PostgreSQL archive: history reads on into it, and the
+                               admin dashboard (``GET /admin/dashboard``) reports from it
 =============================  ===========================================================
 
 The credits page (``GET /credits``, ``credits_page.py``, needs the ``page`` extra) shows the
@@ -127,6 +129,9 @@ class Settings(BaseModel):
         default=False, description="Development only: local tokens for a demo user."
     )
     dev_user: str = "user_demo"
+    archive_url: str | None = Field(
+        default=None, description="The PostgreSQL archive (history beyond Redis, dashboard)."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +152,7 @@ class Settings(BaseModel):
             org_balances=env.get("CREDITS_ORG_BALANCES", "") in ("1", "true", "yes"),
             dev_signin=env.get("CREDITS_DEV_SIGNIN", "") in ("1", "true", "yes"),
             dev_user=env.get("CREDITS_DEV_USER", "user_demo"),
+            archive_url=env.get("SPARKED_CREDITS_ARCHIVE_URL") or None,
         )
 
 
@@ -299,6 +305,7 @@ def create_app(
         options: dict[str, Any] = {
             "app": settings.app_name,
             "default_credits": settings.default_credits,
+            "archive": settings.archive_url,
         }
         client = (
             CreditsClient(settings.storage_url, **options)
@@ -346,6 +353,15 @@ def create_app(
         logger.warning("no credits page (%s): pip install 'sparked-credits[page]'", exc)
     else:
         mount_credits_page(app, client, app_name=settings.app_name, dev_signin=dev is not None)
+    from dashboard import mount_dashboard
+
+    mount_dashboard(
+        app,
+        app_name=settings.app_name,
+        archive_url=settings.archive_url,
+        is_admin=_is_admin(settings),
+        dev_signin=dev is not None,
+    )
     return app
 
 
