@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from conftest import token_for
@@ -73,6 +74,16 @@ def test_history_and_usage_continue_into_the_archive(
                 if e.type_name in ("debit", "settle", "reserve"))
     assert after.total == usage_before.total + added
     assert redis_only.usage("user_h", 2).total < after.total
+    # reconcile(full=True) proves the trimmed part against the archive.
+    proved = client.reconcile("user_h", full=True)
+    assert (proved.matched, proved.archive_matched) == (True, True)
+    assert redis_only.reconcile("user_h", full=True).archive_matched is None
+    with psycopg.connect(archive_url, autocommit=True) as conn:
+        conn.execute(
+            "DELETE FROM sparked_credits.entries WHERE (account, ms, seq) IN (SELECT account, "
+            "ms, seq FROM sparked_credits.entries WHERE type = 'debit' LIMIT 1)"
+        )
+    assert client.reconcile("user_h", full=True).archive_matched is False
 
 
 def _matches(e: Any, types: list[str] | None = None, action: str | None = None,

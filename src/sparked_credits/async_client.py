@@ -329,7 +329,11 @@ class AsyncCreditsClient(ClientBase):
         with ``full=True``). With ``repair=True`` a mismatch is fixed by a full pass that
         rebuilds the balance, idempotency records and holds from the ledger; an 'adjust'
         entry records what was found."""
-        return await self._drive(reconciliation.reconcile(self._ops, account, repair, full=full))
+        return await self._drive(
+            reconciliation.reconcile(
+                self._ops, account, repair, full=full, archive=self._archive is not None
+            )
+        )
 
     async def reconcile_all(
         self,

@@ -31,6 +31,7 @@ __all__ = [
     "history_page",
     "id_parts",
     "next_id",
+    "totals_upto",
 ]
 
 SCHEMA = "sparked_credits"
@@ -167,3 +168,22 @@ def entries_between(
         f"ORDER BY ms, seq LIMIT {int(count)}"
     )
     return Operation(name="usage", request=ArchiveQuery(sql, tuple(params)), decode=_entries)
+
+
+def totals_upto(account: str, last: str) -> Operation[tuple[int, int]]:
+    """(count, sum of deltas) of the archived entries up to and including entry ``last``:
+    what a trim base that ends there must hold."""
+    ms, seq = id_parts(last)
+
+    def decode(rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    return Operation(
+        name="reconcile",
+        request=ArchiveQuery(
+            f"SELECT count(*), coalesce(sum(delta), 0) FROM {ENTRIES} "
+            "WHERE account = %s AND (ms, seq) <= (%s, %s)",
+            (account, ms, seq),
+        ),
+        decode=decode,
+    )
