@@ -20,6 +20,7 @@ a retention trim of everything archived.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
@@ -68,11 +69,30 @@ def fresh_db(admin_url: str, name: str) -> str:
     return url
 
 
-def sdk(url: str, pg_url: str) -> tuple[int, float]:
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu(r: redis.Redis) -> float:
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def sdk(url: str, pg_url: str) -> tuple[int, float, dict[str, float]]:
+    """The SDK's run, with the CPU seconds each of the three processes spent on it."""
+    r = redis.Redis.from_url(url)
     with CreditsClient(url) as client, Archiver(client, pg_url) as archiver:
+        backend = archiver._conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        cpu0 = (time.process_time(), redis_cpu(r), proc_cpu(backend))
         started = time.perf_counter()
         report = archiver.run_once()
-        return report.entries, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        cpu1 = (time.process_time(), redis_cpu(r), proc_cpu(backend))
+    r.close()
+    names = ("client", "redis", "postgres")
+    return report.entries, elapsed, {k: b - a for k, a, b in zip(names, cpu0, cpu1, strict=True)}
 
 
 def raw(url: str, pg_url: str, accounts: int) -> tuple[int, float]:
@@ -127,13 +147,16 @@ def main() -> None:
         print(f"{args.accounts} accounts x {args.entries} entries = {n:,} ({args.server}, "
               "PostgreSQL fsync on)")
         for i in range(args.rounds):
-            got, secs = sdk(server.url, fresh_db(pg.url, f"sdk{i}"))
+            got, secs, cpu = sdk(server.url, fresh_db(pg.url, f"sdk{i}"))
             assert got == n, (got, n)
             rgot, rsecs = raw(server.url, fresh_db(pg.url, f"raw{i}"), args.accounts)
             assert rgot == n
+            busiest = max(cpu.values())
             print(f"round {i + 1}: SDK archiver {got / secs:,.0f} entries/s ({secs:.2f}s); "
                   f"raw XRANGE + write_row {rgot / rsecs:,.0f} entries/s; "
-                  f"SDK/raw {rsecs / secs:.2f}")
+                  f"SDK/raw {rsecs / secs:.2f}; load {os.getloadavg()[0]:.1f}")
+            print("         CPU seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+                  + f"; the busiest process alone allows {got / busiest:,.0f} entries/s")
         r = redis.Redis.from_url(server.url)
         before = account_bytes(r, "user_0")
         with CreditsClient(server.url) as client, Archiver(

@@ -244,3 +244,29 @@ def test_retention_trims_only_what_is_archived_and_old(
         with CreditsClient(redis_url, archive=archive_url) as reader:
             assert archived(archive_url, "user_r") == ledger(reader, "user_r")
     raw.close()
+
+
+@pytest.mark.parametrize("server_line", ["redis7"], indirect=True)
+def test_readme_archive_block_as_written(redis_url: str, archive_url: str) -> None:
+    """The README's archive block, run by bash with the test's Redis and PostgreSQL in
+    the variables it reads."""
+    import json
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+              if "sparked-credits archive --to" in b]
+    assert len(blocks) == 1
+    with CreditsClient(redis_url, app="app.sparked.world") as client:
+        busy_account(client, "user_readme", 3)
+    env = {**os.environ, "REDIS_URL": redis_url, "SPARKED_CREDITS_ARCHIVE_URL": archive_url,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", blocks[0]], env=env,
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    out = done.stdout.decode()
+    assert "archived 7 entries of 1 account(s)" in out
+    totals = json.loads(out[out.index("{"): out.index("}\n") + 1])
+    assert totals["entries"] == 0
+    assert "outstanding credits (liability)" in out

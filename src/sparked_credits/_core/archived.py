@@ -10,6 +10,7 @@ The archiver writes rows as COPY text lines built straight from the bytes Redis 
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -53,7 +54,7 @@ SELECT_COLUMNS = (
 
 _SPECIAL = re.compile(rb"[\\\t\n\r]")
 _ESCAPES = ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r"))
-_NAMES = tuple(name.encode() for name in FIELDS)
+_PICK = operator.itemgetter(*(name.encode() for name in FIELDS))
 
 
 def id_parts(entry_id: str | bytes) -> tuple[int, int]:
@@ -74,31 +75,37 @@ def _as_bytes(value: Any) -> bytes:
     return value if type(value) is bytes else str(value).encode()
 
 
+def _values_of(fields: Any) -> list[bytes]:
+    return [_as_bytes(x) for x in field_values(fields)]
+
+
 def copy_lines(account: str, entries: Sequence[Any]) -> bytes:
     """Entries rows as COPY text, from an XRANGE reply as the client returned it.
 
     The values stay the bytes Redis sent (delta and balance are already decimal text):
-    each line is one join, one scan for bytes COPY must escape (a backslash, tab or line
-    break: in metadata JSON, in a reason) and one replace, all in C. NUL joins the values
-    first: PostgreSQL text cannot hold NUL, so no value contains one. An empty value is
-    stored as '' (the stream does not tell empty from absent either).
+    each line is one C-level field lookup, one join, one scan for bytes COPY must escape
+    (a backslash, tab or line break: in metadata JSON, in a reason) and one replace. NUL
+    joins the values first: PostgreSQL text cannot hold NUL, so no value contains one. An
+    empty value is stored as '' (the stream does not tell empty from absent either).
     """
     acct = account.encode()
     out: list[bytes] = []
+    append = out.append
+    search = _SPECIAL.search
     for entry_id, fields in entries:
-        if type(fields) is dict and fields and type(next(iter(fields))) is bytes:
-            get = fields.get
-            values = [get(name, b"") for name in _NAMES]
-        else:
-            values = [_as_bytes(x) for x in field_values(fields)]
-        eid = entry_id if type(entry_id) is bytes else str(entry_id).encode()
-        ms, _, seq = eid.partition(b"-")
-        line = b"\x00".join((acct, ms, seq or b"0", *values))
-        if _SPECIAL.search(line):
+        # redis-py's reply: a dict of bytes (the fast path); anything else (another
+        # client's list, str values, another writer's missing field): by field_values.
+        try:
+            values = _PICK(fields)
+            line = b"\x00".join((acct, *entry_id.split(b"-"), *values))
+        except (KeyError, TypeError, AttributeError):
+            eid = entry_id if type(entry_id) is bytes else str(entry_id).encode()
+            line = b"\x00".join((acct, *eid.split(b"-"), *_values_of(fields)))
+        if search(line):
             for old, new in _ESCAPES:
                 line = line.replace(old, new)
-        out.append(line.replace(b"\x00", b"\t"))
-    out.append(b"")
+        append(line.replace(b"\x00", b"\t"))
+    append(b"")
     return b"\n".join(out)
 
 
