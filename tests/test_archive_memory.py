@@ -1,15 +1,15 @@
 """Bounded Redis: with a retention, an account's Redis memory stays flat under steady
 traffic while every entry stays queryable (from the archive).
 
-Steady traffic: rounds of 150 debits, a hold reserved and settled, a partial refund, each
+Steady traffic: rounds of a grant (a credit lot, drained within the round), 150 debits,
+a hold reserved and settled, a partial refund, each
 round followed by an archive run with ``--retain 0s`` (in production: days; here every
 archived entry is "old"). Idempotency records live two generations of their retention (set
 to one second here), so they are bounded too. The bound: after a warm-up of three rounds,
 the account's keys (MEMORY USAGE of each) never exceed the first measured round by more
 than 48 KiB (measured: 30-47 KiB, rising and falling with the idempotency generations), while
-the same traffic without the archive adds about 32 KiB a round. Not
-bounded (not done): each new credit lot's record stays in the lots hash and the trim base
-once drained (about 80 bytes a grant); this traffic opens none.
+the same traffic without the archive adds about 32 KiB a round. A drained lot's record
+leaves the lots hash and the trim base once no entry left in Redis names it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def account_bytes(raw: redis.Redis, account: str) -> int:
 
 
 def round_of_traffic(client: CreditsClient, i: int) -> None:
+    client.credit(ACCOUNT, 200, source="grant", priority=10)  # spent first: drained
     spent = None
     for j in range(150):
         spent = client.debit(ACCOUNT, 1 + j % 7, action="chat_message", metadata={"r": i})
@@ -65,6 +66,7 @@ def test_memory_stays_flat_under_steady_traffic_with_retention(
         steady = sizes[3:]
         assert max(steady) - steady[0] <= BOUND, sizes
         assert raw.xlen(f"txs:{ACCOUNT}") < 10  # archived and trimmed
+        assert raw.hlen(f"lots:{{{ACCOUNT}}}") <= 4  # drained grants gone
         # Every entry stays queryable: history reads on into the archive.
         with CreditsClient(redis_url, archive=archive_url) as reader:
             total, cursor, n = 0, None, 0
@@ -75,7 +77,7 @@ def test_memory_stays_flat_under_steady_traffic_with_retention(
                 if page.next_cursor is None:
                     break
                 cursor = page.next_cursor
-            assert n == 1 + 10 * (150 + 3)
+            assert n == 1 + 10 * (150 + 4)
             assert total == reader.get_balance(ACCOUNT)
             assert reader.reconcile(ACCOUNT, full=True).matched
     # The same traffic without the archive grows round after round.

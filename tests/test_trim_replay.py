@@ -12,7 +12,7 @@ import pytest
 
 from sparked_credits._core import trimming
 from sparked_credits._core.decoding import text
-from sparked_credits._core.lots import LotBook
+from sparked_credits._core.lots import LotBook, decode_draws
 from sparked_credits._core.requests import CommandCall, Operation
 
 ACCT = "user_trim"
@@ -40,11 +40,16 @@ def full_ledger(client: Any) -> list[Any]:
 
 
 def expected_base(entries: list[Any], base_id: str) -> tuple[int, int, str]:
+    """The full ledger's replay up to the base, less the drained lots that no entry after
+    the base names (nothing can give credits back to them)."""
     upto = [e for e in entries if trimming.id_parts(e.id) <= trimming.id_parts(base_id)]
+    after = entries[len(upto):]
     book = LotBook.from_ledger(
         (e.id, e.type_name, e.delta, e.action or "", e.lots or "") for e in upto
     )
-    lots = " ".join(f"{i}={book.lots[i].record()}" for i in sorted(book.lots))
+    named = {lot_id for e in after for lot_id, _ in decode_draws(e.lots)}
+    kept = sorted(i for i, lot in book.lots.items() if lot.remaining or i in named)
+    lots = " ".join(f"{i}={book.lots[i].record()}" for i in kept)
     return sum(e.delta for e in upto), len(upto), lots
 
 
@@ -112,3 +117,37 @@ def test_a_trim_outdated_by_another_trim_plans_again(make_client: Callable[..., 
     assert (int(stored["base_sum"]), int(stored["base_count"]), stored["base_lots"]) == (
         expected_base(entries, entries[7].id)
     )
+
+
+def lot_record(client: Any, lot_id: str) -> Any:
+    key = client._ops.keys.account(ACCT).lots
+    return client.run_request_step(
+        Operation("test", CommandCall(("HGET", key, lot_id)), lambda r: r)
+    )
+
+
+def test_drained_lots_leave_once_nothing_names_them(make_client: Callable[..., Any]) -> None:
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    promo = client.credit(ACCT, 20, source="promo", priority=10).entry.id
+    gift = client.credit(ACCT, 10, source="gift", priority=20).entry.id
+    client.debit(ACCT, 20, action="chat")  # drains the promo
+    kept = client.debit(ACCT, 10, action="chat")  # drains the gift: refundable after the trim
+    for _ in range(3):
+        client.debit(ACCT, 1, action="chat")
+    entries = full_ledger(client)
+    client.reconcile(ACCT)
+    client.trim_ledger(ACCT, before=kept.entry.id)
+    stored = meta(client)
+    # The promo is drained and nothing left names it: gone from the base and the lots hash.
+    # The gift is drained too, but the debit that drew it stays (it can be refunded).
+    assert promo not in stored["base_lots"]
+    assert gift in stored["base_lots"]
+    assert lot_record(client, promo) is None
+    assert lot_record(client, gift) is not None
+    assert stored["base_lots"] == expected_base(entries, stored["base_id"])[2]
+    refund = client.refund(ACCT, kept.entry.id)
+    assert refund.entry.lots == f"{gift}:10"
+    checked = client.reconcile(ACCT, full=True)
+    assert (checked.matched, checked.lots_matched) == (True, True)
+    assert sum(g.remaining for g in client.grants(ACCT)) == client.get_balance(ACCT)

@@ -301,7 +301,7 @@ SPECS: Mapping[str, ScriptSpec] = {
         ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired"),
         ScriptSpec(
             "trim",
-            ("prior", "last", "sum", "count", "lots", "n", "minid"),
+            ("prior", "last", "sum", "count", "lots", "drop", "n", "minid"),
             "trimmed",
             keyed=False,
         ),

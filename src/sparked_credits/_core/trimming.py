@@ -9,6 +9,10 @@ on the entries about to go; ``lua/trim.lua`` then writes the new base and trims 
 the ledger has not moved since they were read (as ``lots_restore`` does), so no replay is
 written in Lua. At most :data:`CHUNK` entries go per script call: a large backlog is
 trimmed in steps, each one short for Redis.
+
+Drained lots leave: a lot with nothing left that no entry still in Redis names can never
+get credits back, so its record goes from the base and from the lots hash (so an
+account's lots do not grow with every grant it ever had, once archived and trimmed).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from . import validation as v
 from .archived import id_parts, next_id
 from .decoding import text
 from .lot_reconciliation import _stored, _unpacked
-from .lots import LotBook
+from .lots import LotBook, decode_draws
 from .operations import Operations
 from .requests import CommandCall, Operation
 
@@ -30,6 +34,8 @@ __all__ = ["ATTEMPTS", "CHUNK", "base_after", "trim"]
 
 CHUNK = 5000
 """Entries folded into the base per script call."""
+SCAN_LIMIT = 20_000
+"""Entries after the base read to find drained lots nothing names any more."""
 ATTEMPTS = 20
 """Plans in a row the ledger may outdate (a concurrent trim) before the trim gives up."""
 
@@ -61,18 +67,47 @@ def _open_holds(ops: Operations, account: str) -> Operation[list[str]]:
 
 def base_after(
     base_sum: int, base_lots: str | None, based: bool, entries: Sequence[LedgerEntry]
-) -> tuple[int, str]:
+) -> tuple[int, LotBook | None]:
     """The base's sum and lots after ``entries`` (oldest first) join it: the lots replayed
-    from those kept at the prior base. ``'-'`` for lots a base trimmed without them
-    (``based`` and none kept) leaves unknowable."""
+    from those kept at the prior base. None for lots a base trimmed without them (``based``
+    and none kept) leaves unknowable."""
     total = base_sum + sum(e.delta for e in entries)
     if based and base_lots is None:
-        return total, "-"
+        return total, None
     book = _stored(_unpacked(base_lots or ""), base_sum) or LotBook(base_sum)
     for e in entries:
         book.replay(e.id, e.type_name, e.delta, e.action or "", e.lots or "")
-    packed = " ".join(f"{i}={book.lots[i].record()}" for i in sorted(book.lots))
-    return total, packed
+    return total, book
+
+
+def _packed(book: LotBook | None, drop: set[str]) -> str:
+    if book is None:
+        return "-"
+    return " ".join(f"{i}={book.lots[i].record()}" for i in sorted(book.lots) if i not in drop)
+
+
+def _unreferenced(
+    ops: Operations, account: str, drained: set[str], after: str
+) -> Generator[Operation[Any], Any, set[str]]:
+    """The drained lots that no entry after ``after`` names. Credits can go back to a lot
+    only through an entry that names it (a refund, settle or release of a draw from it,
+    and the draw itself is never trimmed while it can be given back), so such a lot's
+    record is dead weight at the base and in the lots hash. None are found (and all stay)
+    past :data:`SCAN_LIMIT` entries to read."""
+    if not drained:
+        return set()
+    named: set[str] = set()
+    start, read = "(" + after, 0
+    while True:
+        page: list[LedgerEntry] = yield ops.read_entries(account, start, "+", 1000, False)
+        for e in page:
+            named.update(lot_id for lot_id, _ in decode_draws(e.lots))
+        read += len(page)
+        if len(page) < 1000:
+            return drained - named
+        if read >= SCAN_LIMIT:
+            return set()
+        start = "(" + page[-1].id
 
 
 def trim(
@@ -95,7 +130,11 @@ def trim(
             account, start, "(" + target, CHUNK, False
         )
         last = entries[-1].id if entries else ""
-        total, lots = base_after(base_sum, base_lots, base is not None, entries)
+        total, book = base_after(base_sum, base_lots, base is not None, entries)
+        drop: set[str] = set()
+        if book is not None and last and len(entries) < CHUNK:
+            drained = {i for i, lot in book.lots.items() if lot.remaining == 0}
+            drop = yield from _unreferenced(ops, account, drained, last)
         status, n = yield ops.maintenance(
             "trim",
             account,
@@ -104,7 +143,8 @@ def trim(
             last=last,
             sum=str(total),
             count=str(base_count + len(entries)),
-            lots=lots,
+            lots=_packed(book, drop),
+            drop=" ".join(sorted(drop)),
             n=str(len(entries)),
             minid=next_id(*id_parts(last)) if last else target,
         )
