@@ -121,13 +121,15 @@ def raw(url: str, pg_url: str, accounts: int) -> tuple[int, float]:
     return total, time.perf_counter() - started
 
 
-def account_bytes(r: redis.Redis, account: str) -> int:
-    total = 0
+def account_bytes(r: redis.Redis, account: str) -> dict[str, int]:
+    """MEMORY USAGE of each of the account's keys, by kind (txs, idem, lots, ...)."""
+    out: dict[str, int] = {}
     for key in r.scan_iter(match=f"*{account}*", count=1000):
         name = key.decode()
         if name.endswith((f":{account}", "{" + account + "}")) or ("{" + account + "}") in name:
-            total += int(r.memory_usage(key, samples=0) or 0)
-    return total
+            kind = name.split(":", 1)[0]
+            out[kind] = out.get(kind, 0) + int(r.memory_usage(key, samples=0) or 0)
+    return out
 
 
 def main() -> None:
@@ -164,8 +166,12 @@ def main() -> None:
         ) as archiver:
             archiver.run_once()
         after = account_bytes(r, "user_0")
-        print(f"Redis bytes per account ({args.entries} entries): {before:,} before, "
-              f"{after:,} after archiving with --retain 0s")
+        def show(sizes: dict[str, int]) -> str:
+            return f"{sum(sizes.values()):,} (" + ", ".join(
+                f"{k} {v:,}" for k, v in sorted(sizes.items())) + ")"
+
+        print(f"Redis bytes per account ({args.entries} entries): before {show(before)}; "
+              f"after archiving with --retain 0s {show(after)}")
         r.close()
 
 

@@ -46,9 +46,14 @@
   }
 
   // Grouped bars per day: granted, spent, expired, refunded.
+  // The drawing is as wide as its box (text stays its size on a phone).
+  function widthOf(selector, fallback) {
+    return Math.max(300, Math.round($(selector).clientWidth || fallback));
+  }
+
   function renderDaily(days) {
-    const width = 960;
-    const height = 260;
+    const width = widthOf("#daily-chart", 960);
+    const height = width < 600 ? 220 : 260;
     const pad = { top: 16, right: 8, bottom: 34, left: 48 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
@@ -75,7 +80,8 @@
         const x = pad.left + i * slot + slot * 0.1 + j * barW;
         svg("rect", { x, y: y(day[key]), width: barW, height: Math.max(1, y(0) - y(day[key])), fill: color, class: "segment", "data-key": key, "data-value": String(day[key]) }, group);
       });
-      if (i % Math.ceil(days.length / 10) === 0 || i === days.length - 1) {
+      const labels = width < 600 ? 5 : 10;
+      if (i % Math.ceil(days.length / labels) === 0 || i === days.length - 1) {
         const [, m, d] = day.day.split("-").map(Number);
         svg("text", { x: pad.left + i * slot + slot / 2, y: height - pad.bottom + 16, class: "sublabel", "text-anchor": "middle" }, group).textContent = `${d}/${m}`;
       }
@@ -100,9 +106,12 @@
   // Horizontal bars: spend per app and action, largest first.
   function renderSpend(rows) {
     const shown = rows.slice(0, 12);
-    const width = 480;
-    const rowH = 26;
-    const labelW = 220;
+    const width = widthOf("#spend-chart", 480);
+    // Narrow: each label on its own line above its bar; wide: label, then the bar.
+    const stacked = width < 520;
+    const rowH = stacked ? 40 : 26;
+    const labelW = stacked ? 0 : 220;
+    const barTop = stacked ? 20 : 4;
     const height = Math.max(1, shown.length) * rowH + 8;
     const top = niceMax(Math.max(0, ...shown.map((r) => r.credits)));
     const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "Spend by app and action" });
@@ -112,10 +121,10 @@
     shown.forEach((row, i) => {
       const g = svg("g", { class: "spend-row", "data-app": row.app, "data-action": row.action, "data-credits": String(row.credits) }, root);
       const yTop = 4 + i * rowH;
-      svg("text", { x: 0, y: yTop + 16, class: "label" }, g).textContent = `${row.action} · ${row.app}`;
+      svg("text", { x: 0, y: yTop + 14, class: "label" }, g).textContent = `${row.action} · ${row.app}`;
       const w = Math.max(1, ((width - labelW - 60) * Math.max(0, row.credits)) / top);
-      svg("rect", { x: labelW, y: yTop + 4, width: w, height: rowH - 10, fill: "#4f46e5", rx: 3 }, g);
-      svg("text", { x: labelW + w + 6, y: yTop + 16, class: "value" }, g).textContent = number.format(row.credits);
+      svg("rect", { x: labelW, y: yTop + barTop, width: w, height: 14, fill: "#4f46e5", rx: 3 }, g);
+      svg("text", { x: labelW + w + 6, y: yTop + barTop + 11, class: "value" }, g).textContent = number.format(row.credits);
     });
     $("#spend-chart").replaceChildren(root);
   }
