@@ -91,6 +91,8 @@ class Archiver:
         self.retention = Retention.parse(retain) if retain is not None else None
         self._ops = Operations(client.options)
         self._keys = KeySpace(prefix=client.options.key_prefix, hash_tags=client.options.hash_tags)
+        self.gaps: list[str] = []
+        """Accounts found trimmed past the archive's progress (entries lost to it)."""
         self._conn = connect(to)
         migrate(self._conn)
 
@@ -115,11 +117,25 @@ class Archiver:
         reply: list[Any] = self._run(op)
         return reply
 
+    def _trim_base(self, account: str) -> tuple[int, int] | None:
+        """(ms, seq) of the account's trim base: the newest entry trimmed from Redis."""
+        op: Operation[Any] = Operation(
+            name="archive",
+            request=CommandCall(args=("HGET", self._keys.account(account).meta, "base_id")),
+            decode=_raw,
+        )
+        base = self._run(op)
+        return None if base is None else id_parts(text(base))
+
     # -- one transaction ------------------------------------------------------------------
 
     def archive_group(self, accounts: Sequence[str]) -> tuple[int, list[str], list[str]]:
         """Archive the next entries of ``accounts`` in one transaction (at most ``batch``
-        in all); returns (entries archived, the accounts that had some, those with more)."""
+        in all); returns (entries archived, the accounts that had some, those with more).
+
+        An account whose ledger was trimmed past what is archived (by ``trim_ledger``
+        without the archive, or before it existed) has lost entries nobody can copy now:
+        it is listed in :attr:`gaps` and archiving goes on from what Redis still holds."""
         names = sorted(set(accounts))
         per = max(100, self.batch // max(1, len(names)))
         total, more = 0, []
@@ -144,6 +160,9 @@ class Archiver:
                     raw = self._read(account, start, per)
                     if not raw:
                         continue
+                    base = self._trim_base(account)
+                    if base is not None and base > (ms, seq):
+                        self.gaps.append(account)
                     copy.write(copy_lines(account, raw))
                     last_id, last_fields = raw[-1]
                     lms, lseq = id_parts(text(last_id))
@@ -202,6 +221,7 @@ class Archiver:
             entries=entries,
             trimmed=trimmed,
             duration_seconds=time.monotonic() - started,
+            gaps=sorted(set(self.gaps)),
         )
 
     def follow(
@@ -235,6 +255,7 @@ class Archiver:
             trimmed=trimmed,
             duration_seconds=time.monotonic() - started,
             rounds=rounds,
+            gaps=sorted(set(self.gaps)),
         )
 
     def close(self) -> None:

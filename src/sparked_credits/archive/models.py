@@ -20,6 +20,11 @@ class ArchiveReport(BaseModel):
     )
     duration_seconds: float
     rounds: int = Field(default=1, description="Rounds run (more than one with --follow).")
+    gaps: list[str] = Field(
+        default_factory=list,
+        description="Accounts whose ledger was trimmed from Redis past what the archive "
+        "held (a trim without the archive): the entries in between are not archived.",
+    )
 
     @property
     def entries_per_second(self) -> float:

@@ -100,6 +100,14 @@ def archive(
             f"({result.accounts} seen), trimmed {result.trimmed} from Redis, "
             f"{result.duration_seconds:.2f}s" + (" (stopped)" if stop.is_set() else "")
         )
+    if result.gaps:
+        err.print(
+            f"[red]warning:[/red] {len(result.gaps)} account(s) were trimmed from Redis "
+            f"before their entries were archived: {', '.join(result.gaps[:20])}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
 
 
 @click.command()
