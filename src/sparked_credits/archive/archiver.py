@@ -42,6 +42,9 @@ __all__ = ["INSTALL_HINT", "Archiver", "connect"]
 INSTALL_HINT = "pip install 'sparked-credits[archive]'"
 APPLICATION_NAME = "sparked-credits archive"
 
+RETENTION_SWEEP = 600.0
+"""Seconds between retention passes over every account while following."""
+
 _COPY = f"COPY {ENTRIES} ({', '.join(COLUMNS)}) FROM STDIN"
 
 
@@ -190,6 +193,7 @@ class Archiver:
         *,
         stop: threading.Event | None = None,
         on_progress: Callable[[int], None] | None = None,
+        trim_all: bool = True,
     ) -> ArchiveReport:
         """Archive everything the ledgers hold now (every account, or those given), in
         transactions of at most ``batch`` entries; then, with a retention, trim Redis
@@ -214,7 +218,9 @@ class Archiver:
             pending = due
         trimmed = 0
         if self.retention is not None and not (stop is not None and stop.is_set()):
-            trimmed = self.retention.apply(self.client, self._conn, names, stop=stop)
+            # ``trim_all=False`` (a follow round): only the accounts that had new entries.
+            due = names if trim_all else sorted(archived)
+            trimmed = self.retention.apply(self.client, self._conn, due, stop=stop)
         return ArchiveReport(
             accounts=len(names),
             accounts_archived=len(archived),
@@ -238,8 +244,14 @@ class Archiver:
         half-written. Returns the totals."""
         started = time.monotonic()
         entries = trimmed = rounds = accounts = 0
+        swept = 0.0  # when the retention last went over every account
         while not stop.is_set():
-            report = self.run_once(stop=stop, on_progress=on_progress)
+            # Entries age past the retention without traffic: every account is trimmed
+            # once per RETENTION_SWEEP seconds, the active ones every round.
+            sweep = time.monotonic() - swept >= RETENTION_SWEEP
+            if sweep:
+                swept = time.monotonic()
+            report = self.run_once(stop=stop, on_progress=on_progress, trim_all=sweep)
             rounds += 1
             entries += report.entries
             trimmed += report.trimmed
