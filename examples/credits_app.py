@@ -39,6 +39,8 @@ Configuration (environment, read by :meth:`Settings.from_env`):
                                Clerk key: tokens signed by a throwaway key for a demo user
                                (``POST /api/dev/signin``), so the credits page works
                                without a Clerk account (see ``dev_signin.py``)
+``SPARKED_CREDITS_ARCHIVE_URL`` the PostgreSQL archive: history reads on into it, and the
+                               admin dashboard (``GET /admin/dashboard``) reports from it
 =============================  ===========================================================
 
 The credits page (``GET /credits``, ``credits_page.py``, needs the ``page`` extra) shows the
@@ -149,6 +151,9 @@ class Settings(BaseModel):
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secret: str | None = None
+    archive_url: str | None = Field(
+        default=None, description="The PostgreSQL archive (history beyond Redis, dashboard)."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -176,6 +181,7 @@ class Settings(BaseModel):
             stripe_api_key=env.get("STRIPE_API_KEY") or None,
             stripe_api_base=env.get("STRIPE_API_BASE") or None,
             stripe_webhook_secret=env.get("STRIPE_WEBHOOK_SECRET") or None,
+            archive_url=env.get("SPARKED_CREDITS_ARCHIVE_URL") or None,
         )
 
 
@@ -347,6 +353,7 @@ def _create_app(settings: Settings, client: CreditsClient | None) -> FastAPI:
         options: dict[str, Any] = {
             "app": settings.app_name,
             "default_credits": settings.default_credits,
+            "archive": settings.archive_url,
         }
         client = (
             CreditsClient(settings.storage_url, **options)
@@ -414,6 +421,15 @@ def _create_app(settings: Settings, client: CreditsClient | None) -> FastAPI:
         mount_credits_page(
             app, client, app_name=settings.app_name, dev_signin=dev is not None, catalog=catalog
         )
+    from dashboard import mount_dashboard
+
+    mount_dashboard(
+        app,
+        app_name=settings.app_name,
+        archive_url=settings.archive_url,
+        is_admin=_is_admin(settings),
+        dev_signin=dev is not None,
+    )
     return app
 
 

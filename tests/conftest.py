@@ -332,3 +332,36 @@ def ledger_sum(client: Any, account: str) -> int:
         if page.next_cursor is None:
             return total
         cursor = page.next_cursor
+
+
+# -- PostgreSQL (the archive) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One throwaway PostgreSQL for the session (initdb in a temp dir, a free loopback
+    port, stopped by PID at the end). Without the binaries: a loud skip, a failure under
+    CI=true (``.ci/run`` installs Debian's postgresql package)."""
+    from postgres_server import INSTALL_HINT, PostgresServer, find_pg_bin
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        message = f"POSTGRESQL NOT TESTED: no initdb found; install it: {INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        warnings.warn(message, stacklevel=1)
+        pytest.skip(message)
+    server = PostgresServer(bin_dir).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def archive_url(postgres_server: Any) -> str:
+    """A fresh, empty database on the session's PostgreSQL, as a postgresql:// URL."""
+    import psycopg
+
+    name = f"t{next(_names)}_{os.getpid()}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.url.rsplit("/", 1)[0] + "/" + name

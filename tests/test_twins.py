@@ -29,6 +29,7 @@ RENAMES = {
     "AsyncLanes": "Lanes",
     "_ready_async": "_ready",
     "AsyncUpstashBackend": "UpstashBackend",
+    "AsyncArchiveReader": "SyncArchiveReader",
     "open_async_backend": "open_backend",
     "drive_async": "drive",
     "aclose": "close",

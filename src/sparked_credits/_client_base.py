@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from ._core import reconciliation, transfers
-from ._core.config import StorageConfig, storage_from_env
+from ._core.config import StorageConfig, archive_from_env, storage_from_env
 from ._core.operations import Operations
 from ._core.options import DEFAULT_IDEMPOTENCY_TTL, ClientOptions, RedisPath, make_options
 from ._core.steps import Fanout, Steps
@@ -52,6 +52,7 @@ class ClientBase(ABC):
         timeout: float = 5.0,
         pricing: PriceTable | None = None,
         redis_path: RedisPath = "auto",
+        archive: str | None = None,
     ) -> None:
         scheme, kind = kind_of(url)
         if kind.needs_token:
@@ -84,6 +85,9 @@ class ClientBase(ABC):
         if pricing is not None and not isinstance(pricing, PriceTable):
             raise ConfigurationError("pricing must be a PriceTable (see sparked_credits.pricing)")
         self._ops = Operations(self.options, pricing)
+        # The PostgreSQL archive (sparked_credits.archive) that history and usage read on
+        # into where Redis no longer holds entries; None: Redis only.
+        self._archive = None if archive is None else self._open_archive(archive)
         self._backend = self._open_backend(
             url,
             Settings(
@@ -162,6 +166,10 @@ class ClientBase(ABC):
     def _open_backend(self, url: str, settings: Settings) -> Any:
         """The sync or async backend for ``url``."""
 
+    @abstractmethod
+    def _open_archive(self, url: str) -> Any:
+        """The sync or async reader of the PostgreSQL archive at ``url``."""
+
     @classmethod
     def from_url(cls: type[C], url: str, **options: Any) -> C:
         """Same as calling the class with ``url``; options as keywords."""
@@ -171,8 +179,10 @@ class ClientBase(ABC):
     def from_env(cls: type[C], **options: Any) -> C:
         """Storage from ``UPSTASH_REDIS_URL``/``_TOKEN``, Upstash's ``_REST_`` names, or
         ``REDIS_URL``; raises ConfigurationError when none is set (an in-process store in
-        production would give every worker its own balances)."""
+        production would give every worker its own balances). The archive, unless given,
+        from ``SPARKED_CREDITS_ARCHIVE_URL``."""
         storage = storage_from_env()
+        options.setdefault("archive", archive_from_env())
         return cls(storage.url, token=storage.token, **options)
 
     def __repr__(self) -> str:

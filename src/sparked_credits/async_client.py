@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from ._client_base import TRANSFER_GRACE_SECONDS, ClientBase, now_ms
 from ._core import analytics, controls, money, reconciliation, transfers
+from ._core.archived import ArchiveQuery
 from ._core.conflicts import explain_conflict
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_GRANT_SOURCE, DEFAULT_HOLD_TTL
@@ -16,9 +17,10 @@ from ._core.requests import Operation
 from ._core.steps import Steps
 from ._drive import drive_async
 from .backends import AsyncBackend, Settings, open_async_backend
+from .backends.archive_reader import AsyncArchiveReader
 from .backends.errors import translate
 from .control_models import AccountControls, Alert, ReferralResult, TransferResult
-from .errors import IdempotencyConflictError
+from .errors import ConfigurationError, IdempotencyConflictError
 from .holds_context import AsyncHoldContext
 from .models import (
     AllocationResult,
@@ -59,9 +61,20 @@ class AsyncCreditsClient(ClientBase):
         except IdempotencyConflictError as conflict:  # say what differs: reads, this path only
             raise await self._drive(explain_conflict(self._ops.keys, op, conflict)) from None
 
+    def _open_archive(self, url: str) -> AsyncArchiveReader:
+        return AsyncArchiveReader(url)
+
+    async def _step(self, op: Operation[T]) -> T:
+        """One step of a procedure: a Redis request, or a query on the archive."""
+        if type(op.request) is ArchiveQuery:
+            if self._archive is None:
+                raise ConfigurationError("this client has no archive (archive=...)")
+            return op.decode(await self._archive.fetch(op.request))
+        return await self._run(op)
+
     async def _drive(self, procedure: Steps[T]) -> T:
         """Run a multi-step procedure of the pure core, one step at a time."""
-        return await drive_async(procedure, self._run)
+        return await drive_async(procedure, self._step)
 
     async def initialize_user(
         self, account: str, credits: int | None = None, *, reason: str | None = None
@@ -409,7 +422,11 @@ class AsyncCreditsClient(ClientBase):
         with ``full=True``). With ``repair=True`` a mismatch is fixed by a full pass that
         rebuilds the balance, idempotency records and holds from the ledger; an 'adjust'
         entry records what was found."""
-        return await self._drive(reconciliation.reconcile(self._ops, account, repair, full=full))
+        return await self._drive(
+            reconciliation.reconcile(
+                self._ops, account, repair, full=full, archive=self._archive is not None
+            )
+        )
 
     async def reconcile_all(
         self,
@@ -447,7 +464,9 @@ class AsyncCreditsClient(ClientBase):
         is one XREVRANGE; with filters (entry types, action, app) it reads on in batches
         until the page is full."""
         return await self._drive(
-            analytics.history(self._ops, account, limit, cursor, types, action, app)
+            analytics.history(
+                self._ops, account, limit, cursor, types, action, app, self._archive is not None
+            )
         )
 
     async def usage(
@@ -461,7 +480,11 @@ class AsyncCreditsClient(ClientBase):
         """Credits used per day for the last ``days`` days (today included, days without
         usage as 0), by action or app, in time zone ``tz`` (IANA name; default UTC).
         Refunds, releases and expired holds net out of the day they happen."""
-        return await self._drive(analytics.usage(self._ops, account, days, group_by, tz))
+        return await self._drive(
+            analytics.usage(
+                self._ops, account, days, group_by, tz, archive=self._archive is not None
+            )
+        )
 
     # -- account controls: transfers, referrals, tiers, low-balance alerts ---------------
 
@@ -560,6 +583,8 @@ class AsyncCreditsClient(ClientBase):
     async def aclose(self) -> None:
         """Release connections (``async with`` does it on exit)."""
         await self._backend.close()
+        if self._archive is not None:
+            await self._archive.aclose()
 
     async def __aenter__(self) -> AsyncCreditsClient:
         return self

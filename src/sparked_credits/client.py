@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from ._client_base import TRANSFER_GRACE_SECONDS, ClientBase, now_ms
 from ._core import analytics, controls, money, reconciliation, transfers
+from ._core.archived import ArchiveQuery
 from ._core.conflicts import explain_conflict
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_GRANT_SOURCE, DEFAULT_HOLD_TTL
@@ -16,9 +17,10 @@ from ._core.requests import Operation
 from ._core.steps import Steps
 from ._drive import drive
 from .backends import Settings, SyncBackend, open_backend
+from .backends.archive_reader import SyncArchiveReader
 from .backends.errors import translate
 from .control_models import AccountControls, Alert, ReferralResult, TransferResult
-from .errors import IdempotencyConflictError
+from .errors import ConfigurationError, IdempotencyConflictError
 from .holds_context import HoldContext
 from .models import (
     AllocationResult,
@@ -63,9 +65,20 @@ class CreditsClient(ClientBase):
         except IdempotencyConflictError as conflict:  # say what differs: reads, this path only
             raise self._drive(explain_conflict(self._ops.keys, op, conflict)) from None
 
+    def _open_archive(self, url: str) -> SyncArchiveReader:
+        return SyncArchiveReader(url)
+
+    def _step(self, op: Operation[T]) -> T:
+        """One step of a procedure: a Redis request, or a query on the archive."""
+        if type(op.request) is ArchiveQuery:
+            if self._archive is None:
+                raise ConfigurationError("this client has no archive (archive=...)")
+            return op.decode(self._archive.fetch(op.request))
+        return self._run(op)
+
     def _drive(self, procedure: Steps[T]) -> T:
         """Run a multi-step procedure of the pure core, one step at a time."""
-        return drive(procedure, self._run)
+        return drive(procedure, self._step)
 
     def initialize_user(
         self, account: str, credits: int | None = None, *, reason: str | None = None
@@ -413,7 +426,11 @@ class CreditsClient(ClientBase):
         with ``full=True``). With ``repair=True`` a mismatch is fixed by a full pass that
         rebuilds the balance, idempotency records and holds from the ledger; an 'adjust'
         entry records what was found."""
-        return self._drive(reconciliation.reconcile(self._ops, account, repair, full=full))
+        return self._drive(
+            reconciliation.reconcile(
+                self._ops, account, repair, full=full, archive=self._archive is not None
+            )
+        )
 
     def reconcile_all(
         self,
@@ -448,7 +465,11 @@ class CreditsClient(ClientBase):
         """One page of entries, newest first; pass ``next_cursor`` on. Unfiltered, a page
         is one XREVRANGE; with filters (entry types, action, app) it reads on in batches
         until the page is full."""
-        return self._drive(analytics.history(self._ops, account, limit, cursor, types, action, app))
+        return self._drive(
+            analytics.history(
+                self._ops, account, limit, cursor, types, action, app, self._archive is not None
+            )
+        )
 
     def usage(
         self,
@@ -461,7 +482,11 @@ class CreditsClient(ClientBase):
         """Credits used per day for the last ``days`` days (today included, days without
         usage as 0), by action or app, in time zone ``tz`` (IANA name; default UTC).
         Refunds, releases and expired holds net out of the day they happen."""
-        return self._drive(analytics.usage(self._ops, account, days, group_by, tz))
+        return self._drive(
+            analytics.usage(
+                self._ops, account, days, group_by, tz, archive=self._archive is not None
+            )
+        )
 
     # -- account controls: transfers, referrals, tiers, low-balance alerts ---------------
 
@@ -560,6 +585,8 @@ class CreditsClient(ClientBase):
     def close(self) -> None:
         """Release connections (``with`` does it on exit)."""
         self._backend.close()
+        if self._archive is not None:
+            self._archive.close()
 
     def __enter__(self) -> CreditsClient:
         return self

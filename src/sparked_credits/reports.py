@@ -66,6 +66,12 @@ class ReconcileResult(BaseModel):
         default=None, description="The entry the next reconcile starts after."
     )
     adjustment_id: str | None = Field(default=None, description="The repair's adjust entry.")
+    archive_matched: bool | None = Field(
+        default=None,
+        description="A full pass on a client with an archive: the archived entries up to "
+        "the trim base add up to the base's sum and count, so balance == archive + Redis. "
+        "None: no archive, or a ledger never trimmed.",
+    )
 
     @property
     def difference(self) -> int:

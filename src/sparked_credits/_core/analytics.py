@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..errors import ValidationError
 from ..models import EntryType, HistoryPage, LedgerEntry
 from ..reports import DailyUsage, UsageReport
+from . import archived
 from . import validation as v
 from .operations import Operations
 from .requests import Operation
@@ -63,8 +64,13 @@ def history(
     types: Collection[EntryType | str] | None = None,
     action: str | None = None,
     app: str | None = None,
+    archive: bool = False,
 ) -> Generator[Operation[Any], Any, HistoryPage]:
-    """A page of entries, newest first, optionally only of some types/action/app."""
+    """A page of entries, newest first, optionally only of some types/action/app.
+
+    With an ``archive``, a page that reaches the oldest entry Redis holds continues in
+    PostgreSQL below it: the cursor is an entry id in both, so a reader paging back
+    cannot tell where Redis ends (entries in both are read from Redis only)."""
     account = v.account(account)
     limit = v.history_limit(limit)
     start = "+" if cursor is None else "(" + v.entry_id(cursor, "cursor")
@@ -82,6 +88,7 @@ def history(
     filtered = wanted_types is not None or wanted_action is not None or wanted_app is not None
     batch = max(limit + 1, _BATCH) if filtered else limit + 1
     found: list[LedgerEntry] = []
+    oldest = cursor  # below this id, the archive takes over
     while True:
         entries: list[LedgerEntry] = yield ops.read_entries(account, "-", start, batch, True)
         for entry in entries:
@@ -90,9 +97,24 @@ def history(
                     # One more match exists: the page is full and there is a next one.
                     return HistoryPage(account=account, entries=found, next_cursor=found[-1].id)
                 found.append(entry)
+        if entries:
+            oldest = entries[-1].id
         if len(entries) < batch:
-            return HistoryPage(account=account, entries=found, next_cursor=None)
+            break
         start = "(" + entries[-1].id
+    if archive:
+        kinds = None if wanted_types is None else sorted(t.value for t in wanted_types)
+        while True:
+            want = limit + 1 - len(found)
+            older: list[LedgerEntry] = yield archived.history_page(
+                account, oldest, want, kinds, wanted_action, wanted_app
+            )
+            if len(older) == want:
+                found.extend(older[:-1])
+                return HistoryPage(account=account, entries=found, next_cursor=found[-1].id)
+            found.extend(older)
+            break
+    return HistoryPage(account=account, entries=found, next_cursor=None)
 
 
 def _zone(tz: str | tzinfo | None) -> tzinfo:
@@ -113,8 +135,13 @@ def usage(
     group_by: GroupBy,
     tz: str | tzinfo | None,
     today: date | None = None,
+    archive: bool = False,
 ) -> Generator[Operation[Any], Any, UsageReport]:
-    """Credits used per day over the last ``days`` days (today included), by action or app."""
+    """Credits used per day over the last ``days`` days (today included), by action or app.
+
+    With an ``archive``, the days older than what Redis still holds (trimmed by a
+    retention) are read from PostgreSQL: the entries of the window below the first one
+    Redis returns."""
     account = v.account(account)
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
         raise ValidationError("days", "must be an int between 1 and 366")
@@ -126,8 +153,8 @@ def usage(
     since = datetime.combine(first, time.min, tzinfo=zone)
     start = f"{int(since.timestamp() * 1000)}-0"
     totals: dict[date, dict[str, int]] = {first + timedelta(d): {} for d in range(days)}
-    while True:
-        entries: list[LedgerEntry] = yield ops.read_entries(account, start, "+", _BATCH, False)
+
+    def add(entries: list[LedgerEntry]) -> None:
         for entry in entries:
             if entry.type not in USAGE_TYPES:
                 continue
@@ -136,9 +163,25 @@ def usage(
                 continue
             group = (entry.action if group_by == "action" else entry.app) or "(none)"
             totals[day][group] = totals[day].get(group, 0) - entry.delta
+
+    first_in_redis: str | None = None
+    while True:
+        entries: list[LedgerEntry] = yield ops.read_entries(account, start, "+", _BATCH, False)
+        if entries and first_in_redis is None:
+            first_in_redis = entries[0].id
+        add(entries)
         if len(entries) < _BATCH:
             break
         start = "(" + entries[-1].id
+    after: str | None = None
+    while archive:
+        older: list[LedgerEntry] = yield archived.entries_between(
+            account, int(since.timestamp() * 1000), first_in_redis, _BATCH, after
+        )
+        add(older)
+        if len(older) < _BATCH:
+            break
+        after = older[-1].id
     return UsageReport(
         account=account,
         group_by=group_by,

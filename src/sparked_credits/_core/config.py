@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 from ..errors import ConfigurationError
 
-__all__ = ["StorageConfig", "storage_from_env"]
+__all__ = ["ARCHIVE_ENV", "StorageConfig", "archive_from_env", "storage_from_env"]
+
+ARCHIVE_ENV = "SPARKED_CREDITS_ARCHIVE_URL"
+"""The PostgreSQL archive's URL for ``from_env()`` (and the archive and report commands)."""
 
 # Checked in this order; the first pair whose URL is set wins.
 ENV_PAIRS = (
@@ -41,3 +44,9 @@ def storage_from_env(environ: Mapping[str, str] | None = None) -> StorageConfig:
     raise ConfigurationError(
         f"no storage configured: set one of {names} (or pass url='memory://' explicitly)"
     )
+
+
+def archive_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """The archive's URL from ``SPARKED_CREDITS_ARCHIVE_URL``, None when unset."""
+    env = os.environ if environ is None else environ
+    return env.get(ARCHIVE_ENV, "").strip() or None

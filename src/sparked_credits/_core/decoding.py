@@ -30,10 +30,12 @@ _ENTRY_TYPES: dict[Any, EntryType] = {
 }
 
 __all__ = [
+    "FIELDS",
     "decode_mutation",
     "entry_from_fields",
     "entry_from_values",
     "entry_type",
+    "field_values",
     "hold_decoder",
     "mutation_decoder",
     "script_error",
@@ -49,6 +51,7 @@ def text(value: Any) -> str:
 
 # The field order this SDK's scripts write (see lua/prelude.lua, append()).
 _FIELDS = ("type", "delta", "balance", "action", "app", "reason", "ref", "idem", "meta")
+FIELDS = _FIELDS
 _FIELD_ORDERS = (_FIELDS, tuple(f.encode() for f in _FIELDS))
 
 
@@ -66,6 +69,10 @@ def _field_values(fields: Any) -> tuple[Any, ...]:
     else:
         named = dict(zip([text(k) for k in fields[::2]], fields[1::2], strict=True))
     return tuple(named.get(name) for name in _FIELDS)
+
+
+field_values = _field_values
+"""The nine values of a stream entry's fields, in the scripts' order (the archive's rows)."""
 
 
 def entry_from_fields(entry_id: Any, fields: Any) -> LedgerEntry:

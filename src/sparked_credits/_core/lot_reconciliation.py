@@ -8,9 +8,10 @@ gives the lots it implies; a full reconcile compares them with the stored ones a
 moved on since the replay (else it replays again).
 
 A ledger trimmed behind a checkpoint is replayed from the lots its trim kept as of the
-base (meta ``base_lots``, written with ``base_sum`` by ``lua/trim.lua``). Only a ledger
-trimmed by an earlier version, which kept none, cannot be replayed: its lots are then
-reported as not replayed (``None``), never rebuilt from a partial history.
+base (meta ``base_lots``, replayed by ``_core/trimming.py`` with the same LotBook and
+written with ``base_sum``). Only a ledger trimmed by an earlier version, which kept
+none, cannot be replayed: its lots are then reported as not replayed (``None``), never
+rebuilt from a partial history.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "hold": frozenset({"ok"}),
     "init": frozenset({"ok", "exists"}),
     "swept": frozenset({"swept"}),
-    "trimmed": frozenset({"trimmed", "no_checkpoint"}),
+    "trimmed": frozenset({"trimmed", "no_checkpoint", "moved"}),
     "reconcile": frozenset({"more", "ok", "mismatch", "stale", "repaired"}),
     "lots": frozenset({"lots"}),
     "restored": frozenset({"restored", "moved"}),
@@ -353,7 +353,12 @@ SPECS: Mapping[str, ScriptSpec] = {
             operation="reward_referral",
         ),
         ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired"),
-        ScriptSpec("trim", ("before",), "trimmed", keyed=False),
+        ScriptSpec(
+            "trim",
+            ("prior", "last", "sum", "count", "lots", "drop", "n", "minid"),
+            "trimmed",
+            keyed=False,
+        ),
         ScriptSpec(
             "reconcile",
             ("start", "sum", "count", "chunk", "mode", "scope"),

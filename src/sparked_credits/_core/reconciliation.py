@@ -12,12 +12,14 @@ from collections.abc import Generator, Sequence
 from typing import Any
 
 from ..errors import ValidationError
-from ..reports import ReconcileReport, ReconcileResult, TrimResult
+from ..reports import ReconcileReport, ReconcileResult
+from . import archived
 from . import validation as v
 from .decoding import text
 from .lot_reconciliation import LotsCheck, check_lots
 from .operations import Operations
-from .requests import Operation
+from .requests import CommandCall, Operation
+from .trimming import trim
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -117,6 +119,7 @@ def reconcile(
     repair: bool,
     chunk: int = DEFAULT_CHUNK,
     full: bool = False,
+    archive: bool = False,
 ) -> Generator[Operation[Any], Any, ReconcileResult]:
     """Check that the balance equals the ledger's sum, summing inside Redis.
 
@@ -132,6 +135,8 @@ def reconcile(
     credit lots) from the ledger, the commit record, and compensates a key applied twice.
     Every pass checks the credit lots in its last script call (``lots_problem``); a full
     pass also replays the ledger (from the lots kept at the trim base) to compare them.
+    With an ``archive``, a full pass also proves the trim base against it: the archived
+    entries up to the base add up to its sum and count (``archive_matched``).
     """
     account = v.account(account)
     v.flag(repair, "repair")
@@ -146,6 +151,10 @@ def reconcile(
         if status != "stale" and not (found and repair):
             return result
     result, _ = yield from _pass(ops, account, repair, True, chunk)
+    if archive:
+        result = result.model_copy(
+            update={"archive_matched": (yield from _against_archive(ops, account))}
+        )
     # A full pass checks the credit lots against the ledger too (replaying it, from the
     # lots kept at the trim base on a trimmed ledger), and a repair rebuilds them from it,
     # after the balance (which the replay's total must then equal). The script's own check
@@ -172,18 +181,19 @@ def reconcile(
     )
 
 
-def trim(ops: Operations, account: str, before: str) -> Generator[Operation[Any], Any, TrimResult]:
-    """Remove entries older than ``before`` but never past the last checkpoint."""
-    account = v.account(account)
-    minid = v.entry_id(before, "before")
-
-    def decode(raw: Sequence[Any]) -> TrimResult:
-        if text(raw[0]) == "no_checkpoint":
-            return TrimResult(account=account, removed=0, kept_from=None)
-        return TrimResult(account=account, removed=int(raw[1]), kept_from=text(raw[2]))
-
-    result: TrimResult = yield ops.maintenance("trim", account, decode=decode, before=minid)
-    return result
+def _against_archive(ops: Operations, account: str) -> Generator[Operation[Any], Any, bool | None]:
+    """The trim base (what Redis no longer holds) against the archive's entries up to it."""
+    meta: list[Any] = yield Operation(
+        name="reconcile",
+        request=CommandCall(
+            ("HMGET", ops.keys.account(account).meta, "base_id", "base_sum", "base_count")
+        ),
+        decode=list,
+    )
+    if meta[0] is None:
+        return None
+    count, total = yield archived.totals_upto(account, text(meta[0]))
+    return (count, total) == (int(meta[2] or 0), int(meta[1] or 0))
 
 
 def find_accounts(ops: Operations) -> Generator[Operation[Any], Any, list[str]]:

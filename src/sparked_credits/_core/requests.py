@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from .scripts import Script
 
-__all__ = ["CommandCall", "Operation", "Request", "ScanCall", "ScriptCall"]
+__all__ = ["ArchiveQuery", "CommandCall", "Operation", "Request", "ScanCall", "ScriptCall"]
 
 T = TypeVar("T")
 
@@ -50,7 +50,16 @@ class ScanCall:
     count: int = 500
 
 
-Request = ScriptCall | CommandCall | ScanCall
+@dataclass(slots=True)
+class ArchiveQuery:
+    """One SELECT on the PostgreSQL archive (history and usage reading on past what Redis
+    holds): the client's archive reader runs it, never a Redis backend."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+Request = ScriptCall | CommandCall | ScanCall | ArchiveQuery
 
 
 @dataclass(slots=True)

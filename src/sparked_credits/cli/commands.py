@@ -20,10 +20,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .._core.config import archive_from_env
 from .._core.options import DEFAULT_GRANT_SOURCE
 from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
 from ..models import EntryType, LedgerEntry
+from . import archive as archive_commands
 from .demo import DemoFailure, run_demo
 from .dev import dev
 from .doctor import doctor
@@ -44,7 +46,9 @@ class Failed(click.ClickException):
 def _client(ctx: click.Context) -> CreditsClient:
     opts = ctx.obj
     if opts["url"]:
-        return CreditsClient(opts["url"], token=opts["token"], app=opts["app"])
+        return CreditsClient(
+            opts["url"], token=opts["token"], app=opts["app"], archive=archive_from_env()
+        )
     try:
         return CreditsClient.from_env(app=opts["app"])
     except ConfigurationError as exc:
@@ -411,6 +415,11 @@ def reconcile(
 
 cli.add_command(dev)
 cli.add_command(doctor)
+
+
+# The archive's commands (PostgreSQL; psycopg imported only when they run).
+cli.add_command(archive_commands.archive)
+cli.add_command(archive_commands.report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,9 +3,9 @@
 -- the full reconcile to compare with the lots the ledger implies. Reply {'lots', last entry
 -- id ('' = empty ledger), base ('0': not trimmed, '1': trimmed by an earlier version that
 -- kept no lots at its base, '2': trimmed, with them), base_id, base_sum, base_lots (the
--- lots as of the base, see trim.lua), the meta marks 'lots_all' and 'opened' (prelude.lua)
--- as '<lots_all>|<opened>', n, id, record, ... (n pairs, the '' field with the tracked sum
--- among them), m, order member..., expiry member...} (m order members).
+-- lots as of the base, see _core/trimming.py), the meta marks 'lots_all' and 'opened'
+-- (prelude.lua) as '<lots_all>|<opened>', n, id, record, ... (n pairs, the '' field with the
+-- tracked sum among them), m, order member..., expiry member...} (m order members).
 local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
 local marks = redis.call('HMGET', K_META, 'lots_all', 'opened')
 local out = {'lots', '', '0', '', '0', '', (marks[1] or '') .. '|' .. (marks[2] or '')}
