@@ -65,7 +65,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if _has_cli_extra():
-        from . import controls  # noqa: F401  (adds its commands to the group)
         from .commands import main as cli_main
 
         return cli_main(args)

@@ -39,7 +39,10 @@ def _stop_on_signals() -> threading.Event:
 
 @click.command()
 @click.option(
-    "--to", "to", envvar=ARCHIVE_ENV, required=True,
+    "--to",
+    "to",
+    envvar=ARCHIVE_ENV,
+    required=True,
     help=f"The archive: postgresql://user@host/db (default: ${ARCHIVE_ENV}).",
 )
 @click.option("--follow", is_flag=True, help="Keep archiving until SIGTERM (a sidecar).")
@@ -64,7 +67,7 @@ def archive(
     """Copy every account's ledger entries into PostgreSQL, exactly once."""
     from ..archive import Archiver
     from ..errors import CreditsError
-    from .commands import _client
+    from .common import _client
 
     stop = _stop_on_signals()
     started = time.monotonic()
@@ -78,9 +81,7 @@ def archive(
             err.print(f"archived {total} entries ({rate:,.0f}/s)", highlight=False)
 
     try:
-        with _client(ctx) as credits, Archiver(
-            credits, to, retain=retain, batch=batch
-        ) as archiver:
+        with _client(ctx) as credits, Archiver(credits, to, retain=retain, batch=batch) as archiver:
             if follow:
                 err.print(
                     "following the ledgers (SIGTERM or Ctrl-C stops after the current batch)",
@@ -112,7 +113,10 @@ def archive(
 
 @click.command()
 @click.option(
-    "--from", "source", envvar=ARCHIVE_ENV, required=True,
+    "--from",
+    "source",
+    envvar=ARCHIVE_ENV,
+    required=True,
     help=f"The archive: postgresql://user@host/db (default: ${ARCHIVE_ENV}).",
 )
 @click.option("--days", default=30, show_default=True, help="UTC days, today included.")
@@ -146,8 +150,7 @@ def report(source: str, days: int, top: int, low_balance: int, as_json: bool) ->
         table.add_column(col, justify="left" if col == "day" else "right")
     for d in figures.days:
         if d.granted or d.spent or d.expired or d.refunded:
-            table.add_row(str(d.day), str(d.granted), str(d.spent), str(d.expired),
-                          str(d.refunded))
+            table.add_row(str(d.day), str(d.granted), str(d.spent), str(d.expired), str(d.refunded))
     out.print(table)
     spend = Table(title="spend by app and action")
     for col in ("app", "action", "credits"):

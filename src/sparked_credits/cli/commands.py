@@ -9,67 +9,23 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from functools import wraps
-from typing import Any, TypeVar
 
 import click
-from pydantic import BaseModel
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .._core.config import archive_from_env
 from .._core.options import DEFAULT_GRANT_SOURCE
-from ..client import CreditsClient
-from ..errors import ConfigurationError, CreditsError
 from ..models import EntryType, LedgerEntry
 from . import archive as archive_commands
+from . import controls as controls_commands
+from .common import Failed, _client, _errors_exit_2, _print_json, err, out
 from .demo import DemoFailure, run_demo
 from .dev import dev
 from .doctor import doctor
 
 __all__ = ["main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-out = Console()
-err = Console(stderr=True)
-
-
-class Failed(click.ClickException):
-    """A check failed (exit 1), as opposed to an error (exit 2)."""
-
-    exit_code = 1
-
-
-def _client(ctx: click.Context) -> CreditsClient:
-    opts = ctx.obj
-    if opts["url"]:
-        return CreditsClient(
-            opts["url"], token=opts["token"], app=opts["app"], archive=archive_from_env()
-        )
-    try:
-        return CreditsClient.from_env(app=opts["app"])
-    except ConfigurationError as exc:
-        raise ConfigurationError(
-            "no storage configured: pass --url redis://localhost:6379/0 (or --url memory://), "
-            "or set REDIS_URL (or UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN)"
-        ) from exc
-
-
-def _errors_exit_2(fn: F) -> F:
-    """Report CreditsError as one line on stderr with exit code 2, not a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CreditsError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _delta(delta: int) -> str:
@@ -93,11 +49,6 @@ def lots_table(account: str, entries: Sequence[LedgerEntry]) -> Table:
             moves += " (opened)"
         table.add_row(e.id, e.type_name, _delta(e.delta), str(e.balance_after), moves or "-")
     return table
-
-
-def _print_json(value: BaseModel | dict[str, Any]) -> None:
-    data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-    click.echo(json.dumps(data, indent=2))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -200,8 +151,9 @@ def grants(ctx: click.Context, account: str, as_json: bool) -> None:
         return
     table = Table(title=f"{account}: credit lots, consumed top first")
     # The grant id is what `history --lots` and refunds name: never cut, the rest folds.
-    table.add_column("grant id", no_wrap=True, min_width=max((len(g.grant_id) for g in lots),
-                                                             default=8))
+    table.add_column(
+        "grant id", no_wrap=True, min_width=max((len(g.grant_id) for g in lots), default=8)
+    )
     for name, justify in (
         ("source", "left"),
         ("priority", "right"),
@@ -420,6 +372,13 @@ cli.add_command(doctor)
 # The archive's commands (PostgreSQL; psycopg imported only when they run).
 cli.add_command(archive_commands.archive)
 cli.add_command(archive_commands.report)
+for _command in (
+    controls_commands.tier,
+    controls_commands.alerts,
+    controls_commands.ack_alerts,
+    controls_commands.transfer,
+):
+    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The command line's account controls: tiers, low-balance alerts and transfers.
 
-Registered on the ``sparked-credits`` group by :mod:`.commands` (which imports this
-module last). Tiers come from the active price file (``SPARKED_CREDITS_PRICING``).
+Registered on the ``sparked-credits`` group by :mod:`.commands`. Tiers come from the
+active price file (``SPARKED_CREDITS_PRICING``).
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from .commands import _client, _errors_exit_2, _print_json, cli, out
+from .common import _client, _errors_exit_2, _print_json, out
 
 __all__ = ["ack_alerts", "alerts", "tier", "transfer"]
 
 
-@cli.command()
+@click.command()
 @click.argument("account")
 @click.argument("tier_name", metavar="[TIER]", required=False)
 @click.option("--none", "clear", is_flag=True, help="Take the account off its tier.")
@@ -59,7 +59,7 @@ def tier(
     )
 
 
-@cli.command()
+@click.command()
 @click.argument("consumer")
 @click.option("--count", default=100, show_default=True)
 @click.option("--ack", is_flag=True, help="Acknowledge what is listed.")
@@ -81,7 +81,7 @@ def alerts(ctx: click.Context, consumer: str, count: int, ack: bool, as_json: bo
     out.print(table)
 
 
-@cli.command("ack-alerts")
+@click.command("ack-alerts")
 @click.argument("consumer")
 @click.argument("alert_ids", nargs=-1, required=True)
 @click.pass_context
@@ -93,7 +93,7 @@ def ack_alerts(ctx: click.Context, consumer: str, alert_ids: tuple[str, ...]) ->
     out.print(f"acknowledged {len(alert_ids)} alert(s) for {consumer}", highlight=False)
 
 
-@cli.command()
+@click.command()
 @click.argument("from_account")
 @click.argument("to_account")
 @click.argument("amount", type=int)

