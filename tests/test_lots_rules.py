@@ -395,3 +395,21 @@ def test_concurrent_credits_then_a_debit_draw_the_oldest_lots(backend_url: str) 
             assert [g.grant_id for g in await client.grants(ACCT)] == ids[4:]
 
     asyncio.run(main())
+
+
+def test_a_hold_that_expires_while_an_overdraft_is_owed_pays_it_first(
+    make_client: Callable[..., Any],
+) -> None:
+    import time
+
+    client = make_client()
+    client.initialize_user(ACCT, 100)
+    client.reserve(ACCT, 5, action="video", ttl=0.05)
+    client.adjust(ACCT, -150, allow_overdraft=True)  # -55
+    time.sleep(0.1)
+    assert client.sweep_expired(ACCT) >= 1
+    (expired,) = [e for e in client.history(ACCT).entries if e.type_name == "expire"]
+    assert decode_draws(expired.lots) == [("_", 5)]
+    assert client.get_balance(ACCT) == -50
+    assert client.grants(ACCT) == []
+    assert client.reconcile(ACCT).lots_problem is None

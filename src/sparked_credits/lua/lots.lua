@@ -118,36 +118,34 @@ end
 -- The order zset's members from position `start` in consumption order: `n` of them, or
 -- more so that a slice never ends inside a run of lots tied on score and opened in one
 -- millisecond. ZRANGE orders tied members as text ('<ms>-10' before '<ms>-2'); such a run
--- is contiguous (the ms part leads the text), so each slice is read whole and sorted by
--- (score, ms, seq) as numbers. Returns the ids and the position after them.
+-- is contiguous (the ms part leads the text), so each slice is read whole (one member
+-- ahead tells whether the run goes on) and sorted by (score, ms, seq) as numbers.
+-- Returns the ids and the position after them.
 local function lots_slice(start, n)
-  local got = redis.call('ZRANGE', K_LOTQ, start, start + n - 1, 'WITHSCORES')
   local ids, score = {}, {}
-  for i = 1, #got, 2 do
-    ids[#ids + 1] = got[i]
-    score[got[i]] = tonumber(got[i + 1])
-  end
-  local full = #ids == n
-  while full do
-    local last = ids[#ids]
-    local ms = string.match(last, '^(%d+)-')
-    local more = redis.call('ZRANGE', K_LOTQ, start + #ids, start + #ids + n - 1, 'WITHSCORES')
-    full = #more == 2 * n
-    for i = 1, #more, 2 do
-      local s = tonumber(more[i + 1])
-      if s ~= score[last] or not ms or string.match(more[i], '^(%d+)-') ~= ms then
-        full = false
-        break
-      end
-      ids[#ids + 1] = more[i]
-      score[more[i]] = s
+  local function read(from, count)
+    local got = redis.call('ZRANGE', K_LOTQ, from, from + count - 1, 'WITHSCORES')
+    for i = 1, #got, 2 do
+      ids[#ids + 1] = got[i]
+      score[got[i]] = tonumber(got[i + 1])
     end
+    return #got
   end
+  local function ties(a, b)
+    return score[a] == score[b] and string.match(a, '^(%d+)-') == string.match(b, '^(%d+)-')
+  end
+  local more = read(start, n + 1)
+  local k = math.min(n, #ids)
+  while k < #ids and ties(ids[k + 1], ids[k]) do
+    k = k + 1
+    if k == #ids and more > 0 then more = read(start + k, n + 1) end
+  end
+  for i = #ids, k + 1, -1 do ids[i] = nil end
   table.sort(ids, function(a, b)
     if score[a] ~= score[b] then return score[a] < score[b] end
     return lot_id_before(a, b)
   end)
-  return ids, start + #ids
+  return ids, start + k
 end
 
 -- Write every lot changed by this script, the zsets, and the summary, in one HSET. The
