@@ -13,6 +13,11 @@ CPU, and round by round:
   re-send window (the steady state; ``--fresh-generation`` leaves it new);
 * ``minimal``: benchmarks/minimal_debit.lua by raw EVALSHA (GET, DECRBY, XADD of the
   same nine entry fields);
+* ``--also PATH`` (informative, repeatable): another debit script's source (e.g. this
+  one built at an earlier commit: ``PYTHONPATH=<old tree>/src python -c "from
+  sparked_credits._core.scripts import SCRIPTS; print(SCRIPTS.debit.source)"``), by raw
+  EVALSHA with the SDK's KEYS/ARGV and a fresh key per call, on its own aged account, in
+  the same rounds: an A/B of two script versions on one server;
 * ``setup`` (informative): the debit script cut at its fast block, ``return 1`` there,
   by raw EVALSHA with the SDK's KEYS/ARGV: the per-call cost before the fast block reads
   anything (the arguments, the prelude's locals, TIME, the closures of the helpers the
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -116,7 +122,9 @@ def measure(raw: redis.Redis, n: int, run: Any) -> tuple[float, float, float, di
     return usec / calls, p10, sum(inner.values()), inner
 
 
-def bench_line(name: str, binary: str, n: int, rounds: int, fresh: bool) -> dict[str, Any]:
+def bench_line(
+    name: str, binary: str, n: int, rounds: int, fresh: bool, also: list[Path]
+) -> dict[str, Any]:
     with RedisServer(binary=binary) as server:
         assert server._proc is not None
         pin_cpus("same", server._proc.pid)
@@ -154,6 +162,25 @@ def bench_line(name: str, binary: str, n: int, rounds: int, fresh: bool) -> dict
         cut = source.find("-- @fast:")
         setup_sha = raw.script_load(source[:cut] + "return 1\n") if cut > 0 else None
 
+        others: dict[str, Any] = {}
+        for path in also:
+            acct = f"also_{len(others)}"
+            client.initialize_user(acct, FUNDS)
+            other = client._ops.debit(acct, 1, action="chat_message").request
+            if not fresh:
+                raw.hset(other.keys[3], "", int(time.time() * 1000) - 25 * 3600 * 1000)
+            others[path.name] = (raw.script_load(path.read_text()), other)
+
+        def raw_debits(label: str) -> Any:
+            sha, other = others[label]
+
+            def run(k: int) -> None:
+                for _ in range(k):
+                    args = [secrets.token_urlsafe(9), *other.args[1:]]
+                    raw.evalsha(sha, len(other.keys), *other.keys, *args)
+
+            return run
+
         def setup(k: int) -> None:
             for _ in range(k):
                 raw.evalsha(setup_sha, len(op.keys), *op.keys, *op.args)
@@ -181,6 +208,10 @@ def bench_line(name: str, binary: str, n: int, rounds: int, fresh: bool) -> dict
             figures["ratio_p10"].append(s_p10 / m_p10)
             if setup_sha:
                 figures["setup"].append(measure(raw, n, setup)[0])
+            for label in others:
+                got = measure(raw, n, raw_debits(label))
+                figures.setdefault(f"{label} p10", []).append(got[1])
+                figures.setdefault(f"{label} mean", []).append(got[0])
             inner = {"sdk": (s_cmds, s_inner), "minimal": (m_cmds, m_inner)}
         client.close()
         version = ".".join(map(str, server_version(binary)))
@@ -198,6 +229,13 @@ def bench_line(name: str, binary: str, n: int, rounds: int, fresh: bool) -> dict
             "sdk_by_command": inner["sdk"][1],
             "minimal_commands": inner["minimal"][0],
             "setup_us": statistics.median(figures["setup"]) if figures["setup"] else None,
+            "also": {
+                label: (
+                    statistics.median(figures[f"{label} mean"]),
+                    statistics.median(figures[f"{label} p10"]),
+                )
+                for label in others
+            },
             "path": "FCALL" if "fcall" in stats(raw) else "EVALSHA",
         }
         return result
@@ -209,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--line", action="append", help="only these server lines")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--also", type=Path, action="append", help="another debit script")
     parser.add_argument(
         "--fresh-generation",
         action="store_true",
@@ -219,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, binary in lines():
         if args.line and name not in args.line:
             continue
-        r = bench_line(name, binary, args.n, args.rounds, args.fresh_generation)
+        r = bench_line(name, binary, args.n, args.rounds, args.fresh_generation, args.also or [])
         results.append(r)
         low, high = r["ratio_range"]
         print(
@@ -232,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  10th percentile (SLOWLOG): sdk {r['sdk_p10']:g} us / minimal "
             f"{r['minimal_p10']:g} us = {r['ratio_p10']:.2f}x"
         )
+        for label, (mean, p10) in r["also"].items():
+            print(f"  {label} by raw EVALSHA: {mean:.1f} us, 10th percentile {p10:g} us")
         if r["setup_us"] is not None:
             print(f"  setup before the fast block (informative): {r['setup_us']:.1f} us")
         by = ", ".join(f"{c} {k:g}" for c, k in sorted(r["sdk_by_command"].items()))
