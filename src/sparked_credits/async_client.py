@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from ._client_base import ClientBase
 from ._core import analytics, reconciliation
+from ._core.lots import DEFAULT_PRIORITY
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_HOLD_TTL
 from ._core.requests import Operation
@@ -117,7 +118,7 @@ class AsyncCreditsClient(ClientBase):
         *,
         source: str = "grant",
         expires_at: datetime | None = None,
-        priority: int = 50,
+        priority: int = DEFAULT_PRIORITY,
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .._core.lots import DEFAULT_PRIORITY
 from ..client import CreditsClient
 from ..errors import ConfigurationError, CreditsError
 from ..models import EntryType
@@ -115,7 +116,9 @@ def balance(ctx: click.Context, account: str, as_json: bool) -> None:
 @click.argument("amount", type=int)
 @click.option("--reason", help="Why (kept in the ledger).")
 @click.option("--source", default="admin_grant", show_default=True)
-@click.option("--priority", default=50, show_default=True, help="0-100, lower is spent first.")
+@click.option(
+    "--priority", default=DEFAULT_PRIORITY, show_default=True, help="0-100, lower is spent first."
+)
 @click.option(
     "--expires-at",
     type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z"]),
