@@ -11,6 +11,7 @@ from ._client_base import TRANSFER_GRACE_SECONDS, ClientBase, now_ms
 from ._core import analytics, controls, money, reconciliation, transfers
 from ._core.archived import ArchiveQuery
 from ._core.conflicts import explain_conflict
+from ._core.lots import DEFAULT_PRIORITY
 from ._core.operations import NO_EXTRAS, Extras
 from ._core.options import DEFAULT_GRANT_SOURCE, DEFAULT_HOLD_TTL
 from ._core.requests import Operation
@@ -145,7 +146,7 @@ class AsyncCreditsClient(ClientBase):
         *,
         source: str = DEFAULT_GRANT_SOURCE,
         expires_at: datetime | None = None,
-        priority: int = 50,
+        priority: int = DEFAULT_PRIORITY,
         reason: str | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,

@@ -9,6 +9,9 @@ Each script carries only the prelude functions it reaches (``_prune``): Redis ru
 script's whole chunk on every call, and every ``local function`` in it is a closure made
 anew each time, so unused helpers are per-call cost (about a third of the prelude's time
 on a debit, measured in BENCHMARKS.md).
+
+Every script's first line declares the ledger format's shared constants from their Python
+declarations (:func:`.ledger_format.lua_constants`), so the Lua states none of them.
 """
 
 from __future__ import annotations

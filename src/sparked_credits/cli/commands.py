@@ -16,6 +16,7 @@ import click
 from rich.progress import Progress
 from rich.table import Table
 
+from .._core.lots import DEFAULT_PRIORITY
 from .._core.options import DEFAULT_GRANT_SOURCE
 from ..models import EntryType, LedgerEntry
 from . import archive as archive_commands
@@ -98,7 +99,9 @@ def balance(ctx: click.Context, account: str, as_json: bool) -> None:
 @click.option(
     "--source", default=DEFAULT_GRANT_SOURCE, show_default=True, help="Where the credits come from."
 )
-@click.option("--priority", default=50, show_default=True, help="0-100, lower is spent first.")
+@click.option(
+    "--priority", default=DEFAULT_PRIORITY, show_default=True, help="0-100, lower is spent first."
+)
 @click.option(
     "--expires-at",
     type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z", "%Y-%m-%d %H:%M:%S%z"]),

@@ -49,7 +49,7 @@ do
                        (soonest ~= '' and tonumber(head_exp) >= tonumber(soonest))) then
         local l = head .. ':' .. fmt(amount)
         local meta = ARGV[12]
-        local id, values = append_counted({marks[3], marks[4]}, 'debit', -amount, bal - amount,
+        local id, values = append_counted(marks[3], marks[4], 'debit', -amount, bal - amount,
                                           ARGV[10], APP, ARGV[11], '', IDEM_KEY, meta,
                                           sc_meta(meta, ',"l":"' .. l .. '"'))
         idem_put(IDEM_KEY, LEGACY_FP, id)

@@ -60,11 +60,6 @@ local function fmt(n)
   return string.format('%d', n)
 end
 
--- Entry field names, in the order every entry is written (listpacks then store the names
--- once per node). Replies carry the values only, in this order: {'ok', replayed, id, ...}.
--- The set is the TypeScript SDK's; what only this SDK needs rides in meta under '_sc'.
-local FIELDS = {'type', 'delta', 'balance', 'action', 'app', 'reason', 'ref', 'idem', 'meta'}
-
 -- The 13th element is the entry's lots record (lots.lua), '' for none: the caller's meta
 -- in values[9] never carries it, a stored meta carries it in '_sc.l'.
 local function reply_entry(id, values, replayed, lots)
@@ -118,11 +113,11 @@ end
 -- this update (the TypeScript SDK, an earlier version, a prefix that kept only the XADD)
 -- leave n short of base_count + XLEN, which sends the reconcile back to reading entries.
 -- lua/debit.lua's fast block writes the same fields the same way.
--- ledger_block_put writes them from 'n' and 'bo' as read (m[1], m[2]); lua/debit.lua's
--- fast block reads them with its other marks and calls it too.
-local function ledger_block_put(m, delta)
-  local n = tonumber(m[1] or '0') + 1
-  local o = tonumber(m[2] or '0') + delta
+-- ledger_block_put writes them from 'n' and 'bo' as read (false when absent);
+-- lua/debit.lua's fast block reads them with its other marks and calls it too.
+local function ledger_block_put(n_read, bo_read, delta)
+  local n = tonumber(n_read or '0') + 1
+  local o = tonumber(bo_read or '0') + delta
   if n % BLOCK == 0 then
     local bf = tonumber(redis.call('HGET', K_META, 'bf') or '0')
     redis.call('HSET', K_META, 'n', fmt(n), 'bo', '0', 'bf', fmt(bf + o), 'bfn', fmt(n))
@@ -133,14 +128,14 @@ end
 
 -- Append one entry. The reply carries the caller's metadata; the stored meta adds '_sc'.
 -- Its block sums are written right after it (derived state: before the unit's balance);
--- append_counted takes the block fields 'n' and 'bo' as already read ({n, bo}).
-local function append_counted(m, typ, delta, after, action, app, reason, ref, idem, meta,
-                              stored_meta)
+-- append_counted takes the block fields 'n' and 'bo' as already read.
+local function append_counted(n_read, bo_read, typ, delta, after, action, app, reason, ref,
+                              idem, meta, stored_meta)
   local values = {typ, fmt(delta), fmt(after), action, app, reason, ref, idem, meta}
   local id = redis.call('XADD', K_TXS, '*', 'type', values[1], 'delta', values[2],
                         'balance', values[3], 'action', action, 'app', app, 'reason', reason,
                         'ref', ref, 'idem', idem, 'meta', stored_meta or meta)
-  ledger_block_put(m, delta)
+  ledger_block_put(n_read, bo_read, delta)
   return id, values
 end
 
@@ -158,6 +153,12 @@ end
 -- @fast: scripts.py puts a script's '-- @fast' block here. Only what is above this line
 -- is made before it, so it pays for few closures; what it writes, it writes through the
 -- helpers above, as the general path does.
+
+-- Entry field names, in the order every entry is written (listpacks then store the names
+-- once per node). Replies carry the values only, in this order: {'ok', replayed, id, ...}.
+-- append_counted writes them in this order. The set is the TypeScript SDK's; what only
+-- this SDK needs rides in meta under '_sc'.
+local FIELDS = {'type', 'delta', 'balance', 'action', 'app', 'reason', 'ref', 'idem', 'meta'}
 
 -- Values of a stored entry in FIELDS order, whatever order it was written in.
 local function entry_values(flat)
@@ -178,12 +179,14 @@ local function sc_fields(meta)
 end
 
 local function ledger_block_add(delta)
-  ledger_block_put(redis.call('HMGET', K_META, 'n', 'bo'), delta)
+  local m = redis.call('HMGET', K_META, 'n', 'bo')
+  ledger_block_put(m[1], m[2], delta)
 end
 
 local function append(typ, delta, after, action, app, reason, ref, idem, meta, stored_meta)
-  return append_counted(redis.call('HMGET', K_META, 'n', 'bo'), typ, delta, after, action,
-                        app, reason, ref, idem, meta, stored_meta)
+  local m = redis.call('HMGET', K_META, 'n', 'bo')
+  return append_counted(m[1], m[2], typ, delta, after, action, app, reason, ref, idem, meta,
+                        stored_meta)
 end
 
 -- 'replayed' for a found entry: '0' when it was applied by this very call (the SDK's own
