@@ -126,7 +126,22 @@ def test_diagnose_without_config_and_with_a_skewed_clock() -> None:
     assert not old["server"].ok
 
 
-def test_doctor_refuses_what_is_not_one_server() -> None:
+def test_doctor_refuses_what_is_not_a_server() -> None:
     done = run("memory://x", "doctor")
     assert done.returncode == 2
     assert "redis://" in done.stderr
+
+
+def test_doctor_checks_every_primary_of_a_cluster(cluster_url: str) -> None:
+    """The test cluster runs with the cache defaults (AOF off): each primary is named with
+    its findings; accounts anywhere in the cluster count for all."""
+    code, found = findings(cluster_url, "--expect-accounts")
+    assert code == 1
+    primaries = {name.split()[0] for name in found}
+    assert len(primaries) == 3
+    assert all(not found[f"{p} appendonly"]["ok"] for p in primaries)
+    assert all(not found[f"{p} accounts"]["ok"] for p in primaries)
+    with CreditsClient(cluster_url) as credits:
+        credits.initialize_user("user_doc")
+    _, found = findings(cluster_url, "--expect-accounts")
+    assert all(found[f"{p} accounts"]["ok"] for p in primaries)
