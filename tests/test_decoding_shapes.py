@@ -63,7 +63,8 @@ def test_every_reply_shape_decodes_alike(shape: Any) -> None:
     assert hold.expires_at is not None
     assert hold.entry.lots == "_:10"
 
-    assert ops.get_balance("user_1").decode(shape("42")) == 42
+    assert ops.get_balance("user_1").decode(shape(["balance", "42"])) == 42
+    assert ops.get_balance("user_1").decode(shape(["balance"])) == 0
     scan = ops.scan_accounts("holdexp", "sweep_expired_holds")
     accounts = scan.decode(shape(["holdexp:{user_1}", "holdexp:{u2}"]))
     assert accounts == ["u2", "user_1"]

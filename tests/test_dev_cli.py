@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from click.testing import CliRunner
@@ -28,12 +29,26 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("CLERK_", "SPARKED_DEV"))}
+class Done(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Done:
+    """The command line in process (click's runner), with no Clerk or dev-keys variables
+    but those given."""
+    clean: dict[str, str | None] = {
+        name: None for name in os.environ if name.startswith(("CLERK_", "SPARKED_DEV"))}
+    result = CliRunner().invoke(cli, list(args), env={**clean, **(env or {})})
+    return Done(result.exit_code, result.stdout, result.stderr)
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The console script itself, in a process: what a shell sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "SPARKED_DEV"))}
     return subprocess.run([sys.executable, "-m", "sparked_credits", *args],
-                          capture_output=True, text=True, timeout=60,
-                          env={**base, **(env or {})}, check=False)
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
 def exported(printed: str) -> dict[str, str]:
@@ -72,7 +87,7 @@ def test_keys_token_verify_as_the_app_verifies(tmp_path: Path) -> None:
 
 
 def test_missing_key_file_is_one_line(tmp_path: Path) -> None:
-    missing = run("dev", "token", "user_2abc", "--keys", str(tmp_path / "nothing"))
+    missing = run_script("dev", "token", "user_2abc", "--keys", str(tmp_path / "nothing"))
     assert missing.returncode == 2
     assert missing.stderr.strip().count("\n") == 0, missing.stderr
     assert "dev keys" in missing.stderr

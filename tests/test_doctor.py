@@ -10,16 +10,15 @@ folder starts empty: doctor says so.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
+from click.testing import CliRunner
 
 from conftest import line_binary
 from redis_servers import RedisServer
 from sparked_credits import CreditsClient
+from sparked_credits.cli.commands import cli
 from sparked_credits.cli.doctor import Facts, diagnose
 
 LEDGER = ("--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy",
@@ -28,10 +27,16 @@ CACHE = ("--appendonly", "no", "--maxmemory-policy", "allkeys-lru",
          "--aof-load-truncated", "yes")
 
 
-def run(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "UPSTASH"))}
-    return subprocess.run([sys.executable, "-m", "sparked_credits", "--url", url, *args],
-                          capture_output=True, text=True, timeout=60, check=False, env=env)
+class Done(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(url: str, *args: str) -> Done:
+    """The command line, in process (click's runner): what the console script runs."""
+    result = CliRunner().invoke(cli, ["--url", url, *args], env={"REDIS_URL": None})
+    return Done(result.exit_code, result.stdout, result.stderr)
 
 
 def findings(url: str, *args: str) -> tuple[int, dict[str, Any]]:
@@ -121,7 +126,22 @@ def test_diagnose_without_config_and_with_a_skewed_clock() -> None:
     assert not old["server"].ok
 
 
-def test_doctor_refuses_what_is_not_one_server() -> None:
+def test_doctor_refuses_what_is_not_a_server() -> None:
     done = run("memory://x", "doctor")
     assert done.returncode == 2
     assert "redis://" in done.stderr
+
+
+def test_doctor_checks_every_primary_of_a_cluster(cluster_url: str) -> None:
+    """The test cluster runs with the cache defaults (AOF off): each primary is named with
+    its findings; accounts anywhere in the cluster count for all."""
+    code, found = findings(cluster_url, "--expect-accounts")
+    assert code == 1
+    primaries = {name.split()[0] for name in found}
+    assert len(primaries) == 3
+    assert all(not found[f"{p} appendonly"]["ok"] for p in primaries)
+    assert all(not found[f"{p} accounts"]["ok"] for p in primaries)
+    with CreditsClient(cluster_url) as credits:
+        credits.initialize_user("user_doc")
+    _, found = findings(cluster_url, "--expect-accounts")
+    assert all(found[f"{p} accounts"]["ok"] for p in primaries)

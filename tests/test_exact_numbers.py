@@ -36,8 +36,12 @@ def test_balance_excludes_lapsed_lots_before_any_sweep(client: Any) -> None:
     assert client.get_balance(ACCT) == 100  # the 125, before any sweep
     assert len(client.history(ACCT).entries) == entries  # a reader: nothing written
     assert client.get_balance("user_never") == 0
-    client.sweep_expired(ACCT)
-    assert client.get_balance(ACCT) == 100 == ledger_sum(client, ACCT)
+    # The next call lapses the lot first (its own entry), and says so.
+    debit = client.debit(ACCT, 10, action="chat_message")
+    assert (debit.balance, debit.lapsed, debit.entry.balance_after) == (90, 25, 90)
+    again = client.debit(ACCT, 10, action="chat_message")
+    assert (again.balance, again.lapsed) == (80, 0)
+    assert client.get_balance(ACCT) == 80 == ledger_sum(client, ACCT)
 
 
 def test_refund_release_settle_report_the_balance_after_the_lapse(client: Any) -> None:

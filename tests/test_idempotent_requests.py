@@ -266,6 +266,7 @@ def test_a_reserialized_body_is_a_replay(http: TestClient, credits: CreditsClien
     assert again.json() == first.json()
     other = post(http, b'{"request_id": "r-json", "note": "k"}')
     assert other.status_code == 409
+    assert other.json()["differs"] == ["body"]
     assert balance_checked(credits) == 90
 
 

@@ -157,9 +157,10 @@ class MutationResult(BaseModel):
     )
     lapsed: int = Field(
         default=0,
-        description="Credits that lapsed after the entry in the same call (a refund, "
-        "release or settle giving credits back to lots already past their expiry, each "
-        "with its own lot_expire entry): balance == entry.balance_after - lapsed.",
+        description="Credits that lapsed in this call, each lot with its own lot_expire "
+        "entry: lots past their expiry that the call lapsed before its entry (already "
+        "out of entry.balance_after), and credits a refund, release or settle gave back "
+        "to such lots (lapsed after the entry: out of balance, not of balance_after).",
     )
 
 

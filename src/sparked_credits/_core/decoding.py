@@ -184,8 +184,8 @@ def decode_mutation(
         "replayed": raw[1] == b"1" or raw[1] == "1",
     }
     if len(raw) > 14:
-        # Credits given back to lots that had expired lapsed after the entry, in the same
-        # call: the balance after the whole call, and what lapsed.
+        # Credits lapsed in the call (lots past their expiry, before the entry, or given
+        # back to after it): the balance after the whole call, and what lapsed.
         result["balance"], result["lapsed"] = raw[13], raw[14]
     return MutationResult.model_validate(result)
 

@@ -206,12 +206,45 @@ def _redis(url: str) -> Any:
         raise click.ClickException(
             "doctor needs redis-py: pip install 'sparked-credits[redis,cli]'"
         ) from None
-    if url.startswith(("memory://", "http://", "https://", "redis+cluster://")):
+    if url.startswith(("memory://", "http://", "https://")):
         raise click.UsageError(
-            "doctor checks one Redis server: give its redis://, rediss:// or unix:// URL "
-            "(for a cluster, each primary's)"
+            "doctor checks Redis servers: give a redis://, rediss://, unix:// or "
+            "redis+cluster:// URL (memory:// and Upstash keep no server config to check)"
         )
     return redis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
+
+
+def _primaries(url: str) -> list[tuple[str, Any]]:
+    """(name, client) of every primary of the cluster a ``redis+cluster://`` URL names,
+    as the first reachable startup node lists them (CLUSTER NODES)."""
+    import redis
+
+    from ..backends.cluster import parse
+
+    target = parse(url)
+    last: Exception | None = None
+    for host, port in target.nodes:
+        seed = redis.Redis(host=host, port=port, socket_timeout=5, decode_responses=True,
+                           username=target.username, password=target.password)
+        try:
+            listing = str(seed.execute_command("CLUSTER", "NODES"))  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            last = exc
+            continue
+        finally:
+            seed.close()
+        found = []
+        for line in listing.splitlines():
+            parts = line.split()
+            if len(parts) > 2 and "master" in parts[2].split(",") and "fail" not in parts[2]:
+                address = parts[1].split("@", 1)[0]
+                node_host, _, node_port = address.rpartition(":")
+                client = redis.Redis(host=node_host or host, port=int(node_port),
+                                     socket_timeout=5, decode_responses=True,
+                                     username=target.username, password=target.password)
+                found.append((address, client))
+        return sorted(found, key=lambda pair: pair[0])
+    raise redis.ConnectionError(f"no startup node answered ({last})")
 
 
 def _local(url: str) -> bool:
@@ -273,8 +306,9 @@ def gather(client: Any, url: str) -> Facts:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def doctor(ctx: click.Context, expect_accounts: bool, as_json: bool) -> None:
-    """Check the Redis at --url (or REDIS_URL) for a ledger: eviction, AOF, fsync,
-    aof-load-truncated, data, scripts, clock; exit 1 on a finding."""
+    """Check the Redis at --url (or REDIS_URL; every primary of a redis+cluster:// URL) for
+    a ledger: eviction, AOF, fsync, aof-load-truncated, data, scripts, clock; exit 1 on a
+    finding."""
     import os
 
     import redis
@@ -282,15 +316,31 @@ def doctor(ctx: click.Context, expect_accounts: bool, as_json: bool) -> None:
     url = (ctx.obj or {}).get("url") or os.environ.get("REDIS_URL")
     if not url:
         raise click.UsageError("give the server: --url redis://localhost:6379/0 (or REDIS_URL)")
-    client = _redis(url)
+    servers: list[tuple[str, Any]] = []
     try:
-        facts = gather(client, url)
+        if url.startswith("redis+cluster://"):
+            _redis("redis://")  # the same import check
+            servers = _primaries(url)
+            node_url = "redis://" + url.split("://", 1)[1].split(",", 1)[0]
+        else:
+            servers = [("", _redis(url))]
+            node_url = url
+        gathered = [(name, gather(client, node_url)) for name, client in servers]
     except redis.RedisError as exc:
         click.echo(f"error: cannot check {url}: {exc}", err=True)
         sys.exit(2)
     finally:
-        client.close()
-    findings = diagnose(facts, expect_accounts=expect_accounts)
+        for _, client in servers:
+            client.close()
+    # In a cluster the accounts spread over the primaries: one with any is enough.
+    anywhere = any(facts.accounts_found for _, facts in gathered)
+    findings = []
+    for name, facts in gathered:
+        facts.accounts_found = anywhere
+        for finding in diagnose(facts, expect_accounts=expect_accounts):
+            if name:
+                finding.check = f"{name} {finding.check}"
+            findings.append(finding)
     bad = [f for f in findings if not f.ok]
     if as_json:
         click.echo(json.dumps({"ok": not bad, "findings": [asdict(f) for f in findings]}, indent=2))

@@ -103,7 +103,7 @@ class RequestConflictError(IdempotencyConflictError):
     """The request id was already used on this route with another body (409)."""
 
     def __init__(self, account: str, key: str) -> None:
-        super().__init__(account, key)
+        super().__init__(account, key, differs=("body",))
         self.message = (
             "this Idempotency-Key was already used on this route with another request body: "
             "use a new key for a new request"

@@ -33,6 +33,7 @@ local lot_tracked = nil    -- sum of remaining over tracked lots, read once
 local lot_soonest = false  -- soonest expiry of an open lot: a number, nil (none), false (unknown)
 local lot_head = false     -- id of the first open lot: a string, nil (none), false (unknown)
 local lot_reopened = false -- a lot went from empty to open this script: the head may move
+local lot_lapsed = 0       -- credits lapsed this script (reported with the call's result)
 
 local function lot_from(id, rec)
   local r, a, e, p, s = string.match(rec, '^(%d+)|(%d+)|(%d*)|(%d+)|(.*)$')
@@ -369,6 +370,7 @@ local function lot_lapse(lot, bal)
   lot.lapsing = nil
   if n <= 0 then return bal end
   lot_change(lot, -n)
+  lot_lapsed = lot_lapsed + n
   local after = bal - n
   append('lot_expire', -n, after, lot.source, APP, 'credits expired', lot.id, '', '',
          lots_meta(lot.id .. ':' .. fmt(n)))

@@ -420,8 +420,11 @@ local function commit(typ, delta, after, action, app, reason, ref, meta, derived
   if derived then derived(id) end
   lots_apply()
   redis.call('SET', K_BAL, fmt(after))
-  return reply_entry(id, values, '0',
-                     lots or string.match(stored, '^{"_sc":{[^}]*"l":"([^"]*)"') or '')
+  local reply = reply_entry(id, values, '0',
+                            lots or string.match(stored, '^{"_sc":{[^}]*"l":"([^"]*)"') or '')
+  -- Credits lapsed before the entry (lots past expiry): 14 the balance after, 15 the credits.
+  if lot_lapsed > 0 then reply[14], reply[15] = fmt(after), fmt(lot_lapsed) end
+  return reply
 end
 
 -- Keys that hold forever (purchase, allocate, revoke; lua/purchase.lua and the others):

@@ -59,8 +59,8 @@ local reply = commit('refund', amount, bal + amount, f['action'] or '', f['app']
                        redis.call('HINCRBY', K_REFUNDS, eid, amount)
                        if controlled then controlled(id) end
                      end, ',"l":"' .. lots_encode(back) .. '"')
--- Reply elements 14 and 15 when credits lapsed after the entry: the balance after the
--- whole call and the credits that lapsed.
+-- Reply elements 14 and 15 when credits lapsed in this call (before or after the entry):
+-- the balance after the whole call and the credits that lapsed.
 local final = lots_lapse_all(lapsed, (bal + amount))
-if final ~= (bal + amount) then reply[14], reply[15] = fmt(final), fmt((bal + amount) - final) end
+if lot_lapsed > 0 then reply[14], reply[15] = fmt(final), fmt(lot_lapsed) end
 return reply

@@ -21,8 +21,8 @@ local reply = commit('release', hold.amount, after, hold.action, hold.app, ARGV[
                        redis.call('ZREM', K_HOLD_EXP, hid)
                        if controlled then controlled(id) end
                      end, ',"l":"' .. lots_encode(back) .. '"')
--- Reply elements 14 and 15 when credits lapsed after the entry: the balance after the
--- whole call and the credits that lapsed.
+-- Reply elements 14 and 15 when credits lapsed in this call (before or after the entry):
+-- the balance after the whole call and the credits that lapsed.
 local final = lots_lapse_all(lapsed, after)
-if final ~= after then reply[14], reply[15] = fmt(final), fmt(after - final) end
+if lot_lapsed > 0 then reply[14], reply[15] = fmt(final), fmt(lot_lapsed) end
 return reply
