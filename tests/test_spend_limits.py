@@ -72,8 +72,9 @@ def test_daily_limit_refuses_inside_the_script_and_changes_nothing(make_client: 
     body = error.to_dict()
     assert {"limit", "spent", "resets_at", "window"} <= body.keys()
     assert body["resets_at"].endswith("T00:00:00+00:00")
-    status, _, _ = error_parts(error)
+    status, _, headers = error_parts(error)
     assert status == 429
+    assert 1 <= int(headers["Retry-After"]) <= 86_400
     # The rest of the day fits exactly.
     client.debit(ACCT, 10, action="chat_message")
     assert client.get_controls(ACCT).spent_today == 200
