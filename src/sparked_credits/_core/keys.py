@@ -37,7 +37,8 @@ class AccountKeys:
     alerts: str = ""
     """The account's low-balance alert outbox (a stream), in its own slot."""
     alert_acks: str = ""
-    """Each alert consumer's cursor into the outbox: consumer -> last acknowledged id."""
+    """Each alert consumer's cursor into the outbox (a sorted set): consumer scored by the
+    last acknowledged id (controls.py)."""
     transfers: str = ""
     """Transfers out of this account whose second step may still be due (transfers.py)."""
     script_keys: tuple[str, ...] = field(init=False)
