@@ -24,6 +24,10 @@ if prior then
   if #found == 0 then return {'replay_gone', pid} end
   return reply_entry(found[1][1], entry_values(found[1][2]), '1')
 end
+-- No mark but a record of the key: a torn earlier run kept its entry and record but not
+-- the mark (the record is written before it); replay rather than reward twice.
+local replay = idem_lookup()
+if replay then return replay end
 local expires = nil
 if ARGV[12] ~= '' then expires = tonumber(ARGV[12]) end
 if expires and expires <= NOW then return {'expires_past', fmt(expires), fmt(NOW)} end
