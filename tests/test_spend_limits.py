@@ -111,6 +111,7 @@ def test_monthly_limit_per_account_override_and_clearing(make_client: Any) -> No
     assert refused.value.resets_at.day == 1
     cleared = client.set_tier(ACCT, None)
     assert (cleared.tier, cleared.monthly_limit) == (None, None)
+    assert cleared.spent_this_month == 0  # the hash went: the debits take the fast block
     client.debit(ACCT, 100, action="chat_message")
     assert client.get_balance(ACCT) == 850
 

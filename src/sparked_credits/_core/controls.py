@@ -88,6 +88,13 @@ def set_tier(
             limits[i] = override
     fields = ("tier", name, "daily", "monthly", "low")
     values = ["" if n is None else str(n) for n in limits]
+    controls_key = ops.keys.account(account).controls
+    if tier is None and all(n is None for n in limits):
+        # Off every tier, with no override: the hash goes (windows and arming with it), so
+        # the account's debits take the fast block again.
+        yield _command("set_tier", "DEL", controls_key)
+        result: AccountControls = yield from get_controls(ops, account)
+        return result
     yield _command(
         "set_tier",
         "HSET",
@@ -96,7 +103,7 @@ def set_tier(
         fields[1],
         *(x for pair in zip(fields[2:], values, strict=True) for x in pair),
     )
-    result: AccountControls = yield from get_controls(ops, account)
+    result = yield from get_controls(ops, account)
     return result
 
 
