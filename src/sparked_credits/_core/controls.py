@@ -179,7 +179,10 @@ def alerts(ops: Operations, consumer: str, count: int) -> Steps[list[Alert]]:
         )
         for entry_id, fields in entries:
             found.append(_alert(account, text(entry_id), fields))
-    found.sort(key=lambda a: (a.at, a.alert_id))
+    # By time, then per account in outbox order (ids compared as numbers): a cut at
+    # ``count`` keeps a prefix of each account's alerts, so acknowledging what was
+    # returned never skips one.
+    found.sort(key=lambda a: (a.at, a.account, _stream_id(a.alert_id.rpartition("/")[2])))
     return found[:count]
 
 
