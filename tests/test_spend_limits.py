@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ledger_sum
+from conftest import LINES, _cluster_flushed, ledger_sum
 from sparked_credits import (
     DEFAULT_TABLE,
     CreditsClient,
@@ -167,6 +167,14 @@ print(ok, refused)
 
 
 def test_threads_and_processes_racing_end_exactly_at_the_limit(redis_url: str) -> None:
+    _race(redis_url)
+
+
+def test_racing_on_a_cluster(server_pool: Any) -> None:
+    _race(_cluster_flushed(server_pool.cluster(LINES[-1])))
+
+
+def _race(redis_url: str) -> None:
     with CreditsClient(redis_url, app="t", pricing=TIERS) as client:
         client.initialize_user(ACCT, 1000)
         client.set_tier(ACCT, "free")
