@@ -94,6 +94,8 @@ class ControlsMachine(RuleBasedStateMachine):
     def set_limits(self, daily: int | None, low: int | None) -> None:
         self.client.set_tier(A, None, daily_limit=daily, low_balance=low)
         self.m.daily, self.m.low = daily, low
+        if daily is None and low is None:  # off every tier: the controls hash goes
+            self.m.spent, self.m.fired = 0, False
 
     @rule(amount=st.integers(1, 80))
     def debit(self, amount: int) -> None:

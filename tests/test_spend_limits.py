@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ledger_sum
+from conftest import LINES, _cluster_flushed, ledger_sum
 from sparked_credits import (
     DEFAULT_TABLE,
     CreditsClient,
@@ -72,8 +72,9 @@ def test_daily_limit_refuses_inside_the_script_and_changes_nothing(make_client: 
     body = error.to_dict()
     assert {"limit", "spent", "resets_at", "window"} <= body.keys()
     assert body["resets_at"].endswith("T00:00:00+00:00")
-    status, _, _ = error_parts(error)
+    status, _, headers = error_parts(error)
     assert status == 429
+    assert 1 <= int(headers["Retry-After"]) <= 86_400
     # The rest of the day fits exactly.
     client.debit(ACCT, 10, action="chat_message")
     assert client.get_controls(ACCT).spent_today == 200
@@ -110,6 +111,7 @@ def test_monthly_limit_per_account_override_and_clearing(make_client: Any) -> No
     assert refused.value.resets_at.day == 1
     cleared = client.set_tier(ACCT, None)
     assert (cleared.tier, cleared.monthly_limit) == (None, None)
+    assert cleared.spent_this_month == 0  # the hash went: the debits take the fast block
     client.debit(ACCT, 100, action="chat_message")
     assert client.get_balance(ACCT) == 850
 
@@ -165,6 +167,14 @@ print(ok, refused)
 
 
 def test_threads_and_processes_racing_end_exactly_at_the_limit(redis_url: str) -> None:
+    _race(redis_url)
+
+
+def test_racing_on_a_cluster(server_pool: Any) -> None:
+    _race(_cluster_flushed(server_pool.cluster(LINES[-1])))
+
+
+def _race(redis_url: str) -> None:
     with CreditsClient(redis_url, app="t", pricing=TIERS) as client:
         client.initialize_user(ACCT, 1000)
         client.set_tier(ACCT, "free")

@@ -79,6 +79,12 @@ def _init(c: CreditsClient) -> Ctx:
     return {}
 
 
+def _with_tier(c: CreditsClient) -> Ctx:
+    c.initialize_user(ACCT, 100)
+    c.set_tier(ACCT, None, daily_limit=500, low_balance=50)
+    return {}
+
+
 def _with_debit(c: CreditsClient) -> Ctx:
     c.initialize_user(ACCT, 100)
     return {"eid": c.debit(ACCT, 30, action="chat_message").entry.id}
@@ -227,6 +233,12 @@ SCENARIOS = [
                                             referred_credits=20)),
     Scenario("trim_lots", _with_lots_and_checkpoint,
              lambda c, x: c.trim_ledger(ACCT, before=x["before"])),
+    # Account controls: the window count and the alert are the unit's derived state.
+    Scenario("debit_with_tier", _with_tier,
+             lambda c, x: c.debit(ACCT, 60, action="chat", idempotency_key="k"), key="k"),
+    Scenario("referral", lambda c: {},
+             lambda c, x: c.reward_referral("user_ref", ACCT, referrer_credits=5,
+                                            referred_credits=20)),
 ]
 
 

@@ -272,3 +272,53 @@ def test_referral_monthly_cap(client: Any) -> None:
     history = client.history("ref_c").entries
     assert [e.type for e in history] == [EntryType.CREDIT, EntryType.CREDIT]
     check(client, "ref_c", "new_0", "new_2")
+
+
+def test_racing_referrers_reward_once(make_client: Callable[..., Any]) -> None:
+    first = make_client()
+    clients = [make_client() for _ in range(4)]
+    outcomes: list[Any] = []
+
+    def claim(c: Any, referrer: str) -> None:
+        try:
+            outcomes.append(
+                c.reward_referral(referrer, "new_r", referrer_credits=10, referred_credits=5)
+            )
+        except ReferralError as exc:
+            outcomes.append(exc)
+
+    # Two threads repeat one referrer, two others name another: one referrer wins.
+    referrers = ["ref_a", "ref_a", "ref_b", "ref_b"]
+    threads = [
+        threading.Thread(target=claim, args=(c, r)) for c, r in zip(clients, referrers, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = {o.referrer for o in outcomes if not isinstance(o, ReferralError)}
+    assert len(won) == 1
+    lost = ({"ref_a", "ref_b"} - won).pop()
+    assert first.get_balance("new_r") == 5
+    assert (first.get_balance(won.pop()), first.get_balance(lost)) == (10, 0)
+    assert sum(isinstance(o, ReferralError) for o in outcomes) == 2
+
+
+def test_crash_between_the_referral_sides_is_finished_by_a_repeat(client: Any) -> None:
+    steps = transfers.reward_referral(
+        client._ops,
+        "ref_c",
+        "new_c",
+        referrer_credits=10,
+        referred_credits=5,
+        expires_at=None,
+        monthly_cap=None,
+    )
+    client._run(next(steps))  # the referred side; the process dies here
+    steps.close()
+    assert (client.get_balance("new_c"), client.get_balance("ref_c")) == (5, 0)
+    done = client.reward_referral("ref_c", "new_c", referrer_credits=10, referred_credits=5)
+    assert done.referred_reward.replayed
+    assert done.referrer_reward is not None
+    assert not done.referrer_reward.replayed
+    assert (client.get_balance("new_c"), client.get_balance("ref_c")) == (5, 10)

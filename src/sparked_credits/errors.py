@@ -285,6 +285,13 @@ class SpendLimitExceededError(CreditsError):
         self.requested = requested
         self.resets_at = resets_at
 
+    @property
+    def retry_after(self) -> int:
+        """Seconds until the window resets (by this machine's clock, at least 1): the
+        HTTP edge sends it as ``Retry-After``."""
+        left = (self.resets_at - datetime.now(timezone.utc)).total_seconds()
+        return max(1, int(left) + 1)
+
     @classmethod
     def from_window(
         cls, account: str, window: str, limit: int, spent: int, number: int, requested: int

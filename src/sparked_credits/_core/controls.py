@@ -9,8 +9,10 @@ price file. After a tier's numbers change in the price file, set the tier again.
 The outbox of an account is the stream ``alerts:{<acct>}``, in the account's own slot
 (a script touches one slot), one entry per crossing of the threshold. A consumer finds
 every account's outbox by SCAN (once per primary on a cluster) and keeps, per account, the
-id of the last alert it acknowledged in ``alertack:{<acct>}`` (consumer -> id): what it
-has not acknowledged comes back on its next read, after a crash too.
+last alert it acknowledged in the sorted set ``alertack:{<acct>}`` (consumer scored by the
+alert's id, ``ms * 4096 + seq``: exact in a double), moved by ``ZADD GT`` so that two
+workers acknowledging at once never move it back: what a consumer has not acknowledged
+comes back on its next read, after a crash too.
 """
 
 from __future__ import annotations
@@ -35,6 +37,19 @@ MAX_ALERTS = 1000
 
 _STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _DAY_MS = 86_400_000
+_SEQ = 4096  # an id's sequence part within its ms, in the cursor's score (capped: see below)
+
+
+def _score(sid: tuple[int, int]) -> int:
+    """A cursor's score: ``ms * 4096 + seq``, exact in a double until the year 2248. A
+    sequence past 4095 within one ms scores as 4095: the cursor then stays a little behind,
+    so a few alerts come again (never one skipped)."""
+    return sid[0] * _SEQ + min(sid[1], _SEQ - 1)
+
+
+def _cursor(score: Any) -> str:
+    value = int(float(text(score)))
+    return f"{value // _SEQ}-{value % _SEQ}"
 
 
 def _command(name: str, *args: str) -> Operation[Any]:
@@ -73,6 +88,13 @@ def set_tier(
             limits[i] = override
     fields = ("tier", name, "daily", "monthly", "low")
     values = ["" if n is None else str(n) for n in limits]
+    controls_key = ops.keys.account(account).controls
+    if tier is None and all(n is None for n in limits):
+        # Off every tier, with no override: the hash goes (windows and arming with it), so
+        # the account's debits take the fast block again.
+        yield _command("set_tier", "DEL", controls_key)
+        result: AccountControls = yield from get_controls(ops, account)
+        return result
     yield _command(
         "set_tier",
         "HSET",
@@ -81,7 +103,7 @@ def set_tier(
         fields[1],
         *(x for pair in zip(fields[2:], values, strict=True) for x in pair),
     )
-    result: AccountControls = yield from get_controls(ops, account)
+    result = yield from get_controls(ops, account)
     return result
 
 
@@ -150,14 +172,17 @@ def alerts(ops: Operations, consumer: str, count: int) -> Steps[list[Alert]]:
     found: list[Alert] = []
     for account in accounts:
         keys = ops.keys.account(account)
-        cursor = yield _command("alerts", "HGET", keys.alert_acks, name)
-        start = "-" if cursor is None else "(" + text(cursor)
+        cursor = yield _command("alerts", "ZSCORE", keys.alert_acks, name)
+        start = "-" if cursor is None else "(" + _cursor(cursor)
         entries: Sequence[Any] = yield _command(
             "alerts", "XRANGE", keys.alerts, start, "+", "COUNT", str(count)
         )
         for entry_id, fields in entries:
             found.append(_alert(account, text(entry_id), fields))
-    found.sort(key=lambda a: (a.at, a.alert_id))
+    # By time, then per account in outbox order (ids compared as numbers): a cut at
+    # ``count`` keeps a prefix of each account's alerts, so acknowledging what was
+    # returned never skips one.
+    found.sort(key=lambda a: (a.at, a.account, _stream_id(a.alert_id.rpartition("/")[2])))
     return found[:count]
 
 
@@ -180,7 +205,7 @@ def _alert(account: str, entry_id: str, fields: Any) -> Alert:
 
 def ack_alerts(ops: Operations, consumer: str, alert_ids: Sequence[str]) -> Steps[int]:
     """Acknowledge delivered alerts: per account, ``consumer``'s cursor moves forward to the
-    newest id given (never back). Returns how many ids were given."""
+    newest id given (never back: ``ZADD GT``, atomic). Returns how many ids were given."""
     name = _consumer(consumer)
     if isinstance(alert_ids, str) or not isinstance(alert_ids, Sequence):
         raise ValidationError("alert_ids", "must be a list of alert ids")
@@ -194,7 +219,5 @@ def ack_alerts(ops: Operations, consumer: str, alert_ids: Sequence[str]) -> Step
         newest[account] = max(newest.get(account, sid), sid)
     for account, sid in sorted(newest.items()):
         keys = ops.keys.account(account)
-        cursor = yield _command("ack_alerts", "HGET", keys.alert_acks, name)
-        if cursor is None or _stream_id(text(cursor)) < sid:
-            yield _command("ack_alerts", "HSET", keys.alert_acks, name, f"{sid[0]}-{sid[1]}")
+        yield _command("ack_alerts", "ZADD", keys.alert_acks, "GT", str(_score(sid)), name)
     return len(alert_ids)

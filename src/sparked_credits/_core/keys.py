@@ -35,11 +35,15 @@ class AccountKeys:
     once: str
     """Keys applied once ever (purchase, allocate, revoke): '<kind>:<key>' -> entry id."""
     controls: str = ""
-    """Spend limits, low-balance threshold, spend windows, referral marks (controls.py)."""
+    """Spend limits, low-balance threshold, spend windows, alert arming (controls.py)."""
     alerts: str = ""
     """The account's low-balance alert outbox (a stream), in its own slot."""
     alert_acks: str = ""
-    """Each alert consumer's cursor into the outbox: consumer -> last acknowledged id."""
+    """Each alert consumer's cursor into the outbox (a sorted set): consumer scored by the
+    last acknowledged id (controls.py)."""
+    referrals: str = ""
+    """Referral marks, kept for good (referral.lua): apart from ``controls``, so that a
+    referred account keeps the debit's fast block."""
     transfers: str = ""
     """Transfers out of this account whose second step may still be due (transfers.py)."""
     script_keys: tuple[str, ...] = field(init=False)
@@ -90,6 +94,7 @@ class KeySpace:
             controls=f"{p}ctl:{tagged}",
             alerts=f"{p}alerts:{tagged}",
             alert_acks=f"{p}alertack:{tagged}",
+            referrals=f"{p}referral:{tagged}",
             transfers=f"{p}xfer:{tagged}",
         )
 

@@ -349,7 +349,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             "expires_past",
             "overflow",
             fingerprint=("role", "other", "amount", "expires_ms"),
-            extra_keys=("controls",),
+            extra_keys=("referrals",),
             operation="reward_referral",
         ),
         ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired"),

@@ -23,7 +23,7 @@ is finished (steps 3 and 4). The idempotency records live as long as the client'
 idempotency retention, so a transfer is finished well within it.
 
 Referral rewards: the referred account's side first (``lua/referral.lua`` records
-``referred_by`` in its controls hash for good: once per referred account, ever), then the
+``referred_by`` in its referrals hash for good: once per referred account, ever), then the
 referrer's (marked there for good, capped per UTC month). A repeat replays both sides, so
 a crash between them is finished by sending the call again.
 """

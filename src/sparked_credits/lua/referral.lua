@@ -1,9 +1,9 @@
 --: argv role other amount expires_ms cap reason metadata
---: keys controls
+--: keys referrals
 --: reply mutation
 --: refusals referred_already referral_capped expires_past overflow conflict replay_gone
 -- One side of a referral reward (transfers.py drives both): a lot of source 'referral'
--- on this account, recorded in its controls hash for good (idempotency records expire,
+-- on this account, recorded in its referrals hash for good (idempotency records expire,
 -- a referral does not):
 --   role 'referred': 'referred_by' = '<referrer>|<entry id>'; once per account ever,
 --     whoever the referrer: another referrer is told 'referred_already';
@@ -12,11 +12,11 @@
 -- A repeat of either side replays its first entry. ARGV[9] role, ARGV[10] the other
 -- account, ARGV[11] amount, ARGV[12] expiry (server ms; '' = never), ARGV[13] cap,
 -- ARGV[14] reason, ARGV[15] metadata JSON.
-local K_CTL = KEYS[11]
+local K_REF = KEYS[11]
 local role, other, amount = ARGV[9], ARGV[10], tonumber(ARGV[11])
 local mark = 'referred_by'
 if role == 'referrer' then mark = 'referral:' .. other end
-local prior = redis.call('HGET', K_CTL, mark)
+local prior = redis.call('HGET', K_REF, mark)
 if prior then
   local who, pid = string.match(prior, '^(.*)|([^|]*)$')
   if who ~= other then return {'referred_already', who} end
@@ -37,7 +37,7 @@ if ARGV[12] ~= '' then expires = tonumber(ARGV[12]) end
 if expires and expires <= NOW then return {'expires_past', fmt(expires), fmt(NOW)} end
 local cap, month, count = tonumber(ARGV[13]), utc_month(NOW), 0
 if role == 'referrer' then
-  local got = redis.call('HMGET', K_CTL, 'rm', 'rc')
+  local got = redis.call('HMGET', K_REF, 'rm', 'rc')
   if tonumber(got[1] or '') == month then count = tonumber(got[2] or '0') end
   if cap > 0 and count >= cap then return {'referral_capped', fmt(cap)} end
 end
@@ -47,9 +47,9 @@ if needs_init then apply_init_if_needed(needs_init, raw) else mark_opened(raw) e
 return commit('credit', amount, bal + amount, 'referral', APP, ARGV[14], '', ARGV[15],
               function(id)
                 lots_open(id, amount, 50, expires, 'referral', bal)
-                redis.call('HSET', K_CTL, mark, other .. '|' .. id)
+                redis.call('HSET', K_REF, mark, other .. '|' .. id)
                 if role == 'referrer' then
-                  redis.call('HSET', K_CTL, 'rm', fmt(month), 'rc', fmt(count + 1))
+                  redis.call('HSET', K_REF, 'rm', fmt(month), 'rc', fmt(count + 1))
                 end
               end,
               ',"l":"' .. lots_opening(50, expires) .. '"')
