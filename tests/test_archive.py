@@ -306,3 +306,12 @@ def test_a_ledger_trimmed_before_it_was_archived_is_reported(
         assert archived(archive_url, "user_g") == ledger(client, "user_g")
         with Archiver(client, archive_url) as archiver:
             assert archiver.run_once().gaps == []
+            client.trim_ledger("user_ok", before=ledger(client, "user_ok")[-1].id)
+            client.reconcile("user_ok")
+            client.debit("user_ok", 1, action="chat_message")
+            assert archiver.run_once().gaps == []  # trimmed, but only what was archived
+            client.debit("user_g", 1, action="chat_message")  # not archived, then trimmed
+            newest = client.debit("user_g", 1, action="chat_message").entry.id
+            client.reconcile("user_g")  # the checkpoint: the newest
+            assert client.trim_ledger("user_g", before=newest).removed > 0
+            assert archiver.run_once().gaps == ["user_g"]

@@ -199,6 +199,7 @@ class Archiver:
         transactions of at most ``batch`` entries; then, with a retention, trim Redis
         behind it. ``stop`` is checked between transactions."""
         started = time.monotonic()
+        seen_gaps = len(self.gaps)
         names = sorted(set(accounts)) if accounts is not None else self.accounts()
         entries = 0
         archived: set[str] = set()
@@ -227,7 +228,7 @@ class Archiver:
             entries=entries,
             trimmed=trimmed,
             duration_seconds=time.monotonic() - started,
-            gaps=sorted(set(self.gaps)),
+            gaps=sorted(set(self.gaps[seen_gaps:])),
         )
 
     def follow(

@@ -106,12 +106,17 @@ def _window(days: int, today: date | None) -> tuple[date, date, int, int]:
 
 def _expiring(conn: Any, now_ms: int, horizon_ms: int) -> int:
     """Remainders of lots that lapse in (now, horizon], replayed per account that opened
-    one (the archive's entries, oldest first, through the same LotBook as reconcile)."""
+    one (the archive's entries, oldest first, through the same LotBook as reconcile).
+    Only accounts with a lot expiring in the window are replayed: the opening entries'
+    lots record (``+priority:expires``) is read in SQL, on the partial index of them."""
     accounts = [
         r[0]
         for r in conn.execute(
             f"SELECT DISTINCT account FROM {ENTRIES} "
-            "WHERE type IN ('credit', 'init', 'adjust') AND meta LIKE '%\"l\":\"+%:%'"
+            "WHERE type IN ('credit', 'init', 'adjust') AND meta LIKE '%%\"l\":\"+%%:%%' "
+            "AND substring(meta from '\"l\":\"\\+[0-9]+:([0-9]+)\"')::bigint "
+            "BETWEEN %s AND %s",
+            (now_ms + 1, horizon_ms),
         ).fetchall()
     ]
     total = 0
