@@ -38,9 +38,9 @@ def build_ledgers(client: CreditsClient) -> list[str]:
     accounts = ["user_a", "user_b", "user_c", "user_d"]
     for i, account in enumerate(accounts):
         client.initialize_user(account, 50 + 10 * i)
-    client.credit("user_a", 500, source="purchase", metadata={"amount_minor": 999,
+    client.credit("user_a", 500, source="purchase", metadata={"amount": 999,
                                                                  "currency": "usd"})
-    client.credit("user_b", 200, source="purchase", metadata={"amount_minor": 450,
+    client.credit("user_b", 200, source="purchase", metadata={"amount": 450,
                                                                  "currency": "eur"})
     client.credit("user_b", 40, source="promo", priority=5, expires_at=later)
     client.credit("user_c", 30, source="promo", priority=5, expires_at=soon)

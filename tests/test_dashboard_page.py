@@ -50,7 +50,7 @@ def archived_store(store: str, archive_url: str) -> tuple[str, str]:
             if i % 2:
                 client.debit(account, 20, action="video_generation")
         client.credit("user_1", 300, source="purchase",
-                      metadata={"amount_minor": 1299, "currency": "usd"})
+                      metadata={"amount": 1299, "currency": "usd"})
         with Archiver(client, archive_url, retain="0s") as archiver:
             assert archiver.run_once().trimmed > 0
     return store, archive_url

@@ -8,8 +8,8 @@ Figures over a window of whole UTC days (today included):
   refund nets out), expired (lapsed lots) and refunded;
 * spend by app and action;
 * purchases (credit entries whose source is ``purchase``) and revenue: the purchase
-  entries' metadata ``amount_minor`` (an integer in the currency's minor unit) by
-  ``currency``; empty until purchases are recorded;
+  entries' metadata ``amount`` (an integer in the currency's minor unit) by
+  ``currency``, as the billing adapters write it (``billing/payments.py``);
 * outstanding credits (the liability: every account's balance after its last archived
   entry), the credits of lots expiring in the next 30 days (their remainders, replayed from
   the archived entries with the one lots model), the top accounts by spend, and the
@@ -198,10 +198,10 @@ def build(
     revenue = {
         str(currency): int(amount)
         for currency, amount in conn.execute(
-            "SELECT upper(m->>'currency'), sum((m->>'amount_minor')::bigint) FROM ("
+            "SELECT upper(m->>'currency'), sum((m->>'amount')::bigint) FROM ("
             f"  SELECT meta::jsonb AS m FROM {ENTRIES} WHERE ms >= %s AND ms < %s "
             "  AND type = 'credit' AND action = 'purchase' AND meta LIKE '{%%'"
-            ") p WHERE jsonb_typeof(m->'amount_minor') = 'number' "
+            ") p WHERE jsonb_typeof(m->'amount') = 'number' "
             "AND jsonb_typeof(m->'currency') = 'string' GROUP BY 1 ORDER BY 1",
             window,
         ).fetchall()
