@@ -79,6 +79,7 @@ DERIVED_FAMILIES = (
     "lots",
     "lot_order",
     "lot_expiry",
+    "once",
 )
 """Every key family of an account except its ledger: derived state (the ledger is the
 commit record)."""
