@@ -46,10 +46,10 @@ if bal + amount > MAX_CREDITS then return {'overflow', fmt(bal), fmt(amount)} en
 if needs_init then apply_init_if_needed(needs_init, raw) else mark_opened(raw) end
 return commit('credit', amount, bal + amount, 'referral', APP, ARGV[14], '', ARGV[15],
               function(id)
-                lots_open(id, amount, 50, expires, 'referral', bal)
+                lots_open(id, amount, DEFAULT_PRIORITY, expires, 'referral', bal)
                 redis.call('HSET', K_REF, mark, other .. '|' .. id)
                 if role == 'referrer' then
                   redis.call('HSET', K_REF, 'rm', fmt(month), 'rc', fmt(count + 1))
                 end
               end,
-              ',"l":"' .. lots_opening(50, expires) .. '"')
+              ',"l":"' .. lots_opening(DEFAULT_PRIORITY, expires) .. '"')
