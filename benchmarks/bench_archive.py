@@ -35,7 +35,7 @@ from sparked_credits._core.decoding import field_values
 from sparked_credits.archive import Archiver, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 from postgres_server import PostgresServer, find_pg_bin  # noqa: E402
 from redis_servers import SERVER_LINES, RedisServer  # noqa: E402
 

@@ -55,7 +55,7 @@ from sparked_credits._core.operations import new_idempotency_key
 from sparked_credits._core.scripts import SCRIPTS
 from sparked_credits.backends.redis_py import AsyncLanes, Lanes
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "support"))
 from redis_servers import SERVER_LINES, RedisServer
 
 APP = "app.sparked.world"

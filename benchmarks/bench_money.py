@@ -32,7 +32,7 @@ import redis
 from sparked_credits import CreditsClient
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 from redis_servers import RedisServer  # noqa: E402
 
 

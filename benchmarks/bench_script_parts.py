@@ -34,7 +34,7 @@ from sparked_credits import CreditsClient
 from sparked_credits._core.scripts import general_only
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_debit import pin_cpus  # noqa: E402  (after the sys.path lines)
 from redis_servers import SERVER_LINES, RedisServer  # noqa: E402

@@ -191,7 +191,7 @@ def test_account_from_before_lots_is_the_implicit_lot(raw_redis: redis.Redis) ->
     client.close()
 
 
-LEGACY_DEBIT = (Path(__file__).parent / "legacy" / "debit_before_lots.lua").read_text()
+LEGACY_DEBIT = (Path(__file__).parent / "support" / "legacy" / "debit_before_lots.lua").read_text()
 
 
 @pytest.mark.parametrize("hash_tags", [False, True])

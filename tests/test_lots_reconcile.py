@@ -203,7 +203,7 @@ def test_reconcile_all_counts_lots_that_disagree(
     assert client.reconcile_all([ACCT], full=True).clean is True
 
 
-LEGACY_DEBIT = (Path(__file__).parent / "legacy" / "debit_before_lots.lua").read_text()
+LEGACY_DEBIT = (Path(__file__).parent / "support" / "legacy" / "debit_before_lots.lua").read_text()
 
 
 def test_credits_an_older_sdk_took_are_no_fault_and_an_overdraft_is_owed(

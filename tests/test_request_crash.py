@@ -27,7 +27,7 @@ import redis
 from clerk_keys import KeyPair
 from uvicorn_process import UvicornProcess
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent / "support"
 KEYS = KeyPair("ins_worker")
 USER = "user_worker"
 

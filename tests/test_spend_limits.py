@@ -178,7 +178,7 @@ def _race(redis_url: str) -> None:
     with CreditsClient(redis_url, app="t", pricing=TIERS) as client:
         client.initialize_user(ACCT, 1000)
         client.set_tier(ACCT, "free")
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "support")}
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", _WORKER, redis_url, "12"],

@@ -210,7 +210,7 @@ def test_a_killed_process_between_the_steps(redis_url: str) -> None:
 
     with CreditsClient(redis_url, app="t") as client:
         start(client)
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "support")}
         done = subprocess.run(
             [sys.executable, "-c", _CRASHING_WORKER, redis_url],
             env=env,
