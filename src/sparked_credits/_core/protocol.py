@@ -79,7 +79,9 @@ SHARED_ARGS = (
 )
 """ARGV[1..8], in this order, for every script (see lua/prelude.lua)."""
 
-Reply = Literal["mutation", "hold", "init", "swept", "trimmed", "reconcile", "lots", "restored"]
+Reply = Literal[
+    "mutation", "hold", "init", "swept", "trimmed", "reconcile", "lots", "restored", "rebuilt"
+]
 
 REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "mutation": frozenset({"ok"}),
@@ -90,6 +92,7 @@ REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "reconcile": frozenset({"more", "ok", "mismatch", "stale", "repaired"}),
     "lots": frozenset({"lots"}),
     "restored": frozenset({"restored", "moved"}),
+    "rebuilt": frozenset({"rebuilt", "moved", "none"}),
 }
 """The statuses of each reply shape that are results, not refusals."""
 
@@ -347,6 +350,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             extra_keys=("refunds",),
         ),
         ScriptSpec("grants", ("limit",), "lots", keyed=False),
+        ScriptSpec(
+            "controls_rebuild",
+            ("last_id", "day", "spent_day", "month", "spent_month"),
+            "rebuilt",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="reconcile",
+        ),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
             "lots_restore", ("last_id", "records"), "restored", keyed=False, operation="reconcile"
