@@ -210,3 +210,61 @@ def _race(redis_url: str) -> None:
         assert (ok, refused) == (20, 64 - 20)
         assert client.get_controls(ACCT).spent_today == 200
         assert client.get_balance(ACCT) == 800 == ledger_sum(client, ACCT)
+
+
+# -- the windows are derived state: the full repair counts them again ---------------------
+
+
+def test_count_windows_follows_the_scripts_rules() -> None:
+    from sparked_credits._core.controls import count_windows
+
+    day0 = 20_000 * 86_400_000  # a UTC midnight
+    old, d = f"{day0 - 5}-0", day0 // 86_400_000
+    month = 2024 * 12 + 9  # 20000 days after the epoch is 2024-10-04
+    ids = [f"{day0 + n}-0" for n in range(1, 8)]
+    entries = [
+        (ids[0], "debit", -100, ""),
+        (ids[1], "reserve", -50, ""),
+        (ids[2], "settle", 20, ids[1]),  # keeps 30, gives 20 back
+        (ids[3], "refund", 10, ids[2]),  # a refund of the settle: the hold's window
+        (ids[4], "refund", 40, old),  # a refund of yesterday's debit: not today's window
+        (ids[5], "adjust", -70, ""),  # not spending
+        (ids[6], "release", 500, ids[1]),  # more than was counted: never below 0
+    ]
+    assert count_windows(entries[:5], d, month) == (120, 80)
+    assert count_windows(entries, d, month) == (0, 0)
+
+
+def test_a_lost_count_is_counted_again_by_the_repair(redis_url: str) -> None:
+    import redis as redis_py
+
+    with CreditsClient(redis_url, app="t", pricing=TIERS) as client:
+        client.initialize_user(ACCT, 1000)
+        client.set_tier(ACCT, "free")
+        client.debit(ACCT, 120, action="chat_message")
+        hold = client.reserve(ACCT, 50, action="video_generation")
+        client.settle(ACCT, hold.hold_id, 30)
+        assert client.get_controls(ACCT).spent_today == 150
+        # A torn debit: its entry is in the ledger, its count and its balance are not.
+        raw = redis_py.Redis.from_url(redis_url)
+        raw.xadd(
+            f"txs:{ACCT}",
+            {
+                "type": "debit",
+                "delta": "-40",
+                "balance": "810",
+                "action": "chat_message",
+                "app": "t",
+                "reason": "",
+                "ref": "",
+                "idem": "torn",
+                "meta": "",
+            },
+        )
+        raw.close()
+        result = client.reconcile(ACCT, repair=True)
+        assert result.repaired
+        assert client.get_controls(ACCT).spent_today == 190
+        assert client.get_balance(ACCT) == ledger_sum(client, ACCT) == 810
+        with pytest.raises(SpendLimitExceededError):
+            client.debit(ACCT, 11, action="chat_message")

@@ -25,12 +25,20 @@ from typing import Any
 from ..control_models import AccountControls, Alert
 from ..errors import ValidationError
 from . import validation as v
-from .decoding import text
+from .decoding import entry_from_fields, text
 from .operations import Operations
 from .requests import CommandCall, Operation
 from .steps import Steps
 
-__all__ = ["MAX_ALERTS", "ack_alerts", "alerts", "get_controls", "set_tier"]
+__all__ = [
+    "MAX_ALERTS",
+    "ack_alerts",
+    "alerts",
+    "count_windows",
+    "get_controls",
+    "rebuild_windows",
+    "set_tier",
+]
 
 MAX_ALERTS = 1000
 """Most alerts one read returns."""
@@ -221,3 +229,97 @@ def ack_alerts(ops: Operations, consumer: str, alert_ids: Sequence[str]) -> Step
         keys = ops.keys.account(account)
         yield _command("ack_alerts", "ZADD", keys.alert_acks, "GT", str(_score(sid)), name)
     return len(alert_ids)
+
+
+def _month_start_ms(now_ms: int) -> int:
+    moment = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+    start = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return int(start.timestamp() * 1000)
+
+
+def _ms_of(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def count_windows(
+    entries: Sequence[tuple[str, str, int, str]], day: int, month: int
+) -> tuple[int, int]:
+    """(spent in UTC ``day``, spent in UTC ``month``) from ledger entries ``(id, type,
+    delta, ref)`` in order, by the scripts' rules: a debit, a reservation and a settle's
+    overage spend when written; a release, a settle's unused part and a refund give back to
+    the windows their entry (a settle: its hold) counted in, never below 0."""
+    ds = ms = 0
+    refs: dict[str, tuple[str, str]] = {}
+
+    def give_back(amount: int, counted_at: str) -> None:
+        nonlocal ds, ms
+        if not counted_at or not _STREAM_ID.fullmatch(counted_at):
+            return
+        t = _ms_of(counted_at)
+        if t // _DAY_MS == day:
+            ds = max(0, ds - amount)
+        if _utc_month(t) == month:
+            ms = max(0, ms - amount)
+
+    for entry_id, typ, delta, ref in entries:
+        refs[entry_id] = (typ, ref)
+        t = _ms_of(entry_id)
+        spent = 0
+        if typ in ("debit", "reserve") or (typ == "settle" and delta < 0):
+            spent = -delta
+        if spent > 0:
+            if t // _DAY_MS == day:
+                ds += spent
+            if _utc_month(t) == month:
+                ms += spent
+        elif typ in ("release", "settle") and delta > 0:
+            give_back(delta, ref)
+        elif typ == "refund" and delta > 0:
+            ref_type, ref_ref = refs.get(ref, ("", ""))
+            give_back(delta, ref_ref if ref_type == "settle" else ref)
+    return ds, ms
+
+
+def rebuild_windows(ops: Operations, account: str, batch: int = 1000) -> Steps[bool]:
+    """Count the current spend windows again from the ledger (the full repair runs this
+    after fixing a torn script, which may have lost a count) and write them, never below
+    the scripts' own count; True when written. Only for an account with a limit."""
+    keys = ops.keys.account(account)
+    limits: Sequence[Any] = yield _command("reconcile", "HMGET", keys.controls, "daily", "monthly")
+    if not any(_int(x) is not None for x in limits):
+        return False
+    for _ in range(5):
+        now: Sequence[Any] = yield _command("reconcile", "TIME")
+        now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
+        newest: Sequence[Any] = yield _command(
+            "reconcile", "XREVRANGE", keys.ledger, "+", "-", "COUNT", "1"
+        )
+        last = text(newest[0][0]) if newest else ""
+        entries: list[tuple[str, str, int, str]] = []
+        start = str(_month_start_ms(now_ms))
+        while last:
+            page: Sequence[Any] = yield _command(
+                "reconcile", "XRANGE", keys.ledger, start, last, "COUNT", str(batch)
+            )
+            for raw_id, fields in page:
+                entry = entry_from_fields(raw_id, fields)
+                entries.append((entry.id, entry.type_name, entry.delta, entry.ref or ""))
+            if len(page) < batch:
+                break
+            start = "(" + text(page[-1][0])
+        day, month = now_ms // _DAY_MS, _utc_month(now_ms)
+        ds, ms = count_windows(entries, day, month)
+        outcome: Sequence[Any] = yield ops.maintenance(
+            "controls_rebuild",
+            account,
+            decode=lambda raw: raw,
+            last_id=last,
+            day=str(day),
+            spent_day=str(ds),
+            month=str(month),
+            spent_month=str(ms),
+        )
+        status = text(outcome[0])
+        if status != "moved":
+            return status == "rebuilt"
+    return False

@@ -91,6 +91,7 @@ Reply = Literal[
     "revoke",
     "allocation",
     "balance",
+    "rebuilt",
 ]
 
 REPLY_STATUSES: Mapping[str, frozenset[str]] = {
@@ -105,6 +106,7 @@ REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "revoke": frozenset({"revoked"}),
     "allocation": frozenset({"allocated"}),
     "balance": frozenset({"balance"}),
+    "rebuilt": frozenset({"rebuilt", "moved", "none"}),
 }
 """The statuses of each reply shape that are results, not refusals."""
 
@@ -402,6 +404,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             extra_keys=("once",),
         ),
         ScriptSpec("balance", (), "balance", keyed=False, operation="get_balance"),
+        ScriptSpec(
+            "controls_rebuild",
+            ("last_id", "day", "spent_day", "month", "spent_month"),
+            "rebuilt",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="reconcile",
+        ),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
             "lots_restore",

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..reports import ReconcileReport, ReconcileResult
-from . import archived
+from . import archived, controls
 from . import validation as v
 from .decoding import text
 from .lot_reconciliation import LotsCheck, check_lots
@@ -167,6 +167,9 @@ def reconcile(
         # Credits a torn script gave back to a lot past its expiry (its lapse unit lost)
         # lapse now, as the next script touching the account would have done.
         yield from ops.sweep_expired(account)
+    if repair and result.repaired:
+        # A torn script may have lost its spend-window count: count the windows again.
+        yield from controls.rebuild_windows(ops, account)
     if lots.matched is None:
         return result
     problem = result.lots_problem or (None if lots.matched else "ledger")
