@@ -116,10 +116,12 @@ local function lot_before(a, b)
 end
 
 -- The order zset's members from position `start` in consumption order: `n` of them, or
--- more so that a slice never ends inside a run of lots tied on score and opened in one
--- millisecond. ZRANGE orders tied members as text ('<ms>-10' before '<ms>-2'); such a run
--- is contiguous (the ms part leads the text), so each slice is read whole (one member
--- ahead tells whether the run goes on) and sorted by (score, ms, seq) as numbers.
+-- more so that a slice never ends inside a run of lots that ZRANGE may misorder. Members
+-- tied on score come in text order, and ids of one millisecond ('<ms>-<seq>') only differ
+-- from their number order once a seq has two digits ('<ms>-10' before '<ms>-2'): such a
+-- run is contiguous (the ms part leads the text) and is read whole (one member ahead
+-- tells whether it goes on), then each slice is sorted by (score, ms, seq) as numbers.
+-- A run of one-digit seqs is in order already, so the common slice is one ZRANGE.
 -- Returns the ids and the position after them.
 local function lots_slice(start, n)
   local ids, score = {}, {}
@@ -131,12 +133,24 @@ local function lots_slice(start, n)
     end
     return #got
   end
-  local function ties(a, b)
+  local function same_run(a, b)
     return score[a] == score[b] and string.match(a, '^(%d+)-') == string.match(b, '^(%d+)-')
+  end
+  local function wide(id)
+    return string.match(id, '%-%d%d+$') ~= nil
+  end
+  -- Does the run that ends at position k hold a seq of two digits or more?
+  local function run_wide(k)
+    local i = k
+    while i >= 1 and same_run(ids[i], ids[k]) do
+      if wide(ids[i]) then return true end
+      i = i - 1
+    end
+    return false
   end
   local more = read(start, n + 1)
   local k = math.min(n, #ids)
-  while k < #ids and ties(ids[k + 1], ids[k]) do
+  while k < #ids and same_run(ids[k + 1], ids[k]) and (wide(ids[k + 1]) or run_wide(k)) do
     k = k + 1
     if k == #ids and more > 0 then more = read(start + k, n + 1) end
   end
