@@ -7,6 +7,7 @@ or the Upstash bridge alike), so the same test body runs on each, sync and async
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -45,6 +46,18 @@ def account_keys(client: Any, account: str) -> AccountKeys:
     return keys
 
 
+def _fakeredis_stream_module() -> Any:
+    """The fakeredis module whose ``time.time()`` makes stream ids (its path moved)."""
+    for name in ("fakeredis.model._stream", "fakeredis._stream"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "time"):
+            return module
+    raise AssertionError("no fakeredis stream module with a clock to stop")
+
+
 @contextlib.contextmanager
 def one_millisecond(client: Any, backend_url: str, account: str) -> Iterator[None]:
     """Every entry the account's ledger gets inside the block lands in one millisecond
@@ -52,15 +65,14 @@ def one_millisecond(client: Any, backend_url: str, account: str) -> Iterator[Non
     ledger's last id is moved a minute ahead (XSETID: the ledger must have an entry), or,
     on ``memory://`` (fakeredis has no XSETID), its clock stands still."""
     if backend_url.startswith("memory"):
-        from fakeredis.model import _stream
-
+        stream = _fakeredis_stream_module()
         frozen = time.time() + 60
-        saved = _stream.time
-        _stream.time = SimpleNamespace(time=lambda: frozen)  # type: ignore[assignment]
+        saved = stream.time
+        stream.time = SimpleNamespace(time=lambda: frozen)
         try:
             yield
         finally:
-            _stream.time = saved
+            stream.time = saved
         return
     ledger = account_keys(client, account).ledger
     ms = int(time.time() * 1000) + 60_000

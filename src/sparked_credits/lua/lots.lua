@@ -117,12 +117,31 @@ local function lot_before(a, b)
 end
 
 -- The order zset's members from position `start` in consumption order: `n` of them, or
--- more so that a slice never ends inside a run of lots tied on score and opened in one
--- millisecond. ZRANGE orders tied members as text ('<ms>-10' before '<ms>-2'); such a run
--- is contiguous (the ms part leads the text), so each slice is read whole (one member
--- ahead tells whether the run goes on) and sorted by (score, ms, seq) as numbers.
+-- more so that a slice never ends inside a run of lots that ZRANGE may misorder. Members
+-- tied on score come in text order, and ids of one millisecond ('<ms>-<seq>') only differ
+-- from their number order once a seq has two digits ('<ms>-10' before '<ms>-2'): such a
+-- run is contiguous (the ms part leads the text) and is read whole (one member ahead
+-- tells whether it goes on), then each slice is sorted by (score, ms, seq) as numbers.
+-- A run of one-digit seqs is in order already, so a slice without a wider seq (the
+-- common one) is one plain ZRANGE, taken as it comes.
 -- Returns the ids and the position after them.
+local function lot_id_wide(id)
+  return string.match(id, '%-%d%d+$') ~= nil
+end
+
 local function lots_slice(start, n)
+  local plain = redis.call('ZRANGE', K_LOTQ, start, start + n)
+  local wide = false
+  for i = 1, #plain do
+    if lot_id_wide(plain[i]) then
+      wide = true
+      break
+    end
+  end
+  if not wide then
+    plain[n + 1] = nil
+    return plain, start + #plain
+  end
   local ids, score = {}, {}
   local function read(from, count)
     local got = redis.call('ZRANGE', K_LOTQ, from, from + count - 1, 'WITHSCORES')
@@ -132,20 +151,38 @@ local function lots_slice(start, n)
     end
     return #got
   end
-  local function ties(a, b)
+  local function same_run(a, b)
     return score[a] == score[b] and string.match(a, '^(%d+)-') == string.match(b, '^(%d+)-')
+  end
+  -- Does the run that ends at position k hold a seq of two digits or more?
+  local function run_wide(k)
+    local i = k
+    while i >= 1 and same_run(ids[i], ids[k]) do
+      if lot_id_wide(ids[i]) then return true end
+      i = i - 1
+    end
+    return false
   end
   local more = read(start, n + 1)
   local k = math.min(n, #ids)
-  while k < #ids and ties(ids[k + 1], ids[k]) do
+  while k < #ids and same_run(ids[k + 1], ids[k]) and (lot_id_wide(ids[k + 1]) or run_wide(k)) do
     k = k + 1
     if k == #ids and more > 0 then more = read(start + k, n + 1) end
   end
   for i = #ids, k + 1, -1 do ids[i] = nil end
-  table.sort(ids, function(a, b)
-    if score[a] ~= score[b] then return score[a] < score[b] end
-    return lot_id_before(a, b)
-  end)
+  if k > 1 then
+    local ms, seq = {}, {}  -- each id's parts as numbers, parsed once for the sort
+    for i = 1, k do
+      local m, q = string.match(ids[i], '^(%d+)-(%d+)$')
+      ms[ids[i]], seq[ids[i]] = tonumber(m) or 0, tonumber(q) or 0
+    end
+    table.sort(ids, function(a, b)
+      if score[a] ~= score[b] then return score[a] < score[b] end
+      if ms[a] ~= ms[b] then return ms[a] < ms[b] end
+      if seq[a] ~= seq[b] then return seq[a] < seq[b] end
+      return a < b
+    end)
+  end
   return ids, start + k
 end
 

@@ -79,9 +79,9 @@ end
 -- drew from or gave back to (lots.lua). Readers drop '_sc' from metadata.
 -- An entry whose key the SDK made for the call (nonce '*') has no 'f' and no 'n' (and no
 -- '_sc' at all when it needs no extra member): nobody else can hold its key, so there is
--- no conflict to detect and no caller to tell a re-send from a replay (the record's legacy
--- fingerprint still guards the SDK's own re-send), and the hot path keeps ~30 bytes per
--- entry.
+-- no conflict to detect and no caller to tell a re-send from a replay (its record says
+-- '*': a retry with that key replays whatever it carries), and the hot path keeps ~30
+-- bytes per entry.
 local function sc_meta(meta, extra)
   local sc
   if NONCE == '*' then
@@ -201,7 +201,8 @@ end
 -- so a rolling upgrade replays both ways); the entry's own '_sc.f' is what is compared,
 -- and the record's fingerprint only for an entry without '_sc' (an SDK-made key, or an
 -- entry of an earlier version). A record the full repair rebuilt for an entry without
--- '_sc' says '*': any parameters replay (a repeat is never applied twice).
+-- '_sc' says '*', as does the record of a key the SDK made for its call (the client sends
+-- '*' as the legacy fingerprint then): any parameters replay (never applied twice).
 -- The current generation's birth time is read with the key (one HMGET, not two reads) and
 -- kept for idem_record_as: a string, false (none), nil (not read yet).
 local idem_born = nil
