@@ -36,7 +36,6 @@ META_MOVING = {"ckpt_id", "ckpt_sum", "ckpt_count", "n", "bo", "bf", "bfn"}
 
 def _history(client: Any) -> dict[str, Callable[[], Any]]:
     """Every keyed script at least once; returns each caller-keyed call, to retry later."""
-    soon = datetime.now(timezone.utc) + timedelta(milliseconds=250)
     later = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=2)
     calls: dict[str, Callable[[], Any]] = {
         "c1": lambda: client.credit(ACCT, 40, source="promo", priority=10, expires_at=later,
@@ -46,7 +45,9 @@ def _history(client: Any) -> dict[str, Callable[[], Any]]:
     }
     ran = _record_scripts(client)
     client.initialize_user(ACCT, 100)
-    client.credit(ACCT, 5, source="referral", priority=95, expires_at=soon)  # lapses below
+    # Lapses below: its expiry taken at the call, so a slow server cannot put it in the past.
+    soon = datetime.now(timezone.utc) + timedelta(milliseconds=250)
+    client.credit(ACCT, 5, source="referral", priority=95, expires_at=soon)
     client.reserve(ACCT, 4, action="video", ttl=0.25)  # expires below
     for call in calls.values():
         call()
