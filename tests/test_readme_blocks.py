@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -39,8 +40,10 @@ def block_with(text: str) -> str:
 
 
 def free_run(count: int) -> int:
-    """A base port with ``count`` free ports after it."""
-    for base in range(20000, 60000, 97):
+    """A base port with ``count`` free ports after it. The search starts at a random place,
+    so that tests on parallel workers (pytest-xdist) do not pick the same free run."""
+    start = random.randrange(20000, 60000, 97)
+    for base in [*range(start, 60000, 97), *range(20000, start, 97)]:
         ok = True
         for port in range(base, base + count):
             with socket.socket() as s:
