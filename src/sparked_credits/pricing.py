@@ -358,6 +358,11 @@ class Plan(BaseModel):
     )
     priority: int = Field(default=50, ge=0, le=100, description="Lower is spent first.")
     name: str | None = Field(default=None, max_length=80, description="Shown to buyers.")
+    tier: str | None = Field(
+        default=None,
+        pattern=_ID,
+        description="The spending tier (``[tiers.<name>]``) a paid period puts the account on.",
+    )
 
 
 class Catalog:
@@ -432,6 +437,17 @@ def catalog_problems(data: Mapping[str, Any]) -> tuple[Catalog, list[str]]:
     return Catalog(found["packs"], found["plans"]), problems
 
 
+def _unknown_plan_tiers(catalog: Catalog, tiers: Mapping[str, Tier]) -> list[str]:
+    """A plan naming a tier the table does not have: refused at load, because a paid
+    period would otherwise fail to apply it long after the deploy."""
+    known = ", ".join(sorted(tiers)) or "(none)"
+    return [
+        f"[plans.{plan_id}].tier: unknown tier {plan.tier!r}; known tiers: {known}"
+        for plan_id, plan in catalog.plans.items()
+        if plan.tier is not None and plan.tier not in tiers
+    ]
+
+
 def _kind(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
@@ -464,6 +480,7 @@ class PriceTable(Mapping[str, FixedPrice | MeteredPrice]):
             except _RuleProblem as exc:
                 problems.append(str(exc))
         tier_rules = _tiers_from_data(tiers or {}, problems)
+        problems.extend(_unknown_plan_tiers(self._catalog, tier_rules))
         if problems:
             raise ConfigurationError(f"{source}: " + "; ".join(problems))
         self._rules: Mapping[str, FixedPrice | MeteredPrice] = dict(sorted(checked.items()))

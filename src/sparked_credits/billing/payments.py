@@ -25,6 +25,8 @@ type, delivery or process brings it, in any order:
 * :class:`PeriodPaid` -> ``allocate()`` of the plan's credits for that period, expiring
   at the period's end plus the plan's grace days, with the plan's rollover cap; once per
   (subscription, period start).
+  When the plan names a ``tier``, ``set_tier(account, tier)`` too, once per period
+  (see :func:`_plan_tier`).
 * :class:`SubscriptionEnded` -> no ledger entry: later periods of that subscription are
   not allocated; the current allocation runs to its end.
 * :class:`CustomerLinked` -> remembers which account a provider customer is.
@@ -205,6 +207,8 @@ class PaymentOutcome(BaseModel):
     balance: int | None = None
     replayed: bool = False
     """True when this payment effect had already been applied: nothing changed now."""
+    tier: str | None = None
+    """The spending tier a paid period's plan put the account on now (None: no change)."""
 
     @property
     def http_status(self) -> int:
@@ -543,6 +547,9 @@ def _period(client: Any, event: PeriodPaid, catalog: Catalog) -> Steps:
             replayed=True,
             detail="this period was already allocated (plan changes apply from the next one)",
         )
+    tier, detail = None, ""
+    if plan.tier is not None:
+        tier, detail = yield from _plan_tier(client, event.provider, period, account, plan.tier)
     return PaymentOutcome(
         outcome=Outcome.allocated,
         account=account,
@@ -551,7 +558,32 @@ def _period(client: Any, event: PeriodPaid, catalog: Catalog) -> Steps:
         expired=result.expired,
         balance=result.balance,
         replayed=result.replayed,
+        tier=tier,
+        detail=detail,
     )
+
+
+def _plan_tier(
+    client: Any, provider: str, period: str, account: str, tier: str
+) -> Generator[Call, Any, tuple[str | None, str]]:
+    """Put the account on its plan's tier, once per paid period (invoice).
+
+    The marker ``plantier:<provider>:<period>`` is written AFTER ``set_tier``: a crash
+    between the two leaves no marker, and the redelivery sets the same tier again (the
+    same hash values: nothing more changes). Once the marker is there, a redelivery does
+    not call ``set_tier`` at all, so a tier changed by an operator since then stays.
+    Returns (the tier set now or None, a detail for the answer)."""
+    done = yield _get(client, "plantier", provider, period)
+    if done is not None:
+        return None, ""
+    try:
+        yield Call("set_tier", account, tier)
+    except ValidationError as exc:
+        # The client's price table lacks the tier the catalog names (a table loaded from
+        # another file): the credits are allocated; the tier waits for a redelivery.
+        return None, f"tier {tier!r} not set: {exc.message}"
+    yield _set(client, "plantier", provider, period, tier)
+    return tier, ""
 
 
 # -- drivers --------------------------------------------------------------------------------
