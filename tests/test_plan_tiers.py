@@ -114,8 +114,13 @@ def test_a_plan_without_a_tier_leaves_the_account_alone(
     raw.set_tier(ACCT, "free")
     now = int(time.time())
     body = se.invoice_paid(
-        "sub_n", "in_n1", start=now - DAY, end=now + 30 * DAY, price=se.PRICE_TEAM,
-        customer="cus_n", account=ACCT,
+        "sub_n",
+        "in_n1",
+        start=now - DAY,
+        end=now + 30 * DAY,
+        price=se.PRICE_TEAM,
+        customer="cus_n",
+        account=ACCT,
     )
     outcome = deliver(client, table, body)
     assert (outcome.outcome, outcome.credits, outcome.tier) == (Outcome.allocated, 5000, None)

@@ -71,6 +71,11 @@ class Alert(BaseModel):
     threshold: int
     at: datetime = Field(description="When (Redis server time).")
     entry_id: str = Field(description="The ledger entry that crossed the threshold.")
+    kind: str = Field(
+        default="low_balance",
+        description="'low_balance', or 'topup_failed' (an automatic top-up's payment failed; "
+        "entry_id is then the payment's id).",
+    )
 
 
 class AccountControls(BaseModel):

@@ -1,6 +1,7 @@
 """A local stand-in for the Stripe API (the real one cannot be reached from the tests).
 
 It answers what the example app asks of Stripe, in Stripe's documented shapes: ``POST
+/v1/payment_intents`` (an off-session top-up, with ``Idempotency-Key``), ``POST
 /v1/checkout/sessions`` (form-encoded, as the ``stripe`` library sends it) returns a
 Checkout Session object, or Stripe's error object (``{"error": {"type", "code", "param",
 "message"}}``) for a bad key or an unknown price. The ``stripe`` library reaches it with
@@ -21,6 +22,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 API_KEY = "sk_test_standin_" + secrets.token_hex(8)
+DECLINING_METHODS = {
+    "pm_card_chargeDeclined": "card_declined",
+    "pm_card_authenticationRequired": "authentication_required",
+}
+"""Stripe's test payment methods that fail off-session, and their error codes."""
 
 
 def _nested(pairs: list[tuple[str, str]]) -> dict[str, Any]:
@@ -52,6 +58,9 @@ class StripeStandIn:
     def __init__(self, prices: dict[str, tuple[int, str]]) -> None:
         self.prices = prices
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.payment_intents: dict[str, dict[str, Any]] = {}
+        self._idempotent: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
         self.requests: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         standin = self
@@ -85,6 +94,12 @@ class StripeStandIn:
                             }
                         },
                     )
+                    return
+                if self.path == "/v1/payment_intents":
+                    status, body = standin.create_payment_intent(
+                        form, self.headers.get("Idempotency-Key")
+                    )
+                    self._send(status, body)
                     return
                 if self.path != "/v1/checkout/sessions":
                     self._send(
@@ -155,6 +170,67 @@ class StripeStandIn:
         }
         self.sessions[session_id] = session
         return 200, session
+
+    def create_payment_intent(
+        self, form: dict[str, Any], idempotency_key: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """``POST /v1/payment_intents`` with ``confirm=true``: Stripe's PaymentIntent
+        object, ``succeeded`` for a good card; for a declining one
+        (:data:`DECLINING_METHODS`) Stripe's 402 ``card_error`` carrying the PaymentIntent
+        (``requires_payment_method``). A repeated ``Idempotency-Key`` answers the first
+        response again, as Stripe does (a decline too)."""
+        with self._lock:
+            if idempotency_key is not None and idempotency_key in self._idempotent:
+                return self._idempotent[idempotency_key]
+            answer = self._payment_intent(form)
+            if idempotency_key is not None:
+                self._idempotent[idempotency_key] = answer
+            return answer
+
+    def _payment_intent(self, form: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        for field in ("amount", "currency"):
+            if field not in form:
+                return 400, {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "parameter_missing",
+                        "param": field,
+                        "message": f"Missing required param: {field}.",
+                    }
+                }
+        method = form.get("payment_method")
+        declined = method in DECLINING_METHODS
+        intent = {
+            "id": f"pi_{secrets.token_hex(12)}",
+            "object": "payment_intent",
+            "amount": int(form["amount"]),
+            "amount_received": 0 if declined else int(form["amount"]),
+            "confirmation_method": "automatic",
+            "created": int(time.time()),
+            "currency": form["currency"],
+            "customer": form.get("customer"),
+            "last_payment_error": None,
+            "latest_charge": None if declined else f"ch_{secrets.token_hex(12)}",
+            "livemode": False,
+            "metadata": form.get("metadata") or {},
+            "payment_method": None if declined else method,
+            "status": "requires_payment_method" if declined else "succeeded",
+        }
+        self.payment_intents[intent["id"]] = intent
+        if not declined:
+            return 200, intent
+        code = DECLINING_METHODS[str(method)]
+        error = {
+            "type": "card_error",
+            "code": code,
+            "decline_code": "generic_decline" if code == "card_declined" else None,
+            "message": "Your card was declined."
+            if code == "card_declined"
+            else "This payment requires authentication.",
+            "payment_intent": intent,
+        }
+        intent["last_payment_error"] = {k: v for k, v in error.items() if k != "payment_intent"}
+        return 402, {"error": error}
 
     def pay(self, session_id: str) -> dict[str, Any]:
         """The buyer pays: the session completes with a PaymentIntent; returns the

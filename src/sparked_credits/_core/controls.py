@@ -208,6 +208,7 @@ def _alert(account: str, entry_id: str, fields: Any) -> Alert:
         threshold=int(values.get("threshold", "0")),
         at=datetime.fromtimestamp(ms / 1000, tz=timezone.utc),
         entry_id=values.get("entry", ""),
+        kind=values.get("kind", "low_balance"),
     )
 
 

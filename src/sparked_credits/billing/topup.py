@@ -1,0 +1,256 @@
+"""Automatic top-up: an account that falls below its low-balance threshold buys a pack
+off-session, with the card it saved at Stripe.
+
+Why it is built on the alert outbox: the debit script already records exactly one
+low-balance alert per crossing of the threshold, so a worker reading the outbox (its own
+consumer cursor, ``"topup"`` by default) sees each crossing once, and again after a crash
+before it acknowledged it. For each crossing of an account with top-up settings it:
+
+1. takes the account's guard ``topupguard:stripe:<account>`` (``SET NX PX <cool-off>``,
+   valued with the alert's id). The guard is held for the whole cool-off, so a burst of
+   debits (or a second crossing soon after a top-up) never starts a second payment; a
+   crossing while the guard is held starts nothing. A worker that finds the guard holding
+   its own alert's id is the redelivery after a crash, and goes on.
+2. creates one off-session PaymentIntent (``confirm=true``, ``off_session=true``) with the
+   Stripe idempotency key ``topup:<alert id>``: a redelivery gets the same PaymentIntent
+   back from Stripe, never a second charge.
+3. on ``succeeded``: credits the pack through the purchase path
+   (:func:`~.payments.run_payment_event` with a :class:`~.payments.PaymentSucceeded`,
+   keyed by the PaymentIntent): once per payment, whoever brings it (this worker, its
+   redelivery, or the ``payment_intent.succeeded`` webhook).
+4. on a decline (or a card that needs its owner): records an alert of its own,
+   ``kind="topup_failed"`` with the PaymentIntent's id as ``entry_id``, in the account's
+   outbox, where the alert workers deliver it like a low-balance alert.
+
+The alert is acknowledged for the consumer only after all of that.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._core import validation as v
+from .._core.keys import KeySpace
+from .._core.requests import CommandCall, Operation
+from ..control_models import Alert
+from ..pricing import Catalog
+from .payments import Outcome, PaymentSucceeded, run_payment_event
+from .stripe import _stripe
+
+__all__ = [
+    "TOPUP_FAILED",
+    "TopUpOutcome",
+    "TopUpSettings",
+    "configure_topup",
+    "get_topup",
+    "run_topups",
+]
+
+TOPUP_FAILED = "topup_failed"
+"""The ``Alert.kind`` of a top-up payment that failed."""
+
+_STRIPE_ID = r"^[A-Za-z0-9][A-Za-z0-9_]{0,254}$"
+_PROVIDER = "stripe"
+
+
+class TopUpSettings(BaseModel):
+    """What an account's automatic top-up buys, and with which saved card."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    customer: str = Field(pattern=_STRIPE_ID, description="The Stripe customer (cus_...).")
+    payment_method: str = Field(
+        pattern=_STRIPE_ID, description="Its saved payment method (pm_...), set up off-session."
+    )
+    pack: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$", description="A pack id.")
+
+
+class TopUpOutcome(BaseModel):
+    """What the worker did for one alert."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alert_id: str
+    account: str
+    result: Literal["credited", "failed", "pending", "skipped", "not_configured", "other_kind"]
+    payment_id: str | None = None
+    credits: int = 0
+    replayed: bool = False
+    """The payment had been credited before (a redelivery): nothing changed now."""
+    detail: str = ""
+
+
+def _run(client: Any, *args: str) -> Any:
+    op = Operation("topup", CommandCall(tuple(args)), lambda raw: raw)
+    return client.run_request_step(op)
+
+
+def _key(client: Any, kind: str, account: str) -> str:
+    prefix: str = client.options.key_prefix
+    return f"{prefix}{kind}:{_PROVIDER}:{account}"
+
+
+def _text(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def configure_topup(
+    client: Any, catalog: Catalog, account: str, settings: TopUpSettings | None
+) -> None:
+    """Save (or, with None, remove) ``account``'s top-up settings. An unknown pack raises
+    ValidationError and saves nothing."""
+    account = v.account(account)
+    key = _key(client, "topup", account)
+    if settings is None:
+        _run(client, "DEL", key)
+        return
+    catalog.pack(settings.pack)
+    _run(client, "SET", key, settings.model_dump_json())
+
+
+def get_topup(client: Any, account: str) -> TopUpSettings | None:
+    """The account's top-up settings, None when it has none."""
+    raw = _text(_run(client, "GET", _key(client, "topup", v.account(account))))
+    return None if raw is None else TopUpSettings.model_validate_json(raw)
+
+
+def run_topups(
+    client: Any,
+    stripe_client: Any,
+    catalog: Catalog,
+    *,
+    consumer: str = "topup",
+    cooloff_seconds: float = 600.0,
+    count: int = 100,
+) -> list[TopUpOutcome]:
+    """One pass of the worker: every unacknowledged alert of ``consumer``, oldest first
+    (see the module). Run it in a loop, or after each debit batch; several workers may run
+    at once. A Stripe error other than a decline (the network, an outage) propagates with
+    the alert unacknowledged: the next pass tries it again with the same idempotency key."""
+    done: list[TopUpOutcome] = []
+    alerts: list[Alert] = client.alerts(consumer, count=count)
+    for alert in alerts:
+        done.append(_one(client, stripe_client, catalog, alert, cooloff_seconds))
+        client.ack_alerts(consumer, [alert.alert_id])
+    return done
+
+
+def _one(
+    client: Any, stripe_client: Any, catalog: Catalog, alert: Alert, cooloff: float
+) -> TopUpOutcome:
+    if alert.kind != "low_balance":
+        return TopUpOutcome(alert_id=alert.alert_id, account=alert.account, result="other_kind")
+    settings = get_topup(client, alert.account)
+    if settings is None:
+        return TopUpOutcome(alert_id=alert.alert_id, account=alert.account, result="not_configured")
+    guard = _key(client, "topupguard", alert.account)
+    taken = _run(client, "SET", guard, alert.alert_id, "NX", "PX", str(int(cooloff * 1000)))
+    # A refused NX is None (redis-py) or False (upstash-redis).
+    if not taken and _text(_run(client, "GET", guard)) != alert.alert_id:
+        return TopUpOutcome(
+            alert_id=alert.alert_id,
+            account=alert.account,
+            result="skipped",
+            detail="a top-up is in flight or cooling off",
+        )
+    pack = catalog.pack(settings.pack)
+    stripe = _stripe()
+    intents = (
+        stripe_client.v1.payment_intents
+        if hasattr(stripe_client, "v1")
+        else stripe_client.payment_intents
+    )
+    try:
+        intent = intents.create(
+            params={
+                "amount": pack.amount,
+                "currency": pack.currency,
+                "customer": settings.customer,
+                "payment_method": settings.payment_method,
+                "off_session": True,
+                "confirm": True,
+                "metadata": {
+                    "account": alert.account,
+                    "pack": settings.pack,
+                    "topup": alert.alert_id,
+                },
+            },
+            options={"idempotency_key": f"topup:{alert.alert_id}"},
+        )
+    except stripe.CardError as exc:
+        failed = exc.error.payment_intent if exc.error else None
+        payment_id = str(failed.id) if failed is not None else ""
+        _failed(client, alert, payment_id, str(exc.code or "card_error"))
+        return TopUpOutcome(
+            alert_id=alert.alert_id,
+            account=alert.account,
+            result="failed",
+            payment_id=payment_id or None,
+            detail=str(exc.code),
+        )
+    payment_id = str(intent.id)
+    if intent.status != "succeeded":
+        if intent.status in ("requires_payment_method", "requires_action", "canceled"):
+            _failed(client, alert, payment_id, str(intent.status))
+            return TopUpOutcome(
+                alert_id=alert.alert_id,
+                account=alert.account,
+                result="failed",
+                payment_id=payment_id,
+                detail=str(intent.status),
+            )
+        # processing: the payment_intent.succeeded webhook credits it.
+        return TopUpOutcome(
+            alert_id=alert.alert_id, account=alert.account, result="pending", payment_id=payment_id
+        )
+    outcome = run_payment_event(
+        client,
+        PaymentSucceeded(
+            provider=_PROVIDER,
+            payment_id=payment_id,
+            account=alert.account,
+            pack=settings.pack,
+            amount=int(intent.amount),
+            currency=str(intent.currency),
+            paid_at=datetime.fromtimestamp(int(intent.created), tz=timezone.utc),
+        ),
+        catalog,
+    )
+    return TopUpOutcome(
+        alert_id=alert.alert_id,
+        account=alert.account,
+        result="credited" if outcome.outcome is Outcome.credited else "failed",
+        payment_id=payment_id,
+        credits=outcome.credits,
+        replayed=outcome.replayed,
+        detail=outcome.detail,
+    )
+
+
+def _failed(client: Any, alert: Alert, payment_id: str, reason: str) -> None:
+    """The failure's own alert, in the account's outbox (MAXLEN like the script's)."""
+    key = KeySpace(prefix=client.options.key_prefix).account(alert.account).alerts
+    _run(
+        client,
+        "XADD",
+        key,
+        "MAXLEN",
+        "~",
+        "1000",
+        "*",
+        "kind",
+        TOPUP_FAILED,
+        "balance",
+        str(alert.balance),
+        "threshold",
+        str(alert.threshold),
+        "entry",
+        payment_id,
+        "reason",
+        reason,
+    )

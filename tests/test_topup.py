@@ -1,0 +1,163 @@
+"""Automatic top-up against the local Stripe stand-in, through the real ``stripe`` library:
+one off-session PaymentIntent per crossing of the threshold, never two for a burst, the
+credits once per payment through the purchase path, a decline as an alert of its own."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+import stripe_events as se
+from conftest import ledger_sum
+from sparked_credits import ValidationError
+from sparked_credits.billing.stripe import make_stripe_client
+from sparked_credits.billing.topup import (
+    TOPUP_FAILED,
+    TopUpSettings,
+    configure_topup,
+    get_topup,
+    run_topups,
+)
+from sparked_credits.pricing import Catalog, load_price_table
+from stripe_standin import API_KEY, StripeStandIn
+
+ACCT = "user_topped"
+CARD = TopUpSettings(customer="cus_T1", payment_method="pm_card_visa", pack="starter")
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    path: Path = tmp_path_factory.mktemp("topup") / "pricing.toml"
+    path.write_text(se.CATALOG_TOML)
+    return load_price_table(path).catalog
+
+
+@pytest.fixture
+def standin() -> Iterator[StripeStandIn]:
+    server = StripeStandIn({se.PRICE_STARTER: (500, "usd")})
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def stripe_client(standin: StripeStandIn) -> Any:
+    return make_stripe_client(API_KEY, api_base=standin.url)
+
+
+def intents(standin: StripeStandIn, account: str = ACCT) -> list[dict[str, Any]]:
+    return [p for p in standin.payment_intents.values() if p["metadata"]["account"] == account]
+
+
+class AckCrash:
+    """A client whose first ``ack_alerts`` dies: a worker killed after the payment and
+    before it acknowledged the alert."""
+
+    def __init__(self, client: Any) -> None:
+        self.client, self.crashed = client, False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if name == "ack_alerts" and not self.crashed:
+
+            def crash(*args: Any, **kwargs: Any) -> Any:
+                self.crashed = True
+                raise RuntimeError("worker killed")
+
+            return crash
+        return attr
+
+
+def test_one_payment_per_crossing_credited_once(
+    client: Any, catalog: Catalog, standin: StripeStandIn, stripe_client: Any
+) -> None:
+    client.initialize_user(ACCT, 100)
+    client.set_tier(ACCT, None, low_balance=50)
+    configure_topup(client, catalog, ACCT, CARD)
+    assert get_topup(client, ACCT) == CARD
+    for _ in range(3):  # 70, 40 (the crossing), 10
+        client.debit(ACCT, 30, action="chat_message")
+    # The worker dies after paying, before acknowledging: the next pass finishes it.
+    with pytest.raises(RuntimeError):
+        run_topups(AckCrash(client), stripe_client, catalog)
+    again = run_topups(client, stripe_client, catalog)
+    assert [(o.result, o.replayed) for o in again] == [("credited", True)]
+    assert len(intents(standin)) == 1
+    paid = intents(standin)[0]
+    assert (paid["amount"], paid["currency"], paid["customer"]) == (500, "usd", "cus_T1")
+    assert client.get_balance(ACCT) == 510 == ledger_sum(client, ACCT)
+    assert run_topups(client, stripe_client, catalog) == []
+    # Below again within the cool-off: no second payment.
+    client.debit(ACCT, 480, action="chat_message")
+    skipped = run_topups(client, stripe_client, catalog)
+    assert [o.result for o in skipped] == ["skipped"]
+    assert len(intents(standin)) == 1
+    assert client.get_balance(ACCT) == 30
+    purchases = client.history(ACCT, types=["credit"]).entries
+    assert [(e.delta, e.reason) for e in purchases] == [(500, "pack starter")]
+
+
+def test_a_declined_card_is_an_alert_of_its_own(
+    client: Any, catalog: Catalog, standin: StripeStandIn, stripe_client: Any
+) -> None:
+    client.initialize_user(ACCT, 60)
+    client.set_tier(ACCT, None, low_balance=50)
+    declined = CARD.model_copy(update={"payment_method": "pm_card_chargeDeclined"})
+    configure_topup(client, catalog, ACCT, declined)
+    client.debit(ACCT, 20, action="chat_message")
+    [outcome] = run_topups(client, stripe_client, catalog)
+    assert (outcome.result, outcome.detail) == ("failed", "card_declined")
+    assert outcome.payment_id == intents(standin)[0]["id"]
+    assert client.get_balance(ACCT) == 40
+    kinds = [(a.kind, a.entry_id) for a in client.alerts("mailer")]
+    assert kinds[0][0] == "low_balance"
+    assert kinds[1] == (TOPUP_FAILED, outcome.payment_id)
+    # The top-up worker reads its own failure alert and starts nothing for it.
+    assert [o.result for o in run_topups(client, stripe_client, catalog)] == ["other_kind"]
+    assert len(intents(standin)) == 1
+
+
+def test_bad_settings_are_refused_and_change_nothing(client: Any, catalog: Catalog) -> None:
+    client.initialize_user(ACCT, 10)
+    configure_topup(client, catalog, ACCT, CARD)
+    with pytest.raises(ValidationError):
+        configure_topup(client, catalog, ACCT, CARD.model_copy(update={"pack": "unknown"}))
+    with pytest.raises(ValidationError):
+        configure_topup(client, catalog, "not an account!", CARD)
+    with pytest.raises(pydantic.ValidationError):
+        TopUpSettings(customer="cus 1", payment_method="pm_card_visa", pack="starter")
+    assert get_topup(client, ACCT) == CARD
+    configure_topup(client, catalog, ACCT, None)
+    assert get_topup(client, ACCT) is None
+
+
+def test_a_burst_from_threads_starts_exactly_one_payment(
+    sync_credits: Any, catalog: Catalog, standin: StripeStandIn, stripe_client: Any
+) -> None:
+    client = sync_credits
+    client.initialize_user(ACCT, 400)
+    client.set_tier(ACCT, None, low_balance=200)
+    configure_topup(client, catalog, ACCT, CARD)
+    errors: list[BaseException] = []
+
+    def spend() -> None:
+        try:
+            for _ in range(5):
+                client.debit(ACCT, 10, action="chat_message")
+                run_topups(client, stripe_client, catalog)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=spend) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    run_topups(client, stripe_client, catalog)
+    assert len(intents(standin)) == 1
+    assert client.get_balance(ACCT) == 400 - 300 + 500 == ledger_sum(client, ACCT)
