@@ -15,7 +15,8 @@ import pytest
 import stripe_events as se
 from conftest import ledger_sum
 from sparked_credits import ValidationError
-from sparked_credits.billing.stripe import make_stripe_client
+from sparked_credits.billing import Outcome
+from sparked_credits.billing.stripe import handle_stripe_webhook, make_stripe_client
 from sparked_credits.billing.topup import (
     TOPUP_FAILED,
     TopUpSettings,
@@ -161,3 +162,48 @@ def test_a_burst_from_threads_starts_exactly_one_payment(
     run_topups(client, stripe_client, catalog)
     assert len(intents(standin)) == 1
     assert client.get_balance(ACCT) == 400 - 300 + 500 == ledger_sum(client, ACCT)
+
+
+class PurchaseCrash(AckCrash):
+    """A client whose first ``purchase`` dies: a worker killed after Stripe took the
+    payment and before it credited it."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "purchase" and not self.crashed:
+            self.crashed = True
+            raise RuntimeError("worker killed")
+        return getattr(self.client, name)
+
+
+def test_the_payment_intent_webhook_and_the_worker_credit_once(
+    client: Any, catalog: Catalog, standin: StripeStandIn, stripe_client: Any
+) -> None:
+    client.initialize_user(ACCT, 60)
+    client.set_tier(ACCT, None, low_balance=50)
+    configure_topup(client, catalog, ACCT, CARD)
+    client.debit(ACCT, 20, action="chat_message")
+    with pytest.raises(RuntimeError):
+        run_topups(PurchaseCrash(client), stripe_client, catalog)
+    assert client.get_balance(ACCT) == 40
+    # Stripe's payment_intent.succeeded credits it (once, however often delivered)...
+    [intent] = intents(standin)
+    body = se.envelope("payment_intent.succeeded", intent)
+    first = handle_stripe_webhook(client, body, se.sign(body), se.SECRET, catalog)
+    assert (first.outcome, first.replayed, first.balance) == (Outcome.credited, False, 540)
+    again = handle_stripe_webhook(client, body, se.sign(body), se.SECRET, catalog)
+    assert again.replayed
+    # ...and the worker's next pass gets the same PaymentIntent back: nothing more.
+    [finished] = run_topups(client, stripe_client, catalog)
+    assert (finished.result, finished.replayed, finished.payment_id) == (
+        "credited",
+        True,
+        intent["id"],
+    )
+    assert len(intents(standin)) == 1
+    assert client.get_balance(ACCT) == 540 == ledger_sum(client, ACCT)
+    # A Checkout's PaymentIntent is credited by its session's event, not this one.
+    checkout_intent = {**intent, "id": "pi_checkout", "metadata": {"pack": "starter"}}
+    other = se.envelope("payment_intent.succeeded", checkout_intent)
+    answer = handle_stripe_webhook(client, other, se.sign(other), se.SECRET, catalog)
+    assert answer.outcome is Outcome.ignored
+    assert client.get_balance(ACCT) == 540

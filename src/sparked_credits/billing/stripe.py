@@ -23,6 +23,9 @@ only the fields it reads), and translates it into a :data:`~.payments.PaymentEve
 ``invoice.paid`` for ``subscription_update``           ignored: a plan change mid-period
                                                        applies from the next period
 ``customer.subscription.deleted``                      SubscriptionEnded
+``payment_intent.succeeded`` with ``metadata.topup``    PaymentSucceeded of an automatic top-up
+                                                       (billing/topup.py); other intents:
+                                                       ignored
 anything else                                          Ignored (acknowledged, nothing written)
 =====================================================  ========================================
 
@@ -179,6 +182,14 @@ class _Session(_Loose):
     created: _Unix
 
 
+class _Intent(_Loose):
+    id: str
+    amount: int
+    currency: str
+    metadata: dict[str, str] | None = None
+    created: _Unix
+
+
 class _Refunds(_Loose):
     data: list[dict[str, Any]] = []
 
@@ -285,6 +296,8 @@ def _translate(raw: Mapping[str, Any]) -> PaymentEvent:
                 provider=PROVIDER, payment_id=payment, dispute_id=dispute.id, amount=dispute.amount
             )
         return Ignored(reason=f"dispute {dispute.status}: the credits stay revoked")
+    if kind == "payment_intent.succeeded":
+        return _topup(_Intent.model_validate(obj))
     if kind == "invoice.paid":
         return _invoice(_Invoice.model_validate(obj))
     if kind == "customer.subscription.deleted":
@@ -294,6 +307,25 @@ def _translate(raw: Mapping[str, Any]) -> PaymentEvent:
             raise ValueError("a deleted subscription without ended_at")
         return SubscriptionEnded(provider=PROVIDER, subscription_id=sub.id, ended_at=_time(when))
     return Ignored(reason=f"{kind} changes no credits")
+
+
+def _topup(intent: _Intent) -> PaymentEvent:
+    """An automatic top-up's PaymentIntent (``metadata.topup``, billing/topup.py): the same
+    purchase, keyed by the PaymentIntent, as the top-up worker's, so whichever comes first
+    credits it and the other replays. Other PaymentIntents are a Checkout's: credited by
+    the session's event."""
+    metadata = intent.metadata or {}
+    if "topup" not in metadata:
+        return Ignored(reason="not an automatic top-up: its checkout session credits it")
+    return PaymentSucceeded(
+        provider=PROVIDER,
+        payment_id=intent.id,
+        account=metadata.get("account", ""),
+        pack=metadata.get("pack", ""),
+        amount=intent.amount,
+        currency=intent.currency,
+        paid_at=_time(intent.created),
+    )
 
 
 def _checkout(kind: str, session: _Session) -> PaymentEvent:
