@@ -4,6 +4,9 @@ credits once per payment through the purchase path, a decline as an alert of its
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ import pytest
 
 import stripe_events as se
 from conftest import ledger_sum
-from sparked_credits import ValidationError
+from sparked_credits import CreditsClient, ValidationError
 from sparked_credits.billing import Outcome
 from sparked_credits.billing.stripe import handle_stripe_webhook, make_stripe_client
 from sparked_credits.billing.topup import (
@@ -207,3 +210,52 @@ def test_the_payment_intent_webhook_and_the_worker_credit_once(
     answer = handle_stripe_webhook(client, other, se.sign(other), se.SECRET, catalog)
     assert answer.outcome is Outcome.ignored
     assert client.get_balance(ACCT) == 540
+
+
+_WORKER = """
+import sys
+from sparked_credits import CreditsClient
+from sparked_credits.billing.stripe import make_stripe_client
+from sparked_credits.billing.topup import run_topups
+from sparked_credits.pricing import load_price_table
+url, api_base, key, price_file = sys.argv[1:5]
+catalog = load_price_table(price_file).catalog
+stripe_client = make_stripe_client(key, api_base=api_base)
+with CreditsClient(url, app="t") as c:
+    for _ in range(5):
+        c.debit("user_topped", 10, action="chat_message")
+        run_topups(c, stripe_client, catalog)
+"""
+
+
+def test_processes_and_threads_racing_start_one_payment(
+    redis_url: str, catalog: Catalog, standin: StripeStandIn, tmp_path: Path
+) -> None:
+    price_file = tmp_path / "pricing.toml"
+    price_file.write_text(se.CATALOG_TOML)
+    stripe_client = make_stripe_client(API_KEY, api_base=standin.url)
+    with CreditsClient(redis_url, app="t") as client:
+        client.initialize_user(ACCT, 400)
+        client.set_tier(ACCT, None, low_balance=200)
+        configure_topup(client, catalog, ACCT, CARD)
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent / "support")}
+        argv = [redis_url, standin.url, API_KEY, str(price_file)]
+        procs = [
+            subprocess.Popen([sys.executable, "-c", _WORKER, *argv], env=env) for _ in range(2)
+        ]
+
+        def spend() -> None:
+            with CreditsClient(redis_url, app="t") as mine:
+                for _ in range(5):
+                    mine.debit(ACCT, 10, action="chat_message")
+                    run_topups(mine, stripe_client, catalog)
+
+        threads = [threading.Thread(target=spend) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [p.wait(timeout=60) for p in procs] == [0, 0]
+        run_topups(client, stripe_client, catalog)
+        assert len(intents(standin)) == 1
+        assert client.get_balance(ACCT) == 400 - 300 + 500 == ledger_sum(client, ACCT)
