@@ -113,15 +113,21 @@ def test_a_declined_card_is_an_alert_of_its_own(
     declined = CARD.model_copy(update={"payment_method": "pm_card_chargeDeclined"})
     configure_topup(client, catalog, ACCT, declined)
     client.debit(ACCT, 20, action="chat_message")
-    [outcome] = run_topups(client, stripe_client, catalog)
+    # Killed after recording the failure, before acknowledging: recorded once all the same.
+    with pytest.raises(RuntimeError):
+        run_topups(AckCrash(client), stripe_client, catalog)
+    # The next pass: the crossing again (the same PaymentIntent back, no second alert), and
+    # the failure's own alert, which starts nothing.
+    outcome, own = run_topups(client, stripe_client, catalog)
     assert (outcome.result, outcome.detail) == ("failed", "card_declined")
+    assert own.result == "other_kind"
     assert outcome.payment_id == intents(standin)[0]["id"]
     assert client.get_balance(ACCT) == 40
     kinds = [(a.kind, a.entry_id) for a in client.alerts("mailer")]
+    assert len(kinds) == 2
     assert kinds[0][0] == "low_balance"
     assert kinds[1] == (TOPUP_FAILED, outcome.payment_id)
-    # The top-up worker reads its own failure alert and starts nothing for it.
-    assert [o.result for o in run_topups(client, stripe_client, catalog)] == ["other_kind"]
+    assert run_topups(client, stripe_client, catalog) == []
     assert len(intents(standin)) == 1
 
 

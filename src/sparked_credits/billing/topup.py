@@ -233,8 +233,20 @@ def _one(
 
 
 def _failed(client: Any, alert: Alert, payment_id: str, reason: str) -> None:
-    """The failure's own alert, in the account's outbox (MAXLEN like the script's)."""
+    """The failure's own alert, in the account's outbox (MAXLEN like the script's), once
+    per crossing: a worker that crashed after writing it and before acknowledging the
+    crossing finds it among the outbox's latest entries (field ``alert``) and writes
+    nothing more."""
     key = KeySpace(prefix=client.options.key_prefix).account(alert.account).alerts
+    latest = _run(client, "XREVRANGE", key, "+", "-", "COUNT", "100") or []
+    for _entry_id, fields in latest:
+        if isinstance(fields, dict):
+            values = [_text(x) for pair in fields.items() for x in pair]
+        else:
+            values = [_text(x) for x in fields]
+        found = dict(zip(values[::2], values[1::2], strict=False))
+        if found.get("kind") == TOPUP_FAILED and found.get("alert") == alert.alert_id:
+            return
     _run(
         client,
         "XADD",
@@ -253,4 +265,6 @@ def _failed(client: Any, alert: Alert, payment_id: str, reason: str) -> None:
         payment_id,
         "reason",
         reason,
+        "alert",
+        alert.alert_id,
     )
