@@ -162,3 +162,23 @@ def test_a_plan_naming_an_unknown_tier_is_refused_at_load(tmp_path: Path) -> Non
         load_price_table(path)
     path.write_text(PRICE_FILE)
     assert load_price_table(path).catalog.plans["pro"].tier == "pro"
+
+
+def test_a_client_without_the_tier_allocates_and_says_so(
+    make_client: Any, table: PriceTable
+) -> None:
+    raw = make_client()  # the default table: no tiers
+    raw.initialize_user(ACCT, 0)
+    now = int(time.time())
+    body = se.invoice_paid(
+        "sub_u", "in_u1", start=now - DAY, end=now + 30 * DAY, customer="cus_u", account=ACCT
+    )
+    outcome = deliver(raw, table, body)
+    assert (outcome.outcome, outcome.credits, outcome.tier) == (Outcome.allocated, 1000, None)
+    assert "tier 'pro' not set" in outcome.detail
+    assert raw.get_controls(ACCT).tier is None
+    # With the table that has it, the redelivery sets it (no marker was written).
+    fixed = make_client(pricing=table)
+    assert deliver(fixed, table, body).tier == "pro"
+    assert fixed.get_controls(ACCT).tier == "pro"
+    assert fixed.get_balance(ACCT) == 1000
