@@ -4,6 +4,7 @@ credits once per payment through the purchase path, a decline as an alert of its
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -265,3 +266,26 @@ def test_processes_and_threads_racing_start_one_payment(
         run_topups(client, stripe_client, catalog)
         assert len(intents(standin)) == 1
         assert client.get_balance(ACCT) == 400 - 300 + 500 == ledger_sum(client, ACCT)
+
+
+def test_the_async_worker(catalog: Catalog, standin: StripeStandIn) -> None:
+    from sparked_credits import AsyncCreditsClient
+    from sparked_credits.billing.topup import aconfigure_topup, aget_topup, arun_topups
+
+    stripe_client = make_stripe_client(API_KEY, api_base=standin.url)
+
+    async def run() -> None:
+        client = AsyncCreditsClient("memory://topup-async")
+        await client.initialize_user(ACCT, 60)
+        await client.set_tier(ACCT, None, low_balance=50)
+        await aconfigure_topup(client, catalog, ACCT, CARD)
+        assert await aget_topup(client, ACCT) == CARD
+        await client.debit(ACCT, 20, action="chat_message")
+        [outcome] = await arun_topups(client, stripe_client, catalog)
+        assert (outcome.result, outcome.credits, outcome.replayed) == ("credited", 500, False)
+        assert await arun_topups(client, stripe_client, catalog) == []
+        assert await client.get_balance(ACCT) == 540
+        await client.aclose()
+
+    asyncio.run(run())
+    assert len(intents(standin)) == 1

@@ -27,6 +27,7 @@ The alert is acknowledged for the consumer only after all of that.
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -36,17 +37,22 @@ from .._core import validation as v
 from .._core.keys import KeySpace
 from .._core.requests import CommandCall, Operation
 from ..control_models import Alert
+from ..errors import CreditsError
 from ..pricing import Catalog
-from .payments import Outcome, PaymentSucceeded, run_payment_event
+from .payments import Call, Outcome, PaymentSucceeded, apply_payment_event
 from .stripe import _stripe
 
 __all__ = [
     "TOPUP_FAILED",
     "TopUpOutcome",
     "TopUpSettings",
+    "aconfigure_topup",
+    "aget_topup",
+    "arun_topups",
     "configure_topup",
     "get_topup",
     "run_topups",
+    "topup_pass",
 ]
 
 TOPUP_FAILED = "topup_failed"
@@ -83,9 +89,24 @@ class TopUpOutcome(BaseModel):
     detail: str = ""
 
 
-def _run(client: Any, *args: str) -> Any:
-    op = Operation("topup", CommandCall(tuple(args)), lambda raw: raw)
-    return client.run_request_step(op)
+class _Pay:
+    """A step that asks Stripe for the PaymentIntent (run by the driver, sync or async)."""
+
+    __slots__ = ("options", "params")
+
+    def __init__(self, params: dict[str, Any], options: dict[str, Any]) -> None:
+        self.params, self.options = params, options
+
+
+_Steps = Generator["Call | _Pay", Any, Any]
+
+
+def _cmd(*args: str) -> Call:
+    return Call("run_request_step", op=Operation("topup", CommandCall(tuple(args)), _raw))
+
+
+def _raw(reply: Any) -> Any:
+    return reply
 
 
 def _key(client: Any, kind: str, account: str) -> str:
@@ -99,24 +120,47 @@ def _text(raw: Any) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def _configure_op(
+    client: Any, catalog: Catalog, account: str, settings: TopUpSettings | None
+) -> Any:
+    account = v.account(account)
+    key = _key(client, "topup", account)
+    if settings is None:
+        return _cmd("DEL", key).op
+    catalog.pack(settings.pack)
+    return _cmd("SET", key, settings.model_dump_json()).op
+
+
+def _settings(raw: Any) -> TopUpSettings | None:
+    text = _text(raw)
+    return None if text is None else TopUpSettings.model_validate_json(text)
+
+
 def configure_topup(
     client: Any, catalog: Catalog, account: str, settings: TopUpSettings | None
 ) -> None:
     """Save (or, with None, remove) ``account``'s top-up settings. An unknown pack raises
     ValidationError and saves nothing."""
-    account = v.account(account)
-    key = _key(client, "topup", account)
-    if settings is None:
-        _run(client, "DEL", key)
-        return
-    catalog.pack(settings.pack)
-    _run(client, "SET", key, settings.model_dump_json())
+    client.run_request_step(_configure_op(client, catalog, account, settings))
+
+
+async def aconfigure_topup(
+    client: Any, catalog: Catalog, account: str, settings: TopUpSettings | None
+) -> None:
+    """:func:`configure_topup` with an AsyncCreditsClient."""
+    await client.run_request_step(_configure_op(client, catalog, account, settings))
 
 
 def get_topup(client: Any, account: str) -> TopUpSettings | None:
     """The account's top-up settings, None when it has none."""
-    raw = _text(_run(client, "GET", _key(client, "topup", v.account(account))))
-    return None if raw is None else TopUpSettings.model_validate_json(raw)
+    op = _cmd("GET", _key(client, "topup", v.account(account))).op
+    return _settings(client.run_request_step(op))
+
+
+async def aget_topup(client: Any, account: str) -> TopUpSettings | None:
+    """:func:`get_topup` with an AsyncCreditsClient."""
+    op = _cmd("GET", _key(client, "topup", v.account(account))).op
+    return _settings(await client.run_request_step(op))
 
 
 def run_topups(
@@ -128,103 +172,137 @@ def run_topups(
     cooloff_seconds: float = 600.0,
     count: int = 100,
 ) -> list[TopUpOutcome]:
-    """One pass of the worker: every unacknowledged alert of ``consumer``, oldest first
-    (see the module). Run it in a loop, or after each debit batch; several workers may run
+    """One pass of the worker with a CreditsClient: every unacknowledged alert of
+    ``consumer``, oldest first (see the module). Run it in a loop; several workers may run
     at once. A Stripe error other than a decline (the network, an outage) propagates with
     the alert unacknowledged: the next pass tries it again with the same idempotency key."""
-    done: list[TopUpOutcome] = []
-    alerts: list[Alert] = client.alerts(consumer, count=count)
-    for alert in alerts:
-        done.append(_one(client, stripe_client, catalog, alert, cooloff_seconds))
-        client.ack_alerts(consumer, [alert.alert_id])
-    return done
-
-
-def _one(
-    client: Any, stripe_client: Any, catalog: Catalog, alert: Alert, cooloff: float
-) -> TopUpOutcome:
-    if alert.kind != "low_balance":
-        return TopUpOutcome(alert_id=alert.alert_id, account=alert.account, result="other_kind")
-    settings = get_topup(client, alert.account)
-    if settings is None:
-        return TopUpOutcome(alert_id=alert.alert_id, account=alert.account, result="not_configured")
-    guard = _key(client, "topupguard", alert.account)
-    taken = _run(client, "SET", guard, alert.alert_id, "NX", "PX", str(int(cooloff * 1000)))
-    # A refused NX is None (redis-py) or False (upstash-redis).
-    if not taken and _text(_run(client, "GET", guard)) != alert.alert_id:
-        return TopUpOutcome(
-            alert_id=alert.alert_id,
-            account=alert.account,
-            result="skipped",
-            detail="a top-up is in flight or cooling off",
-        )
-    pack = catalog.pack(settings.pack)
+    steps = topup_pass(client, catalog, consumer, cooloff_seconds, count)
+    reply: Any = None
+    error: BaseException | None = None
     stripe = _stripe()
-    intents = (
+    intents = _intents(stripe_client)
+    while True:
+        try:
+            step = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            outcomes: list[TopUpOutcome] = done.value
+            return outcomes
+        reply, error = None, None
+        try:
+            if isinstance(step, _Pay):
+                reply = intents.create(params=step.params, options=step.options)
+            elif step.op is not None:
+                reply = client.run_request_step(step.op)
+            else:
+                reply = getattr(client, step.method)(*step.args, **step.kwargs)
+        except (CreditsError, stripe.CardError) as exc:
+            error = exc
+
+
+async def arun_topups(
+    client: Any,
+    stripe_client: Any,
+    catalog: Catalog,
+    *,
+    consumer: str = "topup",
+    cooloff_seconds: float = 600.0,
+    count: int = 100,
+) -> list[TopUpOutcome]:
+    """:func:`run_topups` with an AsyncCreditsClient (and the ``stripe`` client's async
+    calls)."""
+    steps = topup_pass(client, catalog, consumer, cooloff_seconds, count)
+    reply: Any = None
+    error: BaseException | None = None
+    stripe = _stripe()
+    intents = _intents(stripe_client)
+    while True:
+        try:
+            step = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            outcomes: list[TopUpOutcome] = done.value
+            return outcomes
+        reply, error = None, None
+        try:
+            if isinstance(step, _Pay):
+                reply = await intents.create_async(params=step.params, options=step.options)
+            elif step.op is not None:
+                reply = await client.run_request_step(step.op)
+            else:
+                reply = await getattr(client, step.method)(*step.args, **step.kwargs)
+        except (CreditsError, stripe.CardError) as exc:
+            error = exc
+
+
+def _intents(stripe_client: Any) -> Any:
+    return (
         stripe_client.v1.payment_intents
         if hasattr(stripe_client, "v1")
         else stripe_client.payment_intents
     )
+
+
+def topup_pass(client: Any, catalog: Catalog, consumer: str, cooloff: float, count: int) -> _Steps:
+    """The procedure of one pass, as steps for :func:`run_topups` / :func:`arun_topups`."""
+    done: list[TopUpOutcome] = []
+    alerts: list[Alert] = yield Call("alerts", consumer, count=count)
+    for alert in alerts:
+        outcome = yield from _one(client, catalog, alert, cooloff)
+        done.append(outcome)
+        yield Call("ack_alerts", consumer, [alert.alert_id])
+    return done
+
+
+def _one(client: Any, catalog: Catalog, alert: Alert, cooloff: float) -> _Steps:
+    def answer(result: Any, **fields: Any) -> TopUpOutcome:
+        return TopUpOutcome(alert_id=alert.alert_id, account=alert.account, result=result, **fields)
+
+    if alert.kind != "low_balance":
+        return answer("other_kind")
+    settings = _settings((yield _cmd("GET", _key(client, "topup", alert.account))))
+    if settings is None:
+        return answer("not_configured")
+    guard = _key(client, "topupguard", alert.account)
+    taken = yield _cmd("SET", guard, alert.alert_id, "NX", "PX", str(int(cooloff * 1000)))
+    # A refused NX is None (redis-py) or False (upstash-redis).
+    if not taken and _text((yield _cmd("GET", guard))) != alert.alert_id:
+        return answer("skipped", detail="a top-up is in flight or cooling off")
+    pack = catalog.pack(settings.pack)
+    params = {
+        "amount": pack.amount,
+        "currency": pack.currency,
+        "customer": settings.customer,
+        "payment_method": settings.payment_method,
+        "off_session": True,
+        "confirm": True,
+        "metadata": {"account": alert.account, "pack": settings.pack, "topup": alert.alert_id},
+    }
+    stripe = _stripe()
     try:
-        intent = intents.create(
-            params={
-                "amount": pack.amount,
-                "currency": pack.currency,
-                "customer": settings.customer,
-                "payment_method": settings.payment_method,
-                "off_session": True,
-                "confirm": True,
-                "metadata": {
-                    "account": alert.account,
-                    "pack": settings.pack,
-                    "topup": alert.alert_id,
-                },
-            },
-            options={"idempotency_key": f"topup:{alert.alert_id}"},
-        )
+        intent = yield _Pay(params, {"idempotency_key": f"topup:{alert.alert_id}"})
     except stripe.CardError as exc:
         failed = exc.error.payment_intent if exc.error else None
         payment_id = str(failed.id) if failed is not None else ""
-        _failed(client, alert, payment_id, str(exc.code or "card_error"))
-        return TopUpOutcome(
-            alert_id=alert.alert_id,
-            account=alert.account,
-            result="failed",
-            payment_id=payment_id or None,
-            detail=str(exc.code),
-        )
+        yield from _failed(client, alert, payment_id, str(exc.code or "card_error"))
+        return answer("failed", payment_id=payment_id or None, detail=str(exc.code))
     payment_id = str(intent.id)
     if intent.status != "succeeded":
         if intent.status in ("requires_payment_method", "requires_action", "canceled"):
-            _failed(client, alert, payment_id, str(intent.status))
-            return TopUpOutcome(
-                alert_id=alert.alert_id,
-                account=alert.account,
-                result="failed",
-                payment_id=payment_id,
-                detail=str(intent.status),
-            )
+            yield from _failed(client, alert, payment_id, str(intent.status))
+            return answer("failed", payment_id=payment_id, detail=str(intent.status))
         # processing: the payment_intent.succeeded webhook credits it.
-        return TopUpOutcome(
-            alert_id=alert.alert_id, account=alert.account, result="pending", payment_id=payment_id
-        )
-    outcome = run_payment_event(
-        client,
-        PaymentSucceeded(
-            provider=_PROVIDER,
-            payment_id=payment_id,
-            account=alert.account,
-            pack=settings.pack,
-            amount=int(intent.amount),
-            currency=str(intent.currency),
-            paid_at=datetime.fromtimestamp(int(intent.created), tz=timezone.utc),
-        ),
-        catalog,
-    )
-    return TopUpOutcome(
-        alert_id=alert.alert_id,
+        return answer("pending", payment_id=payment_id)
+    event = PaymentSucceeded(
+        provider=_PROVIDER,
+        payment_id=payment_id,
         account=alert.account,
-        result="credited" if outcome.outcome is Outcome.credited else "failed",
+        pack=settings.pack,
+        amount=int(intent.amount),
+        currency=str(intent.currency),
+        paid_at=datetime.fromtimestamp(int(intent.created), tz=timezone.utc),
+    )
+    outcome = yield from apply_payment_event(client, event, catalog)
+    return answer(
+        "credited" if outcome.outcome is Outcome.credited else "failed",
         payment_id=payment_id,
         credits=outcome.credits,
         replayed=outcome.replayed,
@@ -232,13 +310,13 @@ def _one(
     )
 
 
-def _failed(client: Any, alert: Alert, payment_id: str, reason: str) -> None:
+def _failed(client: Any, alert: Alert, payment_id: str, reason: str) -> _Steps:
     """The failure's own alert, in the account's outbox (MAXLEN like the script's), once
     per crossing: a worker that crashed after writing it and before acknowledging the
     crossing finds it among the outbox's latest entries (field ``alert``) and writes
     nothing more."""
     key = KeySpace(prefix=client.options.key_prefix).account(alert.account).alerts
-    latest = _run(client, "XREVRANGE", key, "+", "-", "COUNT", "100") or []
+    latest = (yield _cmd("XREVRANGE", key, "+", "-", "COUNT", "100")) or []
     for _entry_id, fields in latest:
         if isinstance(fields, dict):
             values = [_text(x) for pair in fields.items() for x in pair]
@@ -247,8 +325,7 @@ def _failed(client: Any, alert: Alert, payment_id: str, reason: str) -> None:
         found = dict(zip(values[::2], values[1::2], strict=False))
         if found.get("kind") == TOPUP_FAILED and found.get("alert") == alert.alert_id:
             return
-    _run(
-        client,
+    yield _cmd(
         "XADD",
         key,
         "MAXLEN",
