@@ -32,6 +32,7 @@ from sparked_credits.pricing import Catalog, load_price_table
 from stripe_standin import API_KEY, StripeStandIn
 
 ACCT = "user_topped"
+MISSING_STRIPE = object()  # a pass that must not reach Stripe
 CARD = TopUpSettings(customer="cus_T1", payment_method="pm_card_visa", pack="starter")
 
 
@@ -142,6 +143,12 @@ def test_bad_settings_are_refused_and_change_nothing(client: Any, catalog: Catal
     with pytest.raises(pydantic.ValidationError):
         TopUpSettings(customer="cus 1", payment_method="pm_card_visa", pack="starter")
     assert get_topup(client, ACCT) == CARD
+    # A pack gone from the price file since: the crossing starts nothing, and passes.
+    client.set_tier(ACCT, None, low_balance=5)
+    client.debit(ACCT, 6, action="chat_message")
+    [gone] = run_topups(client, MISSING_STRIPE, Catalog())
+    assert (gone.result, gone.detail) == ("not_configured", "pack 'starter' is not for sale")
+    assert run_topups(client, MISSING_STRIPE, Catalog()) == []
     configure_topup(client, catalog, ACCT, None)
     assert get_topup(client, ACCT) is None
 

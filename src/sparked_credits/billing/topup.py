@@ -180,7 +180,6 @@ def run_topups(
     reply: Any = None
     error: BaseException | None = None
     stripe = _stripe()
-    intents = _intents(stripe_client)
     while True:
         try:
             step = steps.throw(error) if error is not None else steps.send(reply)
@@ -190,7 +189,7 @@ def run_topups(
         reply, error = None, None
         try:
             if isinstance(step, _Pay):
-                reply = intents.create(params=step.params, options=step.options)
+                reply = _intents(stripe_client).create(params=step.params, options=step.options)
             elif step.op is not None:
                 reply = client.run_request_step(step.op)
             else:
@@ -214,7 +213,6 @@ async def arun_topups(
     reply: Any = None
     error: BaseException | None = None
     stripe = _stripe()
-    intents = _intents(stripe_client)
     while True:
         try:
             step = steps.throw(error) if error is not None else steps.send(reply)
@@ -224,7 +222,9 @@ async def arun_topups(
         reply, error = None, None
         try:
             if isinstance(step, _Pay):
-                reply = await intents.create_async(params=step.params, options=step.options)
+                reply = await _intents(stripe_client).create_async(
+                    params=step.params, options=step.options
+                )
             elif step.op is not None:
                 reply = await client.run_request_step(step.op)
             else:
@@ -261,12 +261,14 @@ def _one(client: Any, catalog: Catalog, alert: Alert, cooloff: float) -> _Steps:
     settings = _settings((yield _cmd("GET", _key(client, "topup", alert.account))))
     if settings is None:
         return answer("not_configured")
+    pack = catalog.packs.get(settings.pack)
+    if pack is None:  # removed from the price file since: never a stuck alert
+        return answer("not_configured", detail=f"pack {settings.pack!r} is not for sale")
     guard = _key(client, "topupguard", alert.account)
     taken = yield _cmd("SET", guard, alert.alert_id, "NX", "PX", str(int(cooloff * 1000)))
     # A refused NX is None (redis-py) or False (upstash-redis).
     if not taken and _text((yield _cmd("GET", guard))) != alert.alert_id:
         return answer("skipped", detail="a top-up is in flight or cooling off")
-    pack = catalog.pack(settings.pack)
     params = {
         "amount": pack.amount,
         "currency": pack.currency,
