@@ -96,3 +96,32 @@ def test_set_tier_takes_the_mark_before_it_writes() -> None:
     body = source[source.index("local K_CTL = KEYS[11]") :]
     assert body.index("HDEL', K_META, 'noctl'") < body.index("redis.call('HSET', K_CTL")
     assert body.index("HDEL', K_META, 'noctl'") < body.index("redis.call('DEL', K_CTL)")
+
+
+def test_the_full_repair_takes_a_mark_left_beside_controls(
+    redis_url: str, raw_redis: redis.Redis
+) -> None:
+    """Controls written by something that does not know the mark (an earlier SDK's set_tier
+    was one HSET): the full repair takes the mark, and the limit holds again; without
+    controls, it puts the mark back."""
+    client = CreditsClient(redis_url, app="app.mark", pricing=TIERS)
+    try:
+        client.initialize_user(ACCT, 1000)
+        client.debit(ACCT, 5, action="chat_message")  # general path: puts the mark
+        controls_key = client._ops.keys.account(ACCT).controls  # type: ignore[attr-defined]
+        raw_redis.hset(controls_key, mapping={"tier": "capped", "daily": "100"})
+        assert raw_redis.hget(_meta(client), "noctl") == b"1"
+        client.reconcile(ACCT, full=True, repair=True)
+        assert raw_redis.hget(_meta(client), "noctl") is None
+        client.debit(ACCT, 60, action="chat_message")
+        before = client.get_balance(ACCT)
+        with pytest.raises(SpendLimitExceededError):
+            client.debit(ACCT, 50, action="chat_message")
+        assert client.get_balance(ACCT) == before
+        # Without controls, the full repair puts a lost mark back (derived state).
+        raw_redis.delete(controls_key)
+        client.reconcile(ACCT, full=True, repair=True)
+        assert raw_redis.hget(_meta(client), "noctl") == b"1"
+        assert _debit_calls(raw_redis, client)["hmget"] == 2  # the fast block
+    finally:
+        client.close()

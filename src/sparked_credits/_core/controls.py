@@ -36,6 +36,7 @@ __all__ = [
     "alerts",
     "count_windows",
     "get_controls",
+    "rebuild_mark",
     "rebuild_windows",
     "set_tier",
 ]
@@ -276,6 +277,15 @@ def count_windows(
             ref_type, ref_ref = refs.get(ref, ("", ""))
             give_back(delta, ref_ref if ref_type == "settle" else ref)
     return ds, ms
+
+
+def rebuild_mark(ops: Operations, account: str) -> Steps[bool]:
+    """Rebuild the meta hash's 'noctl' mark (lua/controls_mark.lua), which lets a debit's
+    fast block skip the controls: taken where the account has controls (left beside them by
+    a writer that does not know it: an earlier SDK's set_tier, a hand edit), put where it
+    has none. The full repair runs it; True when the account ends up marked."""
+    raw: Sequence[Any] = yield ops.maintenance("controls_mark", account, decode=lambda r: r)
+    return text(raw[1]) == "1"
 
 
 def rebuild_windows(ops: Operations, account: str, batch: int = 1000) -> Steps[bool]:

@@ -422,6 +422,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             extra_keys=("controls",),
             operation="set_tier",
         ),
+        ScriptSpec(
+            "controls_mark",
+            (),
+            "controls",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="reconcile",
+        ),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
             "lots_restore",
