@@ -125,3 +125,45 @@ def test_the_full_repair_takes_a_mark_left_beside_controls(
         assert _debit_calls(raw_redis, client)["hmget"] == 2  # the fast block
     finally:
         client.close()
+
+
+def test_debits_racing_set_tier_never_pass_the_limit(
+    redis_url: str, raw_redis: redis.Redis
+) -> None:
+    """Threads debit a marked account (the fast block) while a tier comes: every debit that
+    starts after set_tier returned is counted in the window, and the window never passes
+    the limit."""
+    import threading
+
+    client = CreditsClient(redis_url, app="app.mark", pricing=TIERS)
+    try:
+        client.initialize_user(ACCT, 10_000)
+        client.debit(ACCT, 1, action="chat_message")  # puts the mark
+        tiered = threading.Event()
+        after: list[int] = []
+        refused: list[int] = []
+
+        def spend() -> None:
+            for _ in range(400):
+                started_after = tiered.is_set()
+                try:
+                    client.debit(ACCT, 3, action="chat_message")
+                except SpendLimitExceededError:
+                    refused.append(1)
+                    return
+                if started_after:
+                    after.append(3)
+
+        threads = [threading.Thread(target=spend) for _ in range(4)]
+        for t in threads:
+            t.start()
+        client.set_tier(ACCT, "capped")
+        tiered.set()
+        for t in threads:
+            t.join()
+        spent = client.get_controls(ACCT).spent_today
+        assert len(refused) == len(threads)
+        assert sum(after) <= spent <= 100
+        assert raw_redis.hget(_meta(client), "noctl") is None
+    finally:
+        client.close()
