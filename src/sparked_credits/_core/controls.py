@@ -36,6 +36,7 @@ __all__ = [
     "alerts",
     "count_windows",
     "get_controls",
+    "rebuild_mark",
     "rebuild_windows",
     "set_tier",
 ]
@@ -94,22 +95,20 @@ def set_tier(
     for i, override in enumerate(overrides):
         if override is not None:
             limits[i] = override
-    fields = ("tier", name, "daily", "monthly", "low")
     values = ["" if n is None else str(n) for n in limits]
-    controls_key = ops.keys.account(account).controls
-    if tier is None and all(n is None for n in limits):
-        # Off every tier, with no override: the hash goes (windows and arming with it), so
-        # the account's debits take the fast block again.
-        yield _command("set_tier", "DEL", controls_key)
-        result: AccountControls = yield from get_controls(ops, account)
-        return result
-    yield _command(
+    # Off every tier, with no override: the hash goes (windows and arming with it). One
+    # script writes the controls and takes away the meta hash's 'noctl' mark (lua/set_tier.lua),
+    # so a debit's fast block never runs beside controls it would skip.
+    drop = tier is None and all(n is None for n in limits)
+    yield ops.maintenance(
         "set_tier",
-        "HSET",
-        ops.keys.account(account).controls,
-        fields[0],
-        fields[1],
-        *(x for pair in zip(fields[2:], values, strict=True) for x in pair),
+        account,
+        decode=lambda raw: raw,
+        tier=name,
+        daily=values[0],
+        monthly=values[1],
+        low=values[2],
+        drop="1" if drop else "",
     )
     result = yield from get_controls(ops, account)
     return result
@@ -279,6 +278,15 @@ def count_windows(
             ref_type, ref_ref = refs.get(ref, ("", ""))
             give_back(delta, ref_ref if ref_type == "settle" else ref)
     return ds, ms
+
+
+def rebuild_mark(ops: Operations, account: str) -> Steps[bool]:
+    """Rebuild the meta hash's 'noctl' mark (lua/controls_mark.lua), which lets a debit's
+    fast block skip the controls: taken where the account has controls (left beside them by
+    a writer that does not know it: an earlier SDK's set_tier, a hand edit), put where it
+    has none. The full repair runs it; True when the account ends up marked."""
+    raw: Sequence[Any] = yield ops.maintenance("controls_mark", account, decode=lambda r: r)
+    return text(raw[1]) == "1"
 
 
 def rebuild_windows(ops: Operations, account: str, batch: int = 1000) -> Steps[bool]:

@@ -92,6 +92,7 @@ Reply = Literal[
     "allocation",
     "balance",
     "rebuilt",
+    "controls",
 ]
 
 REPLY_STATUSES: Mapping[str, frozenset[str]] = {
@@ -107,6 +108,7 @@ REPLY_STATUSES: Mapping[str, frozenset[str]] = {
     "allocation": frozenset({"allocated"}),
     "balance": frozenset({"balance"}),
     "rebuilt": frozenset({"rebuilt", "moved", "none"}),
+    "controls": frozenset({"set"}),
 }
 """The statuses of each reply shape that are results, not refusals."""
 
@@ -408,6 +410,22 @@ SPECS: Mapping[str, ScriptSpec] = {
             "controls_rebuild",
             ("last_id", "day", "spent_day", "month", "spent_month"),
             "rebuilt",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="reconcile",
+        ),
+        ScriptSpec(
+            "set_tier",
+            ("tier", "daily", "monthly", "low", "drop"),
+            "controls",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="set_tier",
+        ),
+        ScriptSpec(
+            "controls_mark",
+            (),
+            "controls",
             keyed=False,
             extra_keys=("controls",),
             operation="reconcile",

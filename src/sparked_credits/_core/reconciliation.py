@@ -167,6 +167,9 @@ def reconcile(
         # Credits a torn script gave back to a lot past its expiry (its lapse unit lost)
         # lapse now, as the next script touching the account would have done.
         yield from ops.sweep_expired(account)
+    if repair:
+        # The debit fast block's 'noctl' mark, derived from the controls (controls.py).
+        yield from controls.rebuild_mark(ops, account)
     if repair and result.repaired:
         # A torn script may have lost its spend-window count: count the windows again.
         yield from controls.rebuild_windows(ops, account)

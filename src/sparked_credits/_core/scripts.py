@@ -107,18 +107,6 @@ def _split_fast(body: str) -> tuple[str, str]:
     return found.group(0), body[: found.start()] + body[found.end() :]
 
 
-def _guarded(name: str, fast: str) -> str:
-    """The fast block, run only for an account without controls (a tier's spend limits or
-    a low-balance threshold: the ``controls`` key, after the shared ten). Such an account
-    takes the general path, whose one ``controls()`` call (lua/prelude.lua) enforces them;
-    the block itself stays as written."""
-    spec = SPECS[name]
-    if not fast or "controls" not in spec.extra_keys:
-        return fast
-    index = 11 + spec.extra_keys.index("controls")
-    return f"if redis.call('EXISTS', KEYS[{index}]) == 0 then\n{fast}end\n"
-
-
 def _assemble(fast: str, body: str) -> str:
     """The prelude (pruned for the fast block and the body) with the fast block at its
     '@fast' line, then the body."""
@@ -131,7 +119,7 @@ def _assemble(fast: str, body: str) -> str:
 
 def _load(name: str) -> Script:
     fast, body = _split_fast(_read(name))
-    return Script(name=name, source=_assemble(_guarded(name, fast), body))
+    return Script(name=name, source=_assemble(fast, body))
 
 
 def general_only(name: str) -> Script:

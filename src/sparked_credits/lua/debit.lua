@@ -26,9 +26,11 @@ do
   if fast and (NONCE ~= '*' or NOW - born < RESEND_WINDOW) then
     fast = not redis.call('HGET', K_IDEM_PREV, IDEM_KEY)
   end
-  -- The init/closed marks and the block sums' 'n' and 'bo' (prelude.lua) in one read.
-  local marks = fast and redis.call('HMGET', K_META, 'init', 'closed', 'n', 'bo')
-  if marks and marks[1] and not marks[2] then
+  -- The init/closed marks, the block sums' 'n' and 'bo' and the 'noctl' mark (prelude.lua:
+  -- no spend limit or low-balance threshold to apply) in one read.
+  local marks = fast and redis.call('HMGET', K_META, 'init', 'closed', 'n', 'bo', 'noctl')
+  if marks then NOCTL_SEEN = marks[5] and true or false end
+  if marks and marks[1] and not marks[2] and marks[5] then
     local bal = tonumber(redis.call('GET', K_BAL) or '0')
     local summary = redis.call('HGET', KEYS[8], '')
     local tracked, soonest, head, rem, rest
@@ -71,6 +73,10 @@ local bal, needs_init, raw = load_balance()
 if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
 local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount)
 if limited then return limited end
+-- No controls: mark it for the fast block (derived state, with the entry's other writes).
+if not controlled and not NOCTL_SEEN then
+  controlled = function() redis.call('HSET', K_META, 'noctl', '1') end
+end
 apply_init_if_needed(needs_init, raw)
 return commit('debit', -amount, bal - amount, ARGV[10], APP, ARGV[11], '', ARGV[12], controlled,
               draw_for_entry(amount))

@@ -150,6 +150,12 @@ local function lots_summary_text(tracked, soonest, head, rec)
   return fmt(tracked) .. '|' .. soonest .. '|' .. (head and (head .. '|' .. rec) or '')
 end
 
+-- The account meta hash's 'noctl' mark ("no controls seen"), as a debit's fast block read
+-- it: true, false (read, absent) or nil (not read). Put by a general-path debit whose
+-- controls() found none, taken away by set_tier.lua with every change of the controls; the
+-- fast block runs only where it is present, so a lost mark costs one general-path debit.
+local NOCTL_SEEN = nil
+
 -- @fast: scripts.py puts a script's '-- @fast' block here. Only what is above this line
 -- is made before it, so it pays for few closures; what it writes, it writes through the
 -- helpers above, as the general path does.
