@@ -40,10 +40,11 @@ def block_with(text: str) -> str:
 
 
 def free_run(count: int) -> int:
-    """A base port with ``count`` free ports after it. The search starts at a random place,
-    so that tests on parallel workers (pytest-xdist) do not pick the same free run."""
-    start = random.randrange(20000, 60000, 97)
-    for base in [*range(start, 60000, 97), *range(20000, start, 97)]:
+    """A base port with ``count`` free ports after it, below the kernel's ephemeral range
+    (32768 on), where the servers other tests start on port 0 land. The search starts at a
+    random place, so that tests on parallel workers (pytest-xdist) do not pick one run."""
+    start = random.randrange(20000, 32000, 97)
+    for base in [*range(start, 32000, 97), *range(20000, start, 97)]:
         ok = True
         for port in range(base, base + count):
             with socket.socket() as s:
