@@ -42,7 +42,7 @@ The procedure is a generator of client calls (:class:`Call`), driven by
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any, Literal
@@ -51,7 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .._core import validation as v
 from .._core.requests import CommandCall, Operation
-from ..errors import CreditsError, EntryNotFoundError, IdempotencyConflictError, ValidationError
+from .._drive import drive, drive_async
+from ..errors import EntryNotFoundError, IdempotencyConflictError, ValidationError
 from ..models import AllocationResult, MutationResult, RevokeResult
 from ..pricing import Catalog
 
@@ -589,43 +590,23 @@ def _plan_tier(
 # -- drivers --------------------------------------------------------------------------------
 
 
+def call_on(client: Any) -> Callable[[Call], Any]:
+    """How a driver runs one :class:`Call` on ``client``: the same for both clients, since
+    the asyncio client's methods return the awaitables its driver awaits."""
+
+    def run(call: Call) -> Any:
+        if call.op is not None:
+            return client.run_request_step(call.op)
+        return getattr(client, call.method)(*call.args, **call.kwargs)
+
+    return run
+
+
 def run_payment_event(client: Any, event: PaymentEvent, catalog: Catalog) -> PaymentOutcome:
     """Apply ``event`` with a :class:`~sparked_credits.CreditsClient`."""
-    steps = apply_payment_event(client, event, catalog)
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            outcome: PaymentOutcome = done.value
-            return outcome
-        reply, error = None, None
-        try:
-            if call.op is not None:
-                reply = client.run_request_step(call.op)
-            else:
-                reply = getattr(client, call.method)(*call.args, **call.kwargs)
-        except CreditsError as exc:
-            error = exc
+    return drive(apply_payment_event(client, event, catalog), call_on(client))
 
 
 async def arun_payment_event(client: Any, event: PaymentEvent, catalog: Catalog) -> PaymentOutcome:
     """Apply ``event`` with an :class:`~sparked_credits.AsyncCreditsClient`."""
-    steps = apply_payment_event(client, event, catalog)
-    reply: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            call = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            outcome: PaymentOutcome = done.value
-            return outcome
-        reply, error = None, None
-        try:
-            if call.op is not None:
-                reply = await client.run_request_step(call.op)
-            else:
-                reply = await getattr(client, call.method)(*call.args, **call.kwargs)
-        except CreditsError as exc:
-            error = exc
+    return await drive_async(apply_payment_event(client, event, catalog), call_on(client))

@@ -36,10 +36,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from .._core import validation as v
 from .._core.keys import KeySpace
 from .._core.requests import CommandCall, Operation
+from .._drive import drive, drive_async
 from ..control_models import Alert
-from ..errors import CreditsError
 from ..pricing import Catalog
-from .payments import Call, Outcome, PaymentSucceeded, apply_payment_event
+from .payments import Call, Outcome, PaymentSucceeded, apply_payment_event, call_on
 from .stripe import _stripe
 
 __all__ = [
@@ -176,26 +176,14 @@ def run_topups(
     ``consumer``, oldest first (see the module). Run it in a loop; several workers may run
     at once. A Stripe error other than a decline (the network, an outage) propagates with
     the alert unacknowledged: the next pass tries it again with the same idempotency key."""
-    steps = topup_pass(client, catalog, consumer, cooloff_seconds, count)
-    reply: Any = None
-    error: BaseException | None = None
-    stripe = _stripe()
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            outcomes: list[TopUpOutcome] = done.value
-            return outcomes
-        reply, error = None, None
-        try:
-            if isinstance(step, _Pay):
-                reply = _intents(stripe_client).create(params=step.params, options=step.options)
-            elif step.op is not None:
-                reply = client.run_request_step(step.op)
-            else:
-                reply = getattr(client, step.method)(*step.args, **step.kwargs)
-        except (CreditsError, stripe.CardError) as exc:
-            error = exc
+    run = call_on(client)
+
+    def step(item: _Pay | Call) -> Any:
+        if isinstance(item, _Pay):
+            return _intents(stripe_client).create(params=item.params, options=item.options)
+        return run(item)
+
+    return drive(topup_pass(client, catalog, consumer, cooloff_seconds, count), step)
 
 
 async def arun_topups(
@@ -209,28 +197,14 @@ async def arun_topups(
 ) -> list[TopUpOutcome]:
     """:func:`run_topups` with an AsyncCreditsClient (and the ``stripe`` client's async
     calls)."""
-    steps = topup_pass(client, catalog, consumer, cooloff_seconds, count)
-    reply: Any = None
-    error: BaseException | None = None
-    stripe = _stripe()
-    while True:
-        try:
-            step = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            outcomes: list[TopUpOutcome] = done.value
-            return outcomes
-        reply, error = None, None
-        try:
-            if isinstance(step, _Pay):
-                reply = await _intents(stripe_client).create_async(
-                    params=step.params, options=step.options
-                )
-            elif step.op is not None:
-                reply = await client.run_request_step(step.op)
-            else:
-                reply = await getattr(client, step.method)(*step.args, **step.kwargs)
-        except (CreditsError, stripe.CardError) as exc:
-            error = exc
+    run = call_on(client)
+
+    def step(item: _Pay | Call) -> Any:
+        if isinstance(item, _Pay):
+            return _intents(stripe_client).create_async(params=item.params, options=item.options)
+        return run(item)
+
+    return await drive_async(topup_pass(client, catalog, consumer, cooloff_seconds, count), step)
 
 
 def _intents(stripe_client: Any) -> Any:
