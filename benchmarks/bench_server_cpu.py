@@ -56,6 +56,7 @@ from bench_debit import pin_cpus  # noqa: E402  (after the sys.path lines)
 from redis_servers import SERVER_LINES, RedisServer, server_version  # noqa: E402
 
 MINIMAL = (ROOT / "benchmarks" / "minimal_debit.lua").read_text()
+FLOORS = sorted((ROOT / "benchmarks" / "floor").glob("floor*.lua"), reverse=True)
 SCRIPT_COMMANDS = {"eval", "evalsha", "fcall", "fcall_ro", "eval_ro", "evalsha_ro"}
 NOT_COUNTED = SCRIPT_COMMANDS | {"config", "info", "ping", "hello", "client"}
 FUNDS = 10**12
@@ -122,8 +123,47 @@ def measure(raw: redis.Redis, n: int, run: Any) -> tuple[float, float, float, di
     return usec / calls, p10, sum(inner.values()), inner
 
 
+def floor_runner(raw: redis.Redis, path: Path) -> Any:
+    """A run of ``path`` (benchmarks/floor/): the fewest commands a debit needs on one
+    layout, by raw EVALSHA with a fresh key per call, on an account prepared in that
+    layout (1 lot, generation aged past the re-send window, as the ``sdk`` side)."""
+    acct = path.stem
+    now = int(time.time() * 1000)
+    keys = [f"balance:{acct}", f"txs:{acct}", f"account:{{{acct}}}", f"idem:{{{acct}}}"]
+    born = now - 25 * 3600 * 1000
+    raw.set(keys[0], FUNDS)
+    raw.hset(
+        keys[2],
+        mapping={
+            "init": "1",
+            "n": "1",
+            "bo": "0",
+            "noctl": "1",
+            "": born,
+            "lots": f"{FUNDS}||{now}-0|{FUNDS}|{FUNDS}||50|init",
+        },
+    )
+    raw.hset(keys[3], "", born)
+    sha = raw.script_load(path.read_text())
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            key = secrets.token_urlsafe(9)
+            raw.evalsha(
+                sha, 4, *keys, key, 1, "chat_message", "app.sparked.world", int(time.time() * 1000)
+            )
+
+    return run
+
+
 def bench_line(
-    name: str, binary: str, n: int, rounds: int, fresh: bool, also: list[Path]
+    name: str,
+    binary: str,
+    n: int,
+    rounds: int,
+    fresh: bool,
+    also: list[Path],
+    floor: bool = False,
 ) -> dict[str, Any]:
     with RedisServer(binary=binary) as server:
         assert server._proc is not None
@@ -190,6 +230,7 @@ def bench_line(
             for _ in range(k):
                 raw.evalsha(setup_sha, len(op.keys), *op.keys, *op.args)
 
+        floors = {p.stem: floor_runner(raw, p) for p in FLOORS} if floor else {}
         raw.config_set("slowlog-max-len", n + 100)
         raw.config_set("slowlog-log-slower-than", 0)
         figures: dict[str, list[float]] = {
@@ -217,6 +258,11 @@ def bench_line(
                 got = measure(raw, n, raw_debits(label))
                 figures.setdefault(f"{label} p10", []).append(got[1])
                 figures.setdefault(f"{label} mean", []).append(got[0])
+            for label, run_floor in floors.items():
+                f_us, f_p10, f_cmds, _ = measure(raw, n, run_floor)
+                figures.setdefault(f"{label} ratio", []).append(f_us / m_us)
+                figures.setdefault(f"{label} ratio_p10", []).append(f_p10 / m_p10)
+                figures.setdefault(f"{label} commands", []).append(f_cmds)
             inner = {"sdk": (s_cmds, s_inner), "minimal": (m_cmds, m_inner)}
         client.close()
         version = ".".join(map(str, server_version(binary)))
@@ -242,6 +288,14 @@ def bench_line(
                 for label in others
             },
             "path": "FCALL" if "fcall" in stats(raw) else "EVALSHA",
+            "floors": {
+                label: {
+                    "commands": statistics.median(figures[f"{label} commands"]),
+                    "ratio": statistics.median(figures[f"{label} ratio"]),
+                    "ratio_p10": statistics.median(figures[f"{label} ratio_p10"]),
+                }
+                for label in floors
+            },
         }
         return result
 
@@ -254,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--also", type=Path, action="append", help="another debit script")
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also the floor scripts (benchmarks/floor/): the fewest commands per layout",
+    )
+    parser.add_argument(
         "--fresh-generation",
         action="store_true",
         help="leave the idempotency generation new (its first day) instead of aging it",
@@ -263,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, binary in lines():
         if args.line and name not in args.line:
             continue
-        r = bench_line(name, binary, args.n, args.rounds, args.fresh_generation, args.also or [])
+        r = bench_line(
+            name, binary, args.n, args.rounds, args.fresh_generation, args.also or [], args.floor
+        )
         results.append(r)
         low, high = r["ratio_range"]
         print(
@@ -280,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label} by raw EVALSHA: {mean:.1f} us, 10th percentile {p10:g} us")
         if r["setup_us"] is not None:
             print(f"  setup before the fast block (informative): {r['setup_us']:.1f} us")
+        for label, f in r["floors"].items():
+            print(
+                f"  {label} ({f['commands']:.0f} in-script commands) / minimal: "
+                f"{f['ratio']:.2f}x by commandstats, {f['ratio_p10']:.2f}x by SLOWLOG p10"
+            )
         by = ", ".join(f"{c} {k:g}" for c, k in sorted(r["sdk_by_command"].items()))
         print(f"  sdk in-script commands per debit: {by}")
     if args.json:
