@@ -122,6 +122,8 @@ def test_the_full_repair_takes_a_mark_left_beside_controls(
         raw_redis.delete(controls_key)
         client.reconcile(ACCT, full=True, repair=True)
         assert raw_redis.hget(_meta(client), "noctl") == b"1"
+        # The repair dropped the fast view (prelude.lua): one general-path debit writes it.
+        client.debit(ACCT, 1, action="chat_message")
         assert _debit_calls(raw_redis, client)["hmget"] == 2  # the fast block
     finally:
         client.close()

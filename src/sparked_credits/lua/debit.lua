@@ -8,8 +8,9 @@
 -- @fast: scripts.py puts this block at the prelude's '@fast' line, before its other helpers.
 -- The common debit: a new key, an initialized open account, nothing due (no hold past its
 -- ttl, no lot past its expiry, no credits taken without lots), and a first lot that covers
--- the amount and stays open. Redis runs a script's whole chunk on every call and each
--- prelude `local function` is a closure made anew each time; this block runs before most
+-- the amount and stays open, as the meta hash's fast view tells (prelude.lua). Redis runs
+-- a script's whole chunk on every call and each prelude `local function` is a closure
+-- made anew each time; this block runs before most
 -- of them, reads what decides the case, and when it is the common one writes what the
 -- general path below writes, through the same helpers (append_counted, idem_put,
 -- lots_summary_text, reply_entry, in the same order: the entry, its block sums, the
@@ -26,20 +27,20 @@ do
   if fast and (NONCE ~= '*' or NOW - born < RESEND_WINDOW) then
     fast = not redis.call('HGET', K_IDEM_PREV, IDEM_KEY)
   end
-  -- The init/closed marks, the block sums' 'n' and 'bo' and the 'noctl' mark (prelude.lua:
-  -- no spend limit or low-balance threshold to apply) in one read.
-  local marks = fast and redis.call('HMGET', K_META, 'init', 'closed', 'n', 'bo', 'noctl')
+  -- The init/closed marks, the block sums' 'n' and 'bo', the 'noctl' mark (prelude.lua: no
+  -- spend limit or low-balance threshold to apply) and the fast view (prelude.lua: the
+  -- lots summary and the soonest hold expiry, valid while its stamp is 'n') in one read.
+  local marks = fast and redis.call('HMGET', K_META, 'init', 'closed', 'n', 'bo', 'noctl', 'fv')
   if marks then NOCTL_SEEN = marks[5] and true or false end
-  if marks and marks[1] and not marks[2] and marks[5] then
+  local stamp, hx, summary
+  if marks and marks[1] and not marks[2] and marks[5] and marks[6] then
+    stamp, hx, summary = string.match(marks[6], '^(%d+)|(%d*)|(.*)$')
+  end
+  if stamp and stamp == marks[3] and (hx == '' or tonumber(hx) > NOW) then
     local bal = tonumber(redis.call('GET', K_BAL) or '0')
-    local summary = redis.call('HGET', KEYS[8], '')
-    local tracked, soonest, head, rem, rest
-    if summary then
-      tracked, soonest, head, rem, rest =
-        string.match(summary, '^(%-?%d+)|(%d*)|([^|]+)|(%d+)(|%d+|%d*|%d+|.*)$')
-    end
-    if rem and tonumber(tracked) <= bal and (soonest == '' or tonumber(soonest) > NOW)
-       and #redis.call('ZRANGEBYSCORE', K_HOLD_EXP, '-inf', NOW, 'LIMIT', 0, 1) == 0 then
+    local tracked, soonest, head, rem, rest =
+      string.match(summary, '^(%-?%d+)|(%d*)|([^|]+)|(%d+)(|%d+|%d*|%d+|.*)$')
+    if rem and tonumber(tracked) <= bal and (soonest == '' or tonumber(soonest) > NOW) then
       local head_exp = string.match(rest, '^|%d+|(%d*)|')
       local amount = tonumber(ARGV[9])
       if bal < amount then
@@ -51,13 +52,14 @@ do
                        (soonest ~= '' and tonumber(head_exp) >= tonumber(soonest))) then
         local l = head .. ':' .. fmt(amount)
         local meta = ARGV[12]
+        local rec = fmt(left) .. rest
+        local sum = lots_summary_text(tonumber(tracked) - amount, soonest, head, rec)
+        FV_NEXT = '|' .. hx .. '|' .. sum
         local id, values = append_counted(marks[3], marks[4], 'debit', -amount, bal - amount,
                                           ARGV[10], APP, ARGV[11], '', IDEM_KEY, meta,
                                           sc_meta(meta, ',"l":"' .. l .. '"'))
         idem_put(IDEM_KEY, LEGACY_FP, id)
-        local rec = fmt(left) .. rest
-        redis.call('HSET', KEYS[8], '',
-                   lots_summary_text(tonumber(tracked) - amount, soonest, head, rec), head, rec)
+        redis.call('HSET', KEYS[8], '', sum, head, rec)
         redis.call('SET', K_BAL, values[3])
         return reply_entry(id, values, '0', l)
       end
@@ -78,5 +80,7 @@ if not controlled and not NOCTL_SEEN then
   controlled = function() redis.call('HSET', K_META, 'noctl', '1') end
 end
 apply_init_if_needed(needs_init, raw)
-return commit('debit', -amount, bal - amount, ARGV[10], APP, ARGV[11], '', ARGV[12], controlled,
-              draw_for_entry(amount))
+local reply = commit('debit', -amount, bal - amount, ARGV[10], APP, ARGV[11], '', ARGV[12],
+                     controlled, draw_for_entry(amount))
+fast_view_put()
+return reply

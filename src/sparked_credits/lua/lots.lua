@@ -34,6 +34,7 @@ local lot_soonest = false  -- soonest expiry of an open lot: a number, nil (none
 local lot_head = false     -- id of the first open lot: a string, nil (none), false (unknown)
 local lot_reopened = false -- a lot went from empty to open this script: the head may move
 local lot_lapsed = 0       -- credits lapsed this script (reported with the call's result)
+local lot_summary_written = nil  -- the summary lots_apply wrote last (the fast view's copy)
 
 local function lot_from(id, rec)
   local r, a, e, p, s = string.match(rec, '^(%d+)|(%d+)|(%d*)|(%d+)|(.*)$')
@@ -236,7 +237,12 @@ local function lots_apply()
   lot_head = head and head.id or nil
   args[4] = lots_summary_text(lot_tracked, lot_soonest and fmt(lot_soonest) or '',
                               head and head.id, head and (head.rec or lot_record(head)))
+  -- Lots written with no entry of this script before them (a catch-up with credits taken
+  -- without lots, in grants, sweep or a revoke of nothing) leave the block sums' 'n' where
+  -- it was: drop the debit's fast view, whose stamp would still match (prelude.lua).
+  if not LEDGER_N and not lot_summary_written then redis.call('HDEL', K_META, 'fv') end
   redis.call(unpack(args))
+  lot_summary_written = args[4]
   lot_dirty = {}
   lot_reopened = false
 end

@@ -12,6 +12,7 @@ local last = redis.call('XREVRANGE', K_TXS, '+', '-', 'COUNT', 1)
 local head = ''
 if #last > 0 then head = last[1][1] end
 if head ~= ARGV[9] then return {'moved'} end
+redis.call('HDEL', K_META, 'fv')  -- the debit's fast view (prelude.lua)
 redis.call('DEL', K_LOTS, K_LOTQ, K_LOTEXP)
 local n, tracked = 0, 0
 for id, rec in string.gmatch(ARGV[10], '([^ =]+)=([^ ]*)') do

@@ -115,15 +115,24 @@ end
 -- lua/debit.lua's fast block writes the same fields the same way.
 -- ledger_block_put writes them from 'n' and 'bo' as read (false when absent);
 -- lua/debit.lua's fast block reads them with its other marks and calls it too.
+-- LEDGER_N is the 'n' this script wrote last (the fast view's stamp, below); FV_NEXT, when
+-- the debit's fast block sets it, is the rest of the fast view to write with it.
+local LEDGER_N, FV_NEXT = nil, nil
 local function ledger_block_put(n_read, bo_read, delta)
   local n = tonumber(n_read or '0') + 1
   local o = tonumber(bo_read or '0') + delta
+  local args = {'HSET', K_META, 'n', fmt(n), 'bo', fmt(o)}
   if n % BLOCK == 0 then
     local bf = tonumber(redis.call('HGET', K_META, 'bf') or '0')
-    redis.call('HSET', K_META, 'n', fmt(n), 'bo', '0', 'bf', fmt(bf + o), 'bfn', fmt(n))
-  else
-    redis.call('HSET', K_META, 'n', fmt(n), 'bo', fmt(o))
+    args = {'HSET', K_META, 'n', fmt(n), 'bo', '0', 'bf', fmt(bf + o), 'bfn', fmt(n)}
   end
+  if FV_NEXT then
+    args[#args + 1] = 'fv'
+    args[#args + 1] = fmt(n) .. FV_NEXT
+    FV_NEXT = nil
+  end
+  redis.call(unpack(args))
+  LEDGER_N = n
 end
 
 -- Append one entry. The reply carries the caller's metadata; the stored meta adds '_sc'.
@@ -305,6 +314,24 @@ local function mark_opened(raw_balance)
 end
 
 -- @lots: scripts.py puts lua/lots.lua here.
+
+-- The debit fast block's view (lua/debit.lua): the meta hash's 'fv' field,
+-- '<n>|<soonest open hold expiry, '' for none>|<lots summary>', so the fast block reads
+-- what decides its case in the HMGET it makes anyway instead of the lots hash's summary
+-- and the hold expiry index (two in-script commands fewer per debit). It is a cache, valid
+-- only while its stamp equals the block sums' 'n': every entry any writer of this version
+-- or an earlier one with block sums appends moves 'n', so a change of lots or holds made
+-- with an entry makes it stale by itself, and the fast block then leaves for the general
+-- path, which writes it again. Writers of lots or holds without an entry drop it
+-- (grants.lua, sweep.lua, the repair, lots_restore.lua). A general-path debit writes it
+-- after its balance (a prefix that stops before it leaves it stale, never wrong); the
+-- fast block writes it with the block sums.
+local function fast_view_put()
+  if not (lot_summary_written and LEDGER_N) then return end
+  local first = redis.call('ZRANGE', K_HOLD_EXP, 0, 0, 'WITHSCORES')
+  local hx = first[2] and fmt(tonumber(first[2])) or ''
+  redis.call('HSET', K_META, 'fv', fmt(LEDGER_N) .. '|' .. hx .. '|' .. lot_summary_written)
+end
 
 -- Initialize inside the calling script: the starting credits, their entry and their lot
 -- (never expiring, the default priority).

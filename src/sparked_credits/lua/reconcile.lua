@@ -32,6 +32,8 @@ local start, sum, count = ARGV[9], tonumber(ARGV[10]), tonumber(ARGV[11])
 local chunk, mode, full = tonumber(ARGV[12]), ARGV[13], ARGV[14] == 'full'
 local rebuild = full and mode == 'repair'
 local rebuilt, dups = 0, 0
+-- A repair writes lots and holds without entries: drop the debit's fast view (prelude.lua).
+if rebuild then redis.call('HDEL', K_META, 'fv') end
 local SCRATCH = 'rb:'  -- meta fields summing refunds per refunded entry during a repair
 local CLOSED_BY = 'hc:'  -- meta fields: hold id -> its closing entry, during a repair
 
