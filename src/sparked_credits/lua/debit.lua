@@ -54,7 +54,7 @@ do
         local meta = ARGV[12]
         local rec = fmt(left) .. rest
         local sum = lots_summary_text(tonumber(tracked) - amount, soonest, head, rec)
-        FV_NEXT = '|' .. hx .. '|' .. sum
+        FV_HX, FV_SUM = hx, sum
         local id, values = append_counted(marks[3], marks[4], 'debit', -amount, bal - amount,
                                           ARGV[10], APP, ARGV[11], '', IDEM_KEY, meta,
                                           sc_meta(meta, ',"l":"' .. l .. '"'))

@@ -115,9 +115,16 @@ end
 -- lua/debit.lua's fast block writes the same fields the same way.
 -- ledger_block_put writes them from 'n' and 'bo' as read (false when absent);
 -- lua/debit.lua's fast block reads them with its other marks and calls it too.
--- LEDGER_N is the 'n' this script wrote last (the fast view's stamp, below); FV_NEXT, when
--- the debit's fast block sets it, is the rest of the fast view to write with it.
-local LEDGER_N, FV_NEXT = nil, nil
+-- LEDGER_N is the 'n' this script wrote last (the fast view's stamp, below); FV_HX and
+-- FV_SUM, when the debit's fast block sets them, are the fast view to write with it.
+local LEDGER_N, FV_HX, FV_SUM = nil, nil, nil
+
+-- The debit fast block's view (see "The debit fast block's view" below):
+-- '<n>|<soonest open hold expiry, '' for none>|<lots summary>'.
+local function fast_view_text(n, hx, summary)
+  return fmt(n) .. '|' .. hx .. '|' .. summary
+end
+
 local function ledger_block_put(n_read, bo_read, delta)
   local n = tonumber(n_read or '0') + 1
   local o = tonumber(bo_read or '0') + delta
@@ -126,10 +133,10 @@ local function ledger_block_put(n_read, bo_read, delta)
     local bf = tonumber(redis.call('HGET', K_META, 'bf') or '0')
     args = {'HSET', K_META, 'n', fmt(n), 'bo', '0', 'bf', fmt(bf + o), 'bfn', fmt(n)}
   end
-  if FV_NEXT then
+  if FV_SUM then
     args[#args + 1] = 'fv'
-    args[#args + 1] = fmt(n) .. FV_NEXT
-    FV_NEXT = nil
+    args[#args + 1] = fast_view_text(n, FV_HX, FV_SUM)
+    FV_SUM = nil
   end
   redis.call(unpack(args))
   LEDGER_N = n
@@ -330,7 +337,7 @@ local function fast_view_put()
   if not (lot_summary_written and LEDGER_N) then return end
   local first = redis.call('ZRANGE', K_HOLD_EXP, 0, 0, 'WITHSCORES')
   local hx = first[2] and fmt(tonumber(first[2])) or ''
-  redis.call('HSET', K_META, 'fv', fmt(LEDGER_N) .. '|' .. hx .. '|' .. lot_summary_written)
+  redis.call('HSET', K_META, 'fv', fast_view_text(LEDGER_N, hx, lot_summary_written))
 end
 
 -- Initialize inside the calling script: the starting credits, their entry and their lot
