@@ -246,8 +246,9 @@ def count_windows(
 ) -> tuple[int, int]:
     """(spent in UTC ``day``, spent in UTC ``month``) from ledger entries ``(id, type,
     delta, ref)`` in order, by the scripts' rules: a debit, a reservation and a settle's
-    overage spend when written; a release, a settle's unused part and a refund give back to
-    the windows their entry (a settle: its hold) counted in, never below 0."""
+    overage spend when written; a release, a settle's unused part, a hold's expiry and a
+    refund give back to the windows their entry (a settle: its hold) counted in, never
+    below 0."""
     ds = ms = 0
     refs: dict[str, tuple[str, str]] = {}
 
@@ -272,7 +273,7 @@ def count_windows(
                 ds += spent
             if _utc_month(t) == month:
                 ms += spent
-        elif typ in ("release", "settle") and delta > 0:
+        elif typ in ("release", "settle", "expire") and delta > 0:
             give_back(delta, ref)
         elif typ == "refund" and delta > 0:
             ref_type, ref_ref = refs.get(ref, ("", ""))

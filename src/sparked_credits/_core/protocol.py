@@ -297,6 +297,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             ("amount", "source", "reason", "metadata", "priority", "expires_ms"),
             "overflow",
             "expires_past",
+            extra_keys=("controls",),
         ),
         _mutation(
             "adjust",
@@ -353,10 +354,17 @@ SPECS: Mapping[str, ScriptSpec] = {
             "expires_past",
             "overflow",
             fingerprint=("role", "other", "amount", "expires_ms"),
-            extra_keys=("referrals",),
+            extra_keys=("referrals", "controls"),
             operation="reward_referral",
         ),
-        ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired"),
+        ScriptSpec(
+            "sweep",
+            ("limit",),
+            "swept",
+            keyed=False,
+            operation="sweep_expired",
+            extra_keys=("controls",),
+        ),
         ScriptSpec(
             "trim",
             ("prior", "last", "sum", "count", "lots", "drop", "n", "minid"),
@@ -370,7 +378,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             keyed=False,
             extra_keys=("refunds",),
         ),
-        ScriptSpec("grants", ("limit",), "lots", keyed=False),
+        ScriptSpec("grants", ("limit",), "lots", keyed=False, extra_keys=("controls",)),
         # Money in (billing/): lots keyed once ever by a payment, a period or a caller's key.
         _mutation(
             "purchase",
@@ -378,7 +386,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             "overflow",
             "expires_past",
             fingerprint=("amount", "payment_id", "source", "priority", "expires_ms"),
-            extra_keys=("once",),
+            extra_keys=("once", "controls"),
         ),
         ScriptSpec(
             "revoke",
@@ -386,7 +394,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             "revoke",
             ("not_found", *MUTATION_REFUSALS),
             fingerprint=("grant_id", "amount"),
-            extra_keys=("once",),
+            extra_keys=("once", "controls"),
         ),
         ScriptSpec(
             "allocate",
@@ -403,7 +411,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             "allocation",
             ("overflow", "expires_past", *MUTATION_REFUSALS),
             fingerprint=("amount", "period_id", "expires_ms", "rollover_cap", "source", "priority"),
-            extra_keys=("once",),
+            extra_keys=("once", "controls"),
         ),
         ScriptSpec("balance", (), "balance", keyed=False, operation="get_balance"),
         ScriptSpec(

@@ -65,6 +65,7 @@ do
   end
 end
 -- @end fast
+K_CTL_EXPIRY = KEYS[11]  -- an expired hold gives its spend window back (prelude.lua)
 local replay = idem_lookup()
 if replay then return replay end
 if is_closed() then return {'closed'} end

@@ -336,8 +336,45 @@ local function parse_hold(rec)
   return string.match(rec, '^(%a)|(%d+)|?(%d*)|?([^|]*)|?(.*)$')
 end
 
+-- The UTC calendar month of a server time in ms (days to civil date, H. Hinnant's).
+local function utc_month(ms)
+  local z = math.floor(ms / 86400000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y * 12 + m - 1
+end
+
+-- The account's controls hash, when the script has it (its body sets this first, from its
+-- KEYS): an expired hold then gives its reservation's spend window back, like a release.
+local K_CTL_EXPIRY = nil
+
+-- Give `amount` back to the spend windows of the reservation `ref` (its id is its time),
+-- where that window is still the current one (the hash's 'd'/'m'), never below 0.
+local function window_give_back(k_ctl, amount, ref)
+  local c = redis.call('HMGET', k_ctl, 'd', 'ds', 'm', 'ms')
+  local t = tonumber(string.match(ref, '^(%d+)%-') or '')
+  if not (t and (c[1] or c[3])) then return end
+  local day, month = math.floor(NOW / 86400000), utc_month(NOW)
+  local ds, ms = tonumber(c[2] or '0'), tonumber(c[4] or '0')
+  local moved = false
+  if tonumber(c[1] or '') == day and math.floor(t / 86400000) == day and ds > 0 then
+    ds, moved = math.max(0, ds - amount), true
+  end
+  if tonumber(c[3] or '') == month and utc_month(t) == month and ms > 0 then
+    ms, moved = math.max(0, ms - amount), true
+  end
+  if moved then redis.call('HSET', k_ctl, 'ds', fmt(ds), 'ms', fmt(ms)) end
+end
+
 -- Return an open hold's credits with an 'expire' entry and close it.
--- Unit order: XADD, hold record, expiry zset, balance last.
+-- Unit order: XADD, hold record, expiry zset, spend windows, balance last.
 local function expire_hold(hid, amount, action, app)
   local bal = tonumber(redis.call('GET', K_BAL) or '0')
   local back, lapsed = lots_give_back(lots_of_entry(hid), amount, 0, lots_owed(bal))
@@ -347,6 +384,7 @@ local function expire_hold(hid, amount, action, app)
   lots_apply()
   redis.call('HSET', K_HOLDS, hid, 'E|' .. fmt(amount))
   redis.call('ZREM', K_HOLD_EXP, hid)
+  if K_CTL_EXPIRY then window_give_back(K_CTL_EXPIRY, amount, hid) end
   redis.call('SET', K_BAL, fmt(after))
   lots_lapse_all(lapsed, after)
 end
@@ -461,20 +499,6 @@ end
 -- year * 12 + month - 1 and credits spent in it), 'fired' (an alert was recorded for the
 -- current crossing). K_ALERTS (stream): one entry per crossing, fields balance, threshold,
 -- entry (the ledger entry that crossed).
--- The UTC calendar month of a server time in ms (days to civil date, H. Hinnant's).
-local function utc_month(ms)
-  local z = math.floor(ms / 86400000) + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-                          - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  return y * 12 + m - 1
-end
 
 -- spent > 0: credits this entry spends (refused past a limit: {'spend_limit', window,
 -- limit, spent in window, window number, amount}); spent < 0: credits given back to the

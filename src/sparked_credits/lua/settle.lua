@@ -7,6 +7,7 @@
 -- reserved amount only with allow_overage, and only when the balance covers the
 -- difference. ARGV[9] hold id, ARGV[10] actual, ARGV[11] allow overage, ARGV[12] reason,
 -- ARGV[13] metadata JSON.
+K_CTL_EXPIRY = KEYS[11]  -- an expired hold gives its spend window back (prelude.lua)
 local replay = idem_lookup()
 if replay then return replay end
 local hid = ARGV[9]
