@@ -438,6 +438,24 @@ SPECS: Mapping[str, ScriptSpec] = {
             extra_keys=("controls",),
             operation="reconcile",
         ),
+        # The full repair's rebuild of the alert arming and the referral marks
+        # (controls_repair.py): derived state, from the ledger.
+        ScriptSpec(
+            "alerts_rebuild",
+            ("last_id", "low", "action", "entry", "balance"),
+            "rebuilt",
+            keyed=False,
+            extra_keys=_CONTROLS,
+            operation="reconcile",
+        ),
+        ScriptSpec(
+            "referral_restore",
+            ("records", "rewards"),
+            "restored",
+            keyed=False,
+            extra_keys=("referrals",),
+            operation="reconcile",
+        ),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),
         ScriptSpec(
             "lots_restore",
