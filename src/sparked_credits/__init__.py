@@ -10,7 +10,13 @@ from ._core.validation import MAX_CREDITS
 from ._version import __version__
 from .async_client import AsyncCreditsClient
 from .client import CreditsClient
-from .control_models import AccountControls, Alert, ReferralResult, TransferResult
+from .control_models import (
+    AccountControls,
+    Alert,
+    PlanTierResult,
+    ReferralResult,
+    TransferResult,
+)
 from .errors import (
     AccountClosedError,
     BackendError,
@@ -86,6 +92,7 @@ __all__ = [
     "LedgerEntry",
     "LotDraw",
     "MutationResult",
+    "PlanTierResult",
     "PriceTable",
     "ReconcileReport",
     "ReconcileResult",

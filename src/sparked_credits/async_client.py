@@ -8,7 +8,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from ._client_base import TRANSFER_GRACE_SECONDS, ClientBase, now_ms
-from ._core import analytics, controls, money, reconciliation, transfers
+from ._core import analytics, controls, money, plan_tiers, reconciliation, transfers
 from ._core.archived import ArchiveQuery
 from ._core.conflicts import explain_conflict
 from ._core.lots import DEFAULT_PRIORITY
@@ -20,7 +20,13 @@ from ._drive import drive_async
 from .backends import AsyncBackend, Settings, open_async_backend
 from .backends.archive_reader import AsyncArchiveReader
 from .backends.errors import translate
-from .control_models import AccountControls, Alert, ReferralResult, TransferResult
+from .control_models import (
+    AccountControls,
+    Alert,
+    PlanTierResult,
+    ReferralResult,
+    TransferResult,
+)
 from .errors import ConfigurationError, IdempotencyConflictError
 from .holds_context import AsyncHoldContext
 from .models import (
@@ -566,6 +572,19 @@ class AsyncCreditsClient(ClientBase):
                 daily_limit=daily_limit,
                 monthly_limit=monthly_limit,
                 low_balance=low_balance,
+            )
+        )
+
+    async def set_plan_tier(
+        self, account: str, tier: str, *, period_id: str, period_start: datetime
+    ) -> PlanTierResult:
+        """Put the account on ``tier`` for a paid period (a plan's tier; the payment path
+        calls this): once per ``period_id``, and never when a period starting later has
+        set the tier already (an older invoice delivered late). One script writes the
+        controls and the period's marker together."""
+        return await self._drive(
+            plan_tiers.set_plan_tier(
+                self._ops, account, tier, period_id=period_id, period_start=period_start
             )
         )
 

@@ -431,6 +431,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             operation="set_tier",
         ),
         ScriptSpec(
+            "plan_tier",
+            ("tier", "daily", "monthly", "low", "period", "start"),
+            "controls",
+            keyed=False,
+            extra_keys=("controls", "plan_tiers"),
+            operation="set_plan_tier",
+        ),
+        ScriptSpec(
             "controls_mark",
             (),
             "controls",
