@@ -100,6 +100,7 @@ import app_flows  # the four apps' charging logic, shared with the tests
 from controls_routes import controls_routes, spending_account
 from dev_signin import USER_ID, DevSignin
 from money_routes import money_routes
+from topup_routes import topup_routes
 
 logger = logging.getLogger("credits_app")
 
@@ -405,6 +406,7 @@ def _create_app(settings: Settings, client: CreditsClient | None) -> FastAPI:
     if dev is not None:
         app.include_router(_dev_routes(dev))
     catalog = active_price_table().catalog
+    app.include_router(topup_routes(catalog, org_balances=settings.org_balances))
     app.include_router(
         money_routes(
             catalog,
