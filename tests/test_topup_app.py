@@ -221,3 +221,29 @@ def _fuzz(operation: Any, mode: Any, url: str) -> Any:
             assert state(url) == before, where
 
     return check
+
+
+def test_the_readme_block_as_written(url: str, tmp_path: Path) -> None:
+    import os
+    import re
+    import subprocess
+    import sys
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Automatic top-up in the example app and on the command line")[1]
+    [script] = re.findall(r"```bash\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    (tmp_path / "pricing.toml").write_text(se.CATALOG_TOML)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-e", "-c", script.replace("redis://localhost:6379/0", url)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    shown, saved, off = (done.stdout.index(t) for t in (
+        "no automatic top-up", "buys pack starter", "automatic top-up off"))
+    assert shown < saved < off
