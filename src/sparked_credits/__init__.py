@@ -13,6 +13,7 @@ from .client import CreditsClient
 from .control_models import (
     AccountControls,
     Alert,
+    MemberControls,
     PlanTierResult,
     ReferralResult,
     TransferResult,
@@ -91,6 +92,7 @@ __all__ = [
     "InsufficientCreditsError",
     "LedgerEntry",
     "LotDraw",
+    "MemberControls",
     "MutationResult",
     "PlanTierResult",
     "PriceTable",

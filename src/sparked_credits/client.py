@@ -8,7 +8,15 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from ._client_base import TRANSFER_GRACE_SECONDS, ClientBase, now_ms
-from ._core import analytics, controls, money, plan_tiers, reconciliation, transfers
+from ._core import (
+    analytics,
+    controls,
+    member_limits,
+    money,
+    plan_tiers,
+    reconciliation,
+    transfers,
+)
 from ._core.archived import ArchiveQuery
 from ._core.conflicts import explain_conflict
 from ._core.lots import DEFAULT_PRIORITY
@@ -23,6 +31,7 @@ from .backends.errors import translate
 from .control_models import (
     AccountControls,
     Alert,
+    MemberControls,
     PlanTierResult,
     ReferralResult,
     TransferResult,
@@ -589,6 +598,34 @@ class CreditsClient(ClientBase):
                 self._ops, account, tier, period_id=period_id, period_start=period_start
             )
         )
+
+    def set_member_limit(
+        self,
+        account: str,
+        member: str | None,
+        *,
+        daily_limit: int | None = None,
+        monthly_limit: int | None = None,
+    ) -> MemberControls:
+        """Cap what ``member`` may spend of the organization's ``account`` per UTC day and
+        calendar month (``member=None``: every member; both limits None: remove). The
+        member is the ``"member"`` of an entry's metadata; past the limit a debit, charge
+        or reservation raises SpendLimitExceededError (window ``member_daily`` or
+        ``member_monthly``)."""
+        return self._drive(
+            member_limits.set_member_limit(
+                self._ops,
+                account,
+                member,
+                daily_limit=daily_limit,
+                monthly_limit=monthly_limit,
+            )
+        )
+
+    def get_member_controls(self, account: str, member: str | None) -> MemberControls:
+        """``member``'s limits in the organization's ``account`` and its spending in the
+        current windows (``member=None``: every member's limits)."""
+        return self._drive(member_limits.get_member_controls(self._ops, account, member))
 
     def get_controls(self, account: str) -> AccountControls:
         """The account's tier, limits, threshold and what it spent in the current windows."""

@@ -13,7 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .models import MutationResult
 
-__all__ = ["AccountControls", "Alert", "PlanTierResult", "ReferralResult", "TransferResult"]
+__all__ = [
+    "AccountControls",
+    "Alert",
+    "MemberControls",
+    "PlanTierResult",
+    "ReferralResult",
+    "TransferResult",
+]
 
 
 class TransferResult(BaseModel):
@@ -112,3 +119,20 @@ class PlanTierResult(BaseModel):
     @property
     def applied(self) -> bool:
         return self.outcome == "set"
+
+
+class MemberControls(BaseModel):
+    """A member's own spend limits inside an organization's account, and what the member
+    spent there in the current windows (the entries whose metadata names the member)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str = Field(description="The organization's account.")
+    member: str | None = Field(description="None: the limits every member has.")
+    daily_limit: int | None = None
+    monthly_limit: int | None = None
+    own: bool = Field(
+        default=False, description="The member has limits of its own (over every member's)."
+    )
+    spent_today: int = 0
+    spent_this_month: int = 0

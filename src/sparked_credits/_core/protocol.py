@@ -177,7 +177,7 @@ REFUSALS: Mapping[str, Callable[[Context, Sequence[str]], CreditsError]] = {
         "expires_at", "must be in the future (by the server's clock)"
     ),
     "spend_limit": lambda c, a: SpendLimitExceededError.from_window(
-        c.account, a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4])
+        c.account, a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4]), a[5] if len(a) > 5 else None
     ),
     "referred_already": lambda c, a: ReferralError(
         c.account, "already_referred", f"account {c.account} was already referred by {a[0]}"
@@ -437,6 +437,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             keyed=False,
             extra_keys=("controls", "plan_tiers"),
             operation="set_plan_tier",
+        ),
+        ScriptSpec(
+            "member_limit",
+            ("member", "daily", "monthly"),
+            "controls",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="set_member_limit",
         ),
         ScriptSpec(
             "controls_mark",

@@ -72,7 +72,8 @@ if is_closed() then return {'closed'} end
 local amount = tonumber(ARGV[9])
 local bal, needs_init, raw = load_balance()
 if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
-local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount)
+local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount,
+                                       ARGV[12])
 if limited then return limited end
 -- No controls: mark it for the fast block (derived state, with the entry's other writes).
 if not controlled and not NOCTL_SEEN then

@@ -351,6 +351,65 @@ local function utc_month(ms)
   return y * 12 + m - 1
 end
 
+-- Per-member spend limits inside an organization's account (member_limit.lua): the member
+-- is the top-level "member" of an entry's metadata (for a give-back, of the entry whose
+-- window it returns to). In the controls hash: 'mlim' (some member limit is set),
+-- 'mdaily'/'mmonthly' (every member's limits), 'ml:<member>' ('<daily>|<monthly>': one
+-- member's own, '' parts for none) and 'mw:<member>' ('<day>|<spent>|<month>|<spent>').
+local function member_of(meta)
+  if not meta or meta == '' then return nil end
+  local ok, t = pcall(cjson.decode, meta)
+  if ok and type(t) == 'table' and type(t.member) == 'string' and t.member ~= '' then
+    return t.member
+  end
+  return nil
+end
+
+-- The member window's refusal ({'spend_limit', 'member_daily' | 'member_monthly', limit,
+-- spent, window number, amount, member}), or nil and its writer (nil: nothing to write).
+-- spent > 0 counts (the member of `meta`, else of entry `ref`); spent < 0 gives back to
+-- entry `ref`'s window, if it is still the current one.
+local function member_window(k_ctl, spent, ref, meta)
+  local member = nil
+  if spent > 0 then member = member_of(meta) end
+  if not member and ref ~= '' then
+    local found = redis.call('XRANGE', K_TXS, ref, ref)
+    if #found > 0 then member = member_of(entry_values(found[1][2])[9]) end
+  end
+  if not member then return nil, nil end
+  local got = redis.call('HMGET', k_ctl, 'mdaily', 'mmonthly', 'ml:' .. member, 'mw:' .. member)
+  local daily, monthly = tonumber(got[1] or ''), tonumber(got[2] or '')
+  if got[3] then
+    local d, m = string.match(got[3], '^(%d*)|(%d*)$')
+    daily, monthly = tonumber(d or ''), tonumber(m or '')
+  end
+  local day, month = math.floor(NOW / 86400000), utc_month(NOW)
+  local wd, wds, wm, wms = string.match(got[4] or '', '^(%d+)|(%d+)|(%d+)|(%d+)$')
+  local ds = (tonumber(wd or '') == day) and tonumber(wds) or 0
+  local ms = (tonumber(wm or '') == month) and tonumber(wms) or 0
+  if spent > 0 then
+    if not (daily or monthly) then return nil, nil end
+    if daily and ds + spent > daily then
+      return {'spend_limit', 'member_daily', fmt(daily), fmt(ds), fmt(day), fmt(spent), member}
+    end
+    if monthly and ms + spent > monthly then
+      return {'spend_limit', 'member_monthly', fmt(monthly), fmt(ms), fmt(month), fmt(spent),
+              member}
+    end
+    ds, ms = ds + spent, ms + spent
+  else
+    local t = tonumber(string.match(ref, '^(%d+)%-') or '')
+    local ds0, ms0 = ds, ms
+    if t and math.floor(t / 86400000) == day then ds = math.max(0, ds + spent) end
+    if t and utc_month(t) == month then ms = math.max(0, ms + spent) end
+    if ds == ds0 and ms == ms0 then return nil, nil end
+  end
+  return nil, function()
+    redis.call('HSET', k_ctl, 'mw:' .. member,
+               fmt(day) .. '|' .. fmt(ds) .. '|' .. fmt(month) .. '|' .. fmt(ms))
+  end
+end
+
 -- The account's controls hash, when the script has it (its body sets this first, from its
 -- KEYS): an expired hold then gives its reservation's spend window back, like a release.
 local K_CTL_EXPIRY = nil
@@ -358,7 +417,11 @@ local K_CTL_EXPIRY = nil
 -- Give `amount` back to the spend windows of the reservation `ref` (its id is its time),
 -- where that window is still the current one (the hash's 'd'/'m'), never below 0.
 local function window_give_back(k_ctl, amount, ref)
-  local c = redis.call('HMGET', k_ctl, 'd', 'ds', 'm', 'ms')
+  local c = redis.call('HMGET', k_ctl, 'd', 'ds', 'm', 'ms', 'mlim')
+  if c[5] then
+    local _, write = member_window(k_ctl, -amount, ref, nil)
+    if write then write() end
+  end
   local t = tonumber(string.match(ref, '^(%d+)%-') or '')
   if not (t and (c[1] or c[3])) then return end
   local day, month = math.floor(NOW / 86400000), utc_month(NOW)
@@ -491,7 +554,7 @@ local function once_lookup(k_once, field)
 end
 
 -- Account controls (spend windows per tier, low-balance alerts): one call per script,
--- `local refusal, write = controls(KEYS[i], KEYS[i + 1], spent, ref, before, after)`,
+-- `local refusal, write = controls(KEYS[i], KEYS[i + 1], spent, ref, before, after, meta)`,
 -- before its commit; `write(id)` goes in commit's derived slot (derived state, written
 -- after the entry and before the balance, like the rest of the unit).
 -- K_CTL (hash): 'daily', 'monthly', 'low' (limits and threshold; '' or absent: none),
@@ -506,10 +569,11 @@ end
 -- A low-balance alert is due when the balance goes from `before` to `after` below the
 -- threshold while armed (no alert yet for this crossing, or `before` at or above it).
 -- An account without the hash costs one HMGET and returns (nil, nil).
-local function controls(k_ctl, k_alerts, spent, ref, before, after)
-  local c = redis.call('HMGET', k_ctl, 'daily', 'monthly', 'low', 'd', 'ds', 'm', 'ms', 'fired')
+local function controls(k_ctl, k_alerts, spent, ref, before, after, meta)
+  local c = redis.call('HMGET', k_ctl, 'daily', 'monthly', 'low', 'd', 'ds', 'm', 'ms', 'fired',
+                       'mlim')
   local daily, monthly, low = tonumber(c[1] or ''), tonumber(c[2] or ''), tonumber(c[3] or '')
-  if not (daily or monthly or low or c[4] or c[6] or c[8]) then return nil, nil end
+  if not (daily or monthly or low or c[4] or c[6] or c[8] or c[9]) then return nil, nil end
   local day, month = math.floor(NOW / 86400000), utc_month(NOW)
   local ds = (tonumber(c[4] or '') == day) and tonumber(c[5] or '0') or 0
   local ms = (tonumber(c[6] or '') == month) and tonumber(c[7] or '0') or 0
@@ -527,6 +591,13 @@ local function controls(k_ctl, k_alerts, spent, ref, before, after)
     if t and math.floor(t / 86400000) == day then ds = math.max(0, ds + spent) end
     if t and utc_month(t) == month then ms = math.max(0, ms + spent) end
   end
+  -- A member's own window inside an organization's account (member_window, above).
+  local member_write = nil
+  if c[9] and spent ~= 0 then
+    local refusal
+    refusal, member_write = member_window(k_ctl, spent, ref or '', meta)
+    if refusal then return refusal, nil end
+  end
   local fire, rearm = false, false
   if low then
     if (not c[8] or before >= low) and after < low then fire = true
@@ -536,6 +607,7 @@ local function controls(k_ctl, k_alerts, spent, ref, before, after)
     if ds ~= ds0 or ms ~= ms0 then
       redis.call('HSET', k_ctl, 'd', fmt(day), 'ds', fmt(ds), 'm', fmt(month), 'ms', fmt(ms))
     end
+    if member_write then member_write() end
     if fire then
       redis.call('XADD', k_alerts, 'MAXLEN', '~', '1000', '*', 'balance', fmt(after),
                  'threshold', fmt(low), 'entry', id)

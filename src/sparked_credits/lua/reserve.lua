@@ -19,7 +19,8 @@ local amount = tonumber(ARGV[9])
 local bal, needs_init, raw = load_balance()
 if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
 -- A reservation counts against the spend windows now (release and settle give back).
-local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount)
+local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount,
+                                       ARGV[13])
 if limited then return limited end
 apply_init_if_needed(needs_init, raw)
 local expires = NOW + tonumber(ARGV[11])

@@ -21,7 +21,8 @@ if delta < 0 then
   if bal + delta < 0 then return {'insufficient', fmt(bal), fmt(-delta)} end
 end
 -- The unused part gives the reserve's spend window back; an overage spends now.
-local limited, controlled = controls(KEYS[11], KEYS[12], -delta, hid, bal, bal + delta)
+local limited, controlled = controls(KEYS[11], KEYS[12], -delta, hid, bal, bal + delta,
+                                       ARGV[13])
 if limited then return limited end
 -- What is not kept goes back to the hold's lots, the last drawn first (the kept part is
 -- the head of its draws); an overage draws more in consumption order.
