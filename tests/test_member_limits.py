@@ -86,7 +86,7 @@ def test_give_backs_return_the_members_window(make_client: Any) -> None:
     taken = spend(client, ANA, 30)
     hold = client.reserve(ORG, 40, action="video", metadata=meta)
     other = client.reserve(ORG, 20, action="video", metadata=meta)
-    lapsing = client.reserve(ORG, 10, action="video", metadata=meta, ttl=0.2)
+    client.reserve(ORG, 10, action="video", metadata=meta, ttl=0.2)  # lapses below
     assert client.get_member_controls(ORG, ANA).spent_today == 100
     client.release(ORG, other.hold_id)  # 80
     client.settle(ORG, hold.hold_id, 25)  # keeps 25 of 40: 65
