@@ -169,3 +169,46 @@ def test_threads_and_processes_racing_end_exactly_at_the_members_limit(redis_url
         assert (ok, refused) == (20, 64 - 20)
         assert client.get_member_controls(ORG, ANA).spent_today == 200
         assert client.get_balance(ORG) == 4800 == ledger_sum(client, ORG)
+
+
+def test_count_member_windows_follows_the_scripts_rules() -> None:
+    from sparked_credits._core.member_limits import count_member_windows
+
+    day0 = 20_000 * 86_400_000  # a UTC midnight (2024-10-04)
+    d, month = day0 // 86_400_000, 2024 * 12 + 9
+    ids = [f"{day0 + n}-0" for n in range(1, 9)]
+    entries = [
+        (ids[0], "debit", -50, "", ANA),
+        (ids[1], "debit", -20, "", BEN),
+        (ids[2], "reserve", -40, "", ANA),
+        (ids[3], "settle", 10, ids[2], ""),  # keeps 30 of Ana's hold
+        (ids[4], "refund", 5, ids[3], ""),  # a refund of the settle: the hold's window
+        (ids[5], "debit", -70, "", ""),  # no member
+        (ids[6], "refund", 20, ids[0], ""),
+        (ids[7], "expire", 999, f"{day0 - 5}-0", ""),  # an unknown hold: nothing
+    ]
+    assert count_member_windows(entries, d, month) == {ANA: (55, 55), BEN: (20, 20)}
+
+
+def test_a_lost_member_count_is_counted_again_by_the_repair(redis_url: str) -> None:
+    import redis as redis_py
+
+    with CreditsClient(redis_url, app="t") as client:
+        client.initialize_user(ORG, 1000)
+        client.set_member_limit(ORG, None, daily_limit=100)
+        spend(client, ANA, 50)
+        # A torn debit: its entry is in the ledger, its counts and its balance are not.
+        raw = redis_py.Redis.from_url(redis_url)
+        raw.xadd(
+            f"txs:{ORG}",
+            {"type": "debit", "delta": "-40", "balance": "910", "action": "chat_message",
+             "app": "t", "reason": "", "ref": "", "idem": "torn",
+             "meta": '{"member":"user_ana"}'},
+        )
+        raw.close()
+        assert client.reconcile(ORG, repair=True).repaired
+        assert client.get_member_controls(ORG, ANA).spent_today == 90
+        with pytest.raises(SpendLimitExceededError):
+            spend(client, ANA, 11)
+        spend(client, ANA, 10)
+        assert client.get_balance(ORG) == 900 == ledger_sum(client, ORG)

@@ -18,12 +18,17 @@ from typing import Any
 
 from ..control_models import MemberControls
 from . import validation as v
-from .controls import _command, _int, _limit, _utc_month
-from .decoding import text
+from .controls import _command, _int, _limit, _month_start_ms, _utc_month
+from .decoding import entry_from_fields, text
 from .operations import Operations
 from .steps import Steps
 
-__all__ = ["get_member_controls", "set_member_limit"]
+__all__ = [
+    "count_member_windows",
+    "get_member_controls",
+    "rebuild_member_windows",
+    "set_member_limit",
+]
 
 _DAY_MS = 86_400_000
 
@@ -87,3 +92,92 @@ def get_member_controls(ops: Operations, account: str, member: str | None) -> St
         spent_today=spent_today,
         spent_this_month=spent_month,
     )
+
+
+MemberEntry = tuple[str, str, int, str, str]
+"""A ledger entry as the member count reads it: (id, type, delta, ref, member or '')."""
+
+
+def count_member_windows(
+    entries: Sequence[MemberEntry], day: int, month: int
+) -> dict[str, tuple[int, int]]:
+    """Each member's (spent in UTC ``day``, spent in UTC ``month``) from ledger entries in
+    order, by the scripts' rules (prelude.lua, member_window): a debit, a reservation and a
+    settle's overage spend for the member their metadata names (a settle: else its
+    hold's); a release, a settle's unused part, an expired hold and a refund give back to
+    the member and the windows of the entry they return to, never below 0."""
+    spent: dict[str, list[int]] = {}
+    seen: dict[str, tuple[str, str, str]] = {}  # id -> (type, ref, member)
+
+    def add(member: str, amount: int, at: str) -> None:
+        if not member or not at[:1].isdigit():
+            return
+        ms_at = int(at.split("-", 1)[0])
+        window = spent.setdefault(member, [0, 0])
+        if ms_at // _DAY_MS == day:
+            window[0] = max(0, window[0] + amount)
+        if _utc_month(ms_at) == month:
+            window[1] = max(0, window[1] + amount)
+
+    for entry_id, typ, delta, ref, member in entries:
+        seen[entry_id] = (typ, ref, member)
+        if typ in ("debit", "reserve") or (typ == "settle" and delta < 0):
+            who = member or (seen.get(ref, ("", "", ""))[2] if typ == "settle" else "")
+            add(who, -delta, entry_id)
+        elif typ in ("release", "settle", "expire") and delta > 0:
+            add(seen.get(ref, ("", "", ""))[2], -delta, ref)
+        elif typ == "refund" and delta > 0:
+            ref_type, ref_ref, ref_member = seen.get(ref, ("", "", ""))
+            at = ref_ref if ref_type == "settle" else ref
+            add(seen.get(at, ("", "", ref_member))[2] or ref_member, -delta, at)
+    return {m: (w[0], w[1]) for m, w in spent.items()}
+
+
+def rebuild_member_windows(ops: Operations, account: str, batch: int = 1000) -> Steps[bool]:
+    """Count the members' current windows again from the ledger (the full repair runs this
+    after fixing a torn script) and write them, never below the scripts' own count; True
+    when written. Only for an account with a member limit."""
+    keys = ops.keys.account(account)
+    mark = yield _command("reconcile", "HGET", keys.controls, "mlim")
+    if mark is None:
+        return False
+    for _ in range(5):
+        now: Sequence[Any] = yield _command("reconcile", "TIME")
+        now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
+        newest: Sequence[Any] = yield _command(
+            "reconcile", "XREVRANGE", keys.ledger, "+", "-", "COUNT", "1"
+        )
+        last = text(newest[0][0]) if newest else ""
+        entries: list[MemberEntry] = []
+        start = str(_month_start_ms(now_ms))
+        while last:
+            page: Sequence[Any] = yield _command(
+                "reconcile", "XRANGE", keys.ledger, start, last, "COUNT", str(batch)
+            )
+            for raw_id, fields in page:
+                entry = entry_from_fields(raw_id, fields)
+                who = entry.metadata.get("member")
+                member = who if isinstance(who, str) and _clean(who) else ""
+                entries.append((entry.id, entry.type_name, entry.delta, entry.ref or "", member))
+            if len(page) < batch:
+                break
+            start = "(" + text(page[-1][0])
+        day, month = now_ms // _DAY_MS, _utc_month(now_ms)
+        counted = count_member_windows(entries, day, month)
+        records = "\n".join(f"{m}\t{d}\t{mo}" for m, (d, mo) in sorted(counted.items()))
+        outcome: Sequence[Any] = yield ops.maintenance(
+            "member_windows_rebuild",
+            account,
+            decode=lambda raw: raw,
+            last_id=last,
+            day=str(day),
+            month=str(month),
+            records=records,
+        )
+        if text(outcome[0]) != "moved":
+            return True
+    return False
+
+
+def _clean(member: str) -> bool:
+    return bool(member) and not any(c.isspace() for c in member)

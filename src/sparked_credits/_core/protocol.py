@@ -447,6 +447,14 @@ SPECS: Mapping[str, ScriptSpec] = {
             operation="set_member_limit",
         ),
         ScriptSpec(
+            "member_windows_rebuild",
+            ("last_id", "day", "month", "records"),
+            "rebuilt",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="reconcile",
+        ),
+        ScriptSpec(
             "controls_mark",
             (),
             "controls",
