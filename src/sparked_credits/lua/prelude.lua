@@ -356,20 +356,21 @@ end
 -- window it returns to). In the controls hash: 'mlim' (some member limit is set),
 -- 'mdaily'/'mmonthly' (every member's limits), 'ml:<member>' ('<daily>|<monthly>': one
 -- member's own, '' parts for none) and 'mw:<member>' ('<day>|<spent>|<month>|<spent>').
-local function member_of(meta)
-  if not meta or meta == '' then return nil end
-  local ok, t = pcall(cjson.decode, meta)
-  if ok and type(t) == 'table' and type(t.member) == 'string' and t.member ~= '' then
-    return t.member
-  end
-  return nil
-end
-
+--
 -- The member window's refusal ({'spend_limit', 'member_daily' | 'member_monthly', limit,
 -- spent, window number, amount, member}), or nil and its writer (nil: nothing to write).
 -- spent > 0 counts (the member of `meta`, else of entry `ref`); spent < 0 gives back to
 -- entry `ref`'s window, if it is still the current one.
 local function member_window(k_ctl, spent, ref, meta)
+  -- Nested, so a script pays for this closure only when a member limit is set.
+  local function member_of(text)
+    if not text or text == '' then return nil end
+    local ok, t = pcall(cjson.decode, text)
+    if ok and type(t) == 'table' and type(t.member) == 'string' and t.member ~= '' then
+      return t.member
+    end
+    return nil
+  end
   local member = nil
   if spent > 0 then member = member_of(meta) end
   if not member and ref ~= '' then
@@ -414,28 +415,6 @@ end
 -- KEYS): an expired hold then gives its reservation's spend window back, like a release.
 local K_CTL_EXPIRY = nil
 
--- Give `amount` back to the spend windows of the reservation `ref` (its id is its time),
--- where that window is still the current one (the hash's 'd'/'m'), never below 0.
-local function window_give_back(k_ctl, amount, ref)
-  local c = redis.call('HMGET', k_ctl, 'd', 'ds', 'm', 'ms', 'mlim')
-  if c[5] then
-    local _, write = member_window(k_ctl, -amount, ref, nil)
-    if write then write() end
-  end
-  local t = tonumber(string.match(ref, '^(%d+)%-') or '')
-  if not (t and (c[1] or c[3])) then return end
-  local day, month = math.floor(NOW / 86400000), utc_month(NOW)
-  local ds, ms = tonumber(c[2] or '0'), tonumber(c[4] or '0')
-  local moved = false
-  if tonumber(c[1] or '') == day and math.floor(t / 86400000) == day and ds > 0 then
-    ds, moved = math.max(0, ds - amount), true
-  end
-  if tonumber(c[3] or '') == month and utc_month(t) == month and ms > 0 then
-    ms, moved = math.max(0, ms - amount), true
-  end
-  if moved then redis.call('HSET', k_ctl, 'ds', fmt(ds), 'ms', fmt(ms)) end
-end
-
 -- Return an open hold's credits with an 'expire' entry and close it.
 -- Unit order: XADD, hold record, expiry zset, spend windows, balance last.
 local function expire_hold(hid, amount, action, app)
@@ -447,7 +426,28 @@ local function expire_hold(hid, amount, action, app)
   lots_apply()
   redis.call('HSET', K_HOLDS, hid, 'E|' .. fmt(amount))
   redis.call('ZREM', K_HOLD_EXP, hid)
-  if K_CTL_EXPIRY then window_give_back(K_CTL_EXPIRY, amount, hid) end
+  if K_CTL_EXPIRY then
+    -- The reservation's spend windows (its id is its time), where still the current ones
+    -- (the hash's 'd'/'m'), never below 0; and its member's (member_window).
+    local c = redis.call('HMGET', K_CTL_EXPIRY, 'd', 'ds', 'm', 'ms', 'mlim')
+    if c[5] then
+      local _, write = member_window(K_CTL_EXPIRY, -amount, hid, nil)
+      if write then write() end
+    end
+    local t = tonumber(string.match(hid, '^(%d+)%-') or '')
+    if t and (c[1] or c[3]) then
+      local day, month = math.floor(NOW / 86400000), utc_month(NOW)
+      local ds, ms = tonumber(c[2] or '0'), tonumber(c[4] or '0')
+      local moved = false
+      if tonumber(c[1] or '') == day and math.floor(t / 86400000) == day and ds > 0 then
+        ds, moved = math.max(0, ds - amount), true
+      end
+      if tonumber(c[3] or '') == month and utc_month(t) == month and ms > 0 then
+        ms, moved = math.max(0, ms - amount), true
+      end
+      if moved then redis.call('HSET', K_CTL_EXPIRY, 'ds', fmt(ds), 'ms', fmt(ms)) end
+    end
+  end
   redis.call('SET', K_BAL, fmt(after))
   lots_lapse_all(lapsed, after)
 end
