@@ -21,7 +21,7 @@ import redis
 import aof
 from lots_support import account_keys, raw, text
 from redis_servers import RedisServer
-from sparked_credits import CreditsClient, ReferralError
+from sparked_credits import CreditsClient, ReferralError, SpendLimitExceededError
 from test_torn_prefixes import (  # the harness, and its AOF server fixtures
     _restore,
     _snapshot,
@@ -211,3 +211,36 @@ def test_alert_arming_rules() -> None:
     assert alert_arming(run, False, [], 20, 50, "") == Arming("")
     # Only a lapse below the threshold: armed, so the next spending script alerts.
     assert alert_arming(run[:1], True, [], 45, 50, "2-0") == Arming("rearm")
+
+
+def test_a_torn_member_limited_debit_is_counted_once(
+    setting: tuple[RedisServer, redis.Redis],  # noqa: F811
+) -> None:
+    """Every prefix of a debit in an organization's account with a member limit, then the
+    full repair: the member's window counts what the ledger holds (never less), and the
+    retry applies the debit once."""
+    server, raw = setting
+    org, member = "org_torn", "user_torn"
+    meta = {"member": member}
+    with CreditsClient(server.url, app="app.sparked.world") as client:
+        client.initialize_user(org, 100)
+        client.set_member_limit(org, None, daily_limit=50)
+        client.debit(org, 10, action="chat", metadata=meta)
+        before = _snapshot(raw)
+        offset = aof.size(server.directory)
+        client.debit(org, 30, action="chat", metadata=meta, idempotency_key="k")
+        writes = aof.writes_since(server.directory, offset)
+        for k in range(len(writes) + 1):
+            _restore(raw, before)
+            for cmd in writes[:k]:
+                raw.execute_command(*cmd)
+            client.reconcile(org, full=True, repair=True)
+            applied = any(f[b"idem"] == b"k" for _, f in raw.xrange(f"txs:{org}"))
+            spent = client.get_member_controls(org, member).spent_today
+            assert spent == (40 if applied else 10), f"k={k}"
+            again = client.debit(org, 30, action="chat", metadata=meta, idempotency_key="k")
+            assert again.replayed is applied, f"k={k}"
+            assert client.get_member_controls(org, member).spent_today == 40, f"k={k}"
+            assert client.get_balance(org) == 60, f"k={k}"
+            with pytest.raises(SpendLimitExceededError):
+                client.debit(org, 11, action="chat", metadata=meta)
