@@ -37,7 +37,9 @@ def _at_the_limit(client: Any) -> str:
 
 
 @pytest.mark.parametrize("path", ["debit", "sweep", "grants", "credit"])
-def test_an_expired_hold_gives_its_window_back(make_client: Any, path: str) -> None:
+def test_an_expired_hold_gives_its_window_back(make_client: Any, mode: str, path: str) -> None:
+    if path != "debit" and mode == "async":
+        pytest.skip("the same scripts: the async client is covered by the debit path")
     client = make_client(pricing=TIERS)
     _at_the_limit(client)
     time.sleep(0.35)
