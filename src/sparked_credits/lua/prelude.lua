@@ -365,6 +365,9 @@ local function member_window(k_ctl, spent, ref, meta)
   -- Nested, so a script pays for this closure only when a member limit is set.
   local function member_of(text)
     if not text or text == '' then return nil end
+    if not cjson then  -- a Lua without cjson (some fakeredis builds): the SDK's own JSON
+      return string.match(text, '[{,]"member":"([^"\\]+)"')
+    end
     local ok, t = pcall(cjson.decode, text)
     if ok and type(t) == 'table' and type(t.member) == 'string' and t.member ~= '' then
       return t.member
