@@ -10,8 +10,12 @@
 -- hash's 'noctl' mark, so a debit's fast block never skips these.
 -- Reply {'set'}.
 local K_CTL, member, daily, monthly = KEYS[11], ARGV[9], ARGV[10], ARGV[11]
+-- Write order (a torn prefix must never leave a limit unenforced): the marks that make
+-- the scripts look first ('noctl' taken, 'mlim' put, the count raised), the limits, then
+-- what may lower the marks (the count, 'mlim' when nothing is left).
 redis.call('HDEL', K_META, 'noctl')
 local clear = daily == '' and monthly == ''
+if not clear then redis.call('HSET', K_CTL, 'mlim', '1') end
 if member == '' then
   if clear then
     redis.call('HDEL', K_CTL, 'mdaily', 'mmonthly')
@@ -25,18 +29,15 @@ else
   if clear then
     if had then
       redis.call('HDEL', K_CTL, field)
-      count = count - 1
+      redis.call('HSET', K_CTL, 'mlc', fmt(math.max(count - 1, 0)))
     end
   else
+    if not had then redis.call('HSET', K_CTL, 'mlc', fmt(count + 1)) end
     redis.call('HSET', K_CTL, field, daily .. '|' .. monthly)
-    if not had then count = count + 1 end
   end
-  redis.call('HSET', K_CTL, 'mlc', fmt(math.max(count, 0)))
 end
-local shared = redis.call('HMGET', K_CTL, 'mdaily', 'mmonthly', 'mlc')
-if (shared[1] or '') ~= '' or (shared[2] or '') ~= '' or tonumber(shared[3] or '0') > 0 then
-  redis.call('HSET', K_CTL, 'mlim', '1')
-else
+local left = redis.call('HMGET', K_CTL, 'mdaily', 'mmonthly', 'mlc')
+if (left[1] or '') == '' and (left[2] or '') == '' and tonumber(left[3] or '0') <= 0 then
   redis.call('HDEL', K_CTL, 'mlim', 'mlc')
 end
 return {'set'}
