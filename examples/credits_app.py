@@ -99,7 +99,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import app_flows  # the four apps' charging logic, shared with the tests
 from controls_routes import controls_routes, spending_account
 from dev_signin import USER_ID, DevSignin
+from member_routes import member_routes
 from money_routes import money_routes
+from topup_routes import topup_routes
 
 logger = logging.getLogger("credits_app")
 
@@ -405,6 +407,8 @@ def _create_app(settings: Settings, client: CreditsClient | None) -> FastAPI:
     if dev is not None:
         app.include_router(_dev_routes(dev))
     catalog = active_price_table().catalog
+    app.include_router(topup_routes(catalog, org_balances=settings.org_balances))
+    app.include_router(member_routes(org_balances=settings.org_balances))
     app.include_router(
         money_routes(
             catalog,

@@ -1,7 +1,8 @@
 """Spend limits, low-balance alerts and transfers against a small model, hypothesis-stateful.
 
-Debits, reservations (settled under, at and over, released), refunds, credits and transfers
-both ways interleave with changes of the daily limit and the alert threshold. The model
+Debits, reservations (settled under, at and over, released, left to expire), refunds,
+credits and transfers both ways interleave with changes of the daily limit, the alert
+threshold and every member's daily limit (debits naming one of two members). The model
 predicts every refusal (insufficient first, then the limit), the spending counted in the
 current UTC day, and every alert (one per crossing, re-armed when a spending script finds
 the balance back at or above the threshold); after each step the store must agree.
@@ -32,6 +33,7 @@ from sparked_credits import CreditsClient, InsufficientCreditsError, SpendLimitE
 from sparked_credits.backends.memory import reset_memory_store
 
 A, B = "user_ctl_a", "user_ctl_b"
+MEMBERS = ("user_ctl_m1", "user_ctl_m2")
 SETTINGS = settings(max_examples=12, stateful_step_count=20, deadline=None)
 DAY_MS = 86_400_000
 
@@ -45,6 +47,9 @@ class Model:
     fired: bool = False
     alerts: int = 0
     debits: dict[str, int] = field(default_factory=dict)  # entry id -> refundable
+    member_limit: int | None = None  # every member's daily limit in A
+    member_spent: dict[str, int] = field(default_factory=dict)
+    member_of: dict[str, str] = field(default_factory=dict)  # entry id -> member
 
     def spend(self, amount: int) -> str | None:
         """The refusal a spending call of ``amount`` on A meets, or None."""
@@ -94,8 +99,60 @@ class ControlsMachine(RuleBasedStateMachine):
     def set_limits(self, daily: int | None, low: int | None) -> None:
         self.client.set_tier(A, None, daily_limit=daily, low_balance=low)
         self.m.daily, self.m.low = daily, low
-        if daily is None and low is None:  # off every tier: the controls hash goes
+        if daily is None and low is None:  # off every tier: the tier's part of the hash goes
             self.m.spent, self.m.fired = 0, False
+            if self.m.member_limit is None:  # and with no member limit, the whole hash
+                self.m.member_spent = {}
+
+    @rule(daily=st.none() | st.integers(20, 150))
+    def set_member_limit(self, daily: int | None) -> None:
+        self.client.set_member_limit(A, None, daily_limit=daily)
+        self.m.member_limit = daily
+
+    @rule(member=st.sampled_from(MEMBERS), amount=st.integers(1, 60))
+    def member_debit(self, member: str, amount: int) -> None:
+        refusal, before = self.m.spend(amount), self.m.balance[A]
+        spent = self.m.member_spent.get(member, 0)
+        limit = self.m.member_limit
+        if refusal is None and limit is not None and spent + amount > limit:
+            refusal = "member"
+        try:
+            done = self.client.debit(A, amount, action="chat_message", metadata={"member": member})
+        except InsufficientCreditsError:
+            assert refusal == "insufficient"
+            return
+        except SpendLimitExceededError as exc:
+            found = (exc.window, exc.member, exc.spent, exc.limit)
+            if refusal == "member":
+                assert found == ("member_daily", member, spent, limit)
+            else:
+                assert refusal == "limit"
+                assert found[:2] == ("daily", None)
+            return
+        assert refusal is None
+        self.m.debits[done.entry.id] = amount
+        self.m.member_of[done.entry.id] = member
+        if limit is not None:
+            self.m.member_spent[member] = spent + amount
+        self.m.after(before, -amount, amount)
+
+    @rule(amount=st.integers(1, 60))
+    def lapse(self, amount: int) -> None:
+        """A reservation left to expire: its credits and its window come back (no alert
+        check: the expiry runs no controls() call)."""
+        refusal, before = self.m.spend(amount), self.m.balance[A]
+        try:
+            self.client.reserve(A, amount, action="video_generation", ttl=0.03)
+        except (InsufficientCreditsError, SpendLimitExceededError) as exc:
+            kind = "insufficient" if isinstance(exc, InsufficientCreditsError) else "limit"
+            assert refusal == kind
+            return
+        assert refusal is None
+        self.m.after(before, -amount, amount)
+        time.sleep(0.05)
+        assert self.client.sweep_expired(A) == 1
+        self.m.balance[A] += amount
+        self.m.spent = max(0, self.m.spent - amount)
 
     @rule(amount=st.integers(1, 80))
     def debit(self, amount: int) -> None:
@@ -173,6 +230,9 @@ class ControlsMachine(RuleBasedStateMachine):
         before = self.m.balance[A]
         self.client.refund(A, entry, amount=amount)
         self.m.debits[entry] -= amount
+        member = self.m.member_of.get(entry)
+        if member and self.m.member_limit is not None:
+            self.m.member_spent[member] = max(0, self.m.member_spent.get(member, 0) - amount)
         self.m.after(before, amount, -amount)
 
     @rule(amount=st.integers(1, 120))
@@ -201,6 +261,9 @@ class ControlsMachine(RuleBasedStateMachine):
             balance = self.client.get_balance(account)
             assert balance == self.m.balance[account] == ledger_sum(self.client, account)
         assert self.client.get_controls(A).spent_today == self.m.spent
+        for member in MEMBERS:
+            found = self.client.get_member_controls(A, member).spent_today
+            assert found == self.m.member_spent.get(member, 0), member
         assert len(self.client.alerts("machine", count=1000)) == self.m.alerts
 
 

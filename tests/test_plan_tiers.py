@@ -46,23 +46,25 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> PriceTable:
 
 
 class Counting:
-    """A client that counts ``set_tier`` calls, and can die in the first one before it
-    reaches Redis (a worker killed between the allocation and the tier)."""
+    """A client that counts the tier changes a paid period makes (``set_plan_tier``
+    answering 'set'), and can die in the first call before it reaches Redis (a worker
+    killed between the allocation and the tier)."""
 
     def __init__(self, client: Any, crash: bool = False) -> None:
         self.client, self.crash, self.calls = client, crash, 0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.client, name)
-        if name != "set_tier":
+        if name != "set_plan_tier":
             return attr
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             if self.crash:
                 self.crash = False
                 raise RuntimeError("worker killed")
-            self.calls += 1
-            return attr(*args, **kwargs)
+            result = attr(*args, **kwargs)
+            self.calls += result.outcome == "set"
+            return result
 
         return counted
 

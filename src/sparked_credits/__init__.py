@@ -10,7 +10,14 @@ from ._core.validation import MAX_CREDITS
 from ._version import __version__
 from .async_client import AsyncCreditsClient
 from .client import CreditsClient
-from .control_models import AccountControls, Alert, ReferralResult, TransferResult
+from .control_models import (
+    AccountControls,
+    Alert,
+    MemberControls,
+    PlanTierResult,
+    ReferralResult,
+    TransferResult,
+)
 from .errors import (
     AccountClosedError,
     BackendError,
@@ -85,7 +92,9 @@ __all__ = [
     "InsufficientCreditsError",
     "LedgerEntry",
     "LotDraw",
+    "MemberControls",
     "MutationResult",
+    "PlanTierResult",
     "PriceTable",
     "ReconcileReport",
     "ReconcileResult",

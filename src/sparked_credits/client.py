@@ -8,7 +8,15 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from ._client_base import TRANSFER_GRACE_SECONDS, ClientBase, now_ms
-from ._core import analytics, controls, money, reconciliation, transfers
+from ._core import (
+    analytics,
+    controls,
+    member_limits,
+    money,
+    plan_tiers,
+    reconciliation,
+    transfers,
+)
 from ._core.archived import ArchiveQuery
 from ._core.conflicts import explain_conflict
 from ._core.lots import DEFAULT_PRIORITY
@@ -20,7 +28,14 @@ from ._drive import drive
 from .backends import Settings, SyncBackend, open_backend
 from .backends.archive_reader import SyncArchiveReader
 from .backends.errors import translate
-from .control_models import AccountControls, Alert, ReferralResult, TransferResult
+from .control_models import (
+    AccountControls,
+    Alert,
+    MemberControls,
+    PlanTierResult,
+    ReferralResult,
+    TransferResult,
+)
 from .errors import ConfigurationError, IdempotencyConflictError
 from .holds_context import HoldContext
 from .models import (
@@ -570,6 +585,47 @@ class CreditsClient(ClientBase):
                 low_balance=low_balance,
             )
         )
+
+    def set_plan_tier(
+        self, account: str, tier: str, *, period_id: str, period_start: datetime
+    ) -> PlanTierResult:
+        """Put the account on ``tier`` for a paid period (a plan's tier; the payment path
+        calls this): once per ``period_id``, and never when a period starting later has
+        set the tier already (an older invoice delivered late). One script writes the
+        controls and the period's marker together."""
+        return self._drive(
+            plan_tiers.set_plan_tier(
+                self._ops, account, tier, period_id=period_id, period_start=period_start
+            )
+        )
+
+    def set_member_limit(
+        self,
+        account: str,
+        member: str | None,
+        *,
+        daily_limit: int | None = None,
+        monthly_limit: int | None = None,
+    ) -> MemberControls:
+        """Cap what ``member`` may spend of the organization's ``account`` per UTC day and
+        calendar month (``member=None``: every member; both limits None: remove). The
+        member is the ``"member"`` of an entry's metadata; past the limit a debit, charge
+        or reservation raises SpendLimitExceededError (window ``member_daily`` or
+        ``member_monthly``)."""
+        return self._drive(
+            member_limits.set_member_limit(
+                self._ops,
+                account,
+                member,
+                daily_limit=daily_limit,
+                monthly_limit=monthly_limit,
+            )
+        )
+
+    def get_member_controls(self, account: str, member: str | None) -> MemberControls:
+        """``member``'s limits in the organization's ``account`` and its spending in the
+        current windows (``member=None``: every member's limits)."""
+        return self._drive(member_limits.get_member_controls(self._ops, account, member))
 
     def get_controls(self, account: str) -> AccountControls:
         """The account's tier, limits, threshold and what it spent in the current windows."""

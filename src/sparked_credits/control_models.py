@@ -7,12 +7,20 @@ Frozen pydantic models, like :mod:`sparked_credits.models`, so a route returns t
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .models import MutationResult
 
-__all__ = ["AccountControls", "Alert", "ReferralResult", "TransferResult"]
+__all__ = [
+    "AccountControls",
+    "Alert",
+    "MemberControls",
+    "PlanTierResult",
+    "ReferralResult",
+    "TransferResult",
+]
 
 
 class TransferResult(BaseModel):
@@ -88,5 +96,43 @@ class AccountControls(BaseModel):
     daily_limit: int | None = None
     monthly_limit: int | None = None
     low_balance: int | None = None
+    spent_today: int = 0
+    spent_this_month: int = 0
+
+
+class PlanTierResult(BaseModel):
+    """A paid period's plan tier (``set_plan_tier``): set at most once per period, and
+    never by a period older than the one that set the tier last."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str
+    tier: str
+    period_id: str
+    outcome: Literal["set", "repeat", "older"] = Field(
+        description="'set': the account is on the tier now; 'repeat': this period set it "
+        "before (nothing changed: an operator's change since stays); 'older': a later "
+        "period set the tier already (nothing changed)."
+    )
+    controls: AccountControls = Field(description="The account's controls after the call.")
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome == "set"
+
+
+class MemberControls(BaseModel):
+    """A member's own spend limits inside an organization's account, and what the member
+    spent there in the current windows (the entries whose metadata names the member)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account: str = Field(description="The organization's account.")
+    member: str | None = Field(description="None: the limits every member has.")
+    daily_limit: int | None = None
+    monthly_limit: int | None = None
+    own: bool = Field(
+        default=False, description="The member has limits of its own (over every member's)."
+    )
     spent_today: int = 0
     spent_this_month: int = 0

@@ -260,7 +260,9 @@ class HoldOverageError(CreditsError):
 class SpendLimitExceededError(CreditsError):
     """The account's tier caps its spending per UTC day or calendar month (Redis server
     time), and this debit, charge or reservation would pass it; nothing was written
-    (HTTP 429). ``resets_at`` is when the window starts afresh."""
+    (HTTP 429). ``resets_at`` is when the window starts afresh. ``member`` names the member
+    whose own limit inside an organization's account it is (window ``member_daily`` or
+    ``member_monthly``), else None."""
 
     http_status = 429
     code = "spend_limit_exceeded"
@@ -273,11 +275,14 @@ class SpendLimitExceededError(CreditsError):
         spent: int,
         requested: int,
         resets_at: datetime,
+        member: str | None = None,
     ) -> None:
+        who = f"member {member} of account {account}" if member else f"account {account}"
         super().__init__(
-            f"account {account} spent {spent} of its {window} limit of {limit} credits; "
+            f"{who} spent {spent} of its {window} limit of {limit} credits; "
             f"{requested} more would pass it (resets at {resets_at.isoformat()})"
         )
+        self.member = member
         self.account = account
         self.window = window
         self.limit = limit
@@ -294,19 +299,27 @@ class SpendLimitExceededError(CreditsError):
 
     @classmethod
     def from_window(
-        cls, account: str, window: str, limit: int, spent: int, number: int, requested: int
+        cls,
+        account: str,
+        window: str,
+        limit: int,
+        spent: int,
+        number: int,
+        requested: int,
+        member: str | None = None,
     ) -> SpendLimitExceededError:
         """From a script's refusal: the window's number is the UTC day since the epoch
-        ('daily') or year * 12 + month - 1 ('monthly')."""
-        if window == "daily":
+        ('daily', 'member_daily': a member's own inside an organization's account) or
+        year * 12 + month - 1 ('monthly', 'member_monthly')."""
+        if window.endswith("daily"):
             resets = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(days=number + 1)
         else:
             year, month = divmod(number + 1, 12)
             resets = datetime(year, month + 1, 1, tzinfo=timezone.utc)
-        return cls(account, window, limit, spent, requested, resets)
+        return cls(account, window, limit, spent, requested, resets, member)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        body = {
             **super().to_dict(),
             "account": self.account,
             "window": self.window,
@@ -315,6 +328,9 @@ class SpendLimitExceededError(CreditsError):
             "requested": self.requested,
             "resets_at": self.resets_at.isoformat(),
         }
+        if self.member:
+            body["member"] = self.member
+        return body
 
 
 class ReferralError(CreditsError):

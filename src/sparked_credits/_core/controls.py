@@ -39,6 +39,7 @@ __all__ = [
     "rebuild_mark",
     "rebuild_windows",
     "set_tier",
+    "tier_values",
 ]
 
 MAX_ALERTS = 1000
@@ -69,18 +70,18 @@ def _limit(value: object, field: str) -> int | None:
     return None if value is None else v.amount(value, field)
 
 
-def set_tier(
+def tier_values(
     ops: Operations,
-    account: str,
     tier: str | None,
-    *,
     daily_limit: int | None,
     monthly_limit: int | None,
     low_balance: int | None,
-) -> Steps[AccountControls]:
-    """Put ``account`` on ``tier`` (None: no tier), each limit given here overriding the
-    tier's; then read the controls back."""
-    account = v.account(account)
+) -> tuple[str, list[str], bool]:
+    """The controls hash's values for ``tier`` with the overrides given: (tier name, the
+    daily and monthly limits and threshold as the scripts read them ('' for none), drop).
+    Drop: off every tier with no override, so the hash goes (windows and arming with it);
+    the script that writes the controls takes away the meta hash's 'noctl' mark too
+    (lua/set_tier.lua), so a debit's fast block never runs beside controls it would skip."""
     overrides = (
         _limit(daily_limit, "daily_limit"),
         _limit(monthly_limit, "monthly_limit"),
@@ -96,10 +97,22 @@ def set_tier(
         if override is not None:
             limits[i] = override
     values = ["" if n is None else str(n) for n in limits]
-    # Off every tier, with no override: the hash goes (windows and arming with it). One
-    # script writes the controls and takes away the meta hash's 'noctl' mark (lua/set_tier.lua),
-    # so a debit's fast block never runs beside controls it would skip.
-    drop = tier is None and all(n is None for n in limits)
+    return name, values, tier is None and all(n is None for n in limits)
+
+
+def set_tier(
+    ops: Operations,
+    account: str,
+    tier: str | None,
+    *,
+    daily_limit: int | None,
+    monthly_limit: int | None,
+    low_balance: int | None,
+) -> Steps[AccountControls]:
+    """Put ``account`` on ``tier`` (None: no tier), each limit given here overriding the
+    tier's; then read the controls back."""
+    account = v.account(account)
+    name, values, drop = tier_values(ops, tier, daily_limit, monthly_limit, low_balance)
     yield ops.maintenance(
         "set_tier",
         account,
@@ -246,8 +259,9 @@ def count_windows(
 ) -> tuple[int, int]:
     """(spent in UTC ``day``, spent in UTC ``month``) from ledger entries ``(id, type,
     delta, ref)`` in order, by the scripts' rules: a debit, a reservation and a settle's
-    overage spend when written; a release, a settle's unused part and a refund give back to
-    the windows their entry (a settle: its hold) counted in, never below 0."""
+    overage spend when written; a release, a settle's unused part, a hold's expiry and a
+    refund give back to the windows their entry (a settle: its hold) counted in, never
+    below 0."""
     ds = ms = 0
     refs: dict[str, tuple[str, str]] = {}
 
@@ -272,7 +286,7 @@ def count_windows(
                 ds += spent
             if _utc_month(t) == month:
                 ms += spent
-        elif typ in ("release", "settle") and delta > 0:
+        elif typ in ("release", "settle", "expire") and delta > 0:
             give_back(delta, ref)
         elif typ == "refund" and delta > 0:
             ref_type, ref_ref = refs.get(ref, ("", ""))

@@ -44,6 +44,10 @@ class AccountKeys:
     referrals: str = ""
     """Referral marks, kept for good (referral.lua): apart from ``controls``, so that a
     referred account keeps the debit's fast block."""
+    plan_tiers: str = ""
+    """The paid periods that put the account on their plan's tier, and the latest one's
+    start ('' field), so a period is applied once and never after a later one
+    (plan_tier.lua)."""
     transfers: str = ""
     """Transfers out of this account whose second step may still be due (transfers.py)."""
     script_keys: tuple[str, ...] = field(init=False)
@@ -96,6 +100,7 @@ class KeySpace:
             alert_acks=f"{p}alertack:{tagged}",
             referrals=f"{p}referral:{tagged}",
             transfers=f"{p}xfer:{tagged}",
+            plan_tiers=f"{p}plantiers:{tagged}",
         )
 
     def _shared(self, account: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import LedgerEntry
+from .controls_repair import ReferralMarks, restore_referrals
 from .decoding import text
 from .lots import Lot, LotBook, order_key, parse_record
 from .operations import Operations
@@ -193,11 +194,14 @@ class _OnceKeys:
         self.fields: dict[str, str] = {}
         self.revoked: dict[str, int] = {}
         self.complete = True
+        self.referrals = ReferralMarks()  # the referral marks, derived the same way
 
     def reset(self) -> None:
         self.fields, self.revoked, self.complete = {}, {}, True
+        self.referrals.reset()
 
     def see(self, entry: LedgerEntry) -> None:
+        self.referrals.see(entry)
         typ, key = entry.type_name, entry.idempotency_key or ""
         if typ == "credit" and key.startswith(("purchase:", "allocate:")):
             self.fields[key] = entry.id
@@ -228,6 +232,8 @@ def check_lots(
     result: LotsCheck = yield from _check_lots(ops, account, repair, force, once)
     if repair and (once.fields or once.revoked):
         yield _restore_once(ops, account, once)
+    if repair and once.referrals:
+        yield restore_referrals(ops, account, once.referrals)
     return result
 
 

@@ -177,7 +177,7 @@ REFUSALS: Mapping[str, Callable[[Context, Sequence[str]], CreditsError]] = {
         "expires_at", "must be in the future (by the server's clock)"
     ),
     "spend_limit": lambda c, a: SpendLimitExceededError.from_window(
-        c.account, a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4])
+        c.account, a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4]), a[5] if len(a) > 5 else None
     ),
     "referred_already": lambda c, a: ReferralError(
         c.account, "already_referred", f"account {c.account} was already referred by {a[0]}"
@@ -297,6 +297,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             ("amount", "source", "reason", "metadata", "priority", "expires_ms"),
             "overflow",
             "expires_past",
+            extra_keys=("controls",),
         ),
         _mutation(
             "adjust",
@@ -353,10 +354,17 @@ SPECS: Mapping[str, ScriptSpec] = {
             "expires_past",
             "overflow",
             fingerprint=("role", "other", "amount", "expires_ms"),
-            extra_keys=("referrals",),
+            extra_keys=("referrals", "controls"),
             operation="reward_referral",
         ),
-        ScriptSpec("sweep", ("limit",), "swept", keyed=False, operation="sweep_expired"),
+        ScriptSpec(
+            "sweep",
+            ("limit",),
+            "swept",
+            keyed=False,
+            operation="sweep_expired",
+            extra_keys=("controls",),
+        ),
         ScriptSpec(
             "trim",
             ("prior", "last", "sum", "count", "lots", "drop", "n", "minid"),
@@ -370,7 +378,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             keyed=False,
             extra_keys=("refunds",),
         ),
-        ScriptSpec("grants", ("limit",), "lots", keyed=False),
+        ScriptSpec("grants", ("limit",), "lots", keyed=False, extra_keys=("controls",)),
         # Money in (billing/): lots keyed once ever by a payment, a period or a caller's key.
         _mutation(
             "purchase",
@@ -378,7 +386,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             "overflow",
             "expires_past",
             fingerprint=("amount", "payment_id", "source", "priority", "expires_ms"),
-            extra_keys=("once",),
+            extra_keys=("once", "controls"),
         ),
         ScriptSpec(
             "revoke",
@@ -386,7 +394,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             "revoke",
             ("not_found", *MUTATION_REFUSALS),
             fingerprint=("grant_id", "amount"),
-            extra_keys=("once",),
+            extra_keys=("once", "controls"),
         ),
         ScriptSpec(
             "allocate",
@@ -403,7 +411,7 @@ SPECS: Mapping[str, ScriptSpec] = {
             "allocation",
             ("overflow", "expires_past", *MUTATION_REFUSALS),
             fingerprint=("amount", "period_id", "expires_ms", "rollover_cap", "source", "priority"),
-            extra_keys=("once",),
+            extra_keys=("once", "controls"),
         ),
         ScriptSpec("balance", (), "balance", keyed=False, operation="get_balance"),
         ScriptSpec(
@@ -423,11 +431,53 @@ SPECS: Mapping[str, ScriptSpec] = {
             operation="set_tier",
         ),
         ScriptSpec(
+            "plan_tier",
+            ("tier", "daily", "monthly", "low", "period", "start"),
+            "controls",
+            keyed=False,
+            extra_keys=("controls", "plan_tiers"),
+            operation="set_plan_tier",
+        ),
+        ScriptSpec(
+            "member_limit",
+            ("member", "daily", "monthly"),
+            "controls",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="set_member_limit",
+        ),
+        ScriptSpec(
+            "member_windows_rebuild",
+            ("last_id", "day", "month", "records"),
+            "rebuilt",
+            keyed=False,
+            extra_keys=("controls",),
+            operation="reconcile",
+        ),
+        ScriptSpec(
             "controls_mark",
             (),
             "controls",
             keyed=False,
             extra_keys=("controls",),
+            operation="reconcile",
+        ),
+        # The full repair's rebuild of the alert arming and the referral marks
+        # (controls_repair.py): derived state, from the ledger.
+        ScriptSpec(
+            "alerts_rebuild",
+            ("last_id", "low", "action", "entry", "balance"),
+            "rebuilt",
+            keyed=False,
+            extra_keys=_CONTROLS,
+            operation="reconcile",
+        ),
+        ScriptSpec(
+            "referral_restore",
+            ("records", "rewards"),
+            "restored",
+            keyed=False,
+            extra_keys=("referrals",),
             operation="reconcile",
         ),
         ScriptSpec("lots_dump", (), "lots", keyed=False, operation="reconcile"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..reports import ReconcileReport, ReconcileResult
-from . import archived, controls
+from . import archived, controls, controls_repair, member_limits
 from . import validation as v
 from .decoding import text
 from .lot_reconciliation import LotsCheck, check_lots
@@ -170,9 +170,13 @@ def reconcile(
     if repair:
         # The debit fast block's 'noctl' mark, derived from the controls (controls.py).
         yield from controls.rebuild_mark(ops, account)
+        # The low-balance alert arming, derived from the ledger and the outbox: a torn
+        # script never loses a crossing's alert nor lets the next one repeat it.
+        yield from controls_repair.rebuild_alerts(ops, account)
     if repair and result.repaired:
         # A torn script may have lost its spend-window count: count the windows again.
         yield from controls.rebuild_windows(ops, account)
+        yield from member_limits.rebuild_member_windows(ops, account)
     if lots.matched is None:
         return result
     problem = result.lots_problem or (None if lots.matched else "ledger")

@@ -25,8 +25,8 @@ type, delivery or process brings it, in any order:
 * :class:`PeriodPaid` -> ``allocate()`` of the plan's credits for that period, expiring
   at the period's end plus the plan's grace days, with the plan's rollover cap; once per
   (subscription, period start).
-  When the plan names a ``tier``, ``set_tier(account, tier)`` too, once per period
-  (see :func:`_plan_tier`).
+  When the plan names a ``tier``, ``set_plan_tier`` too: once per period, never by an
+  older period than the one that set it last (see :func:`_plan_tier`).
 * :class:`SubscriptionEnded` -> no ledger entry: later periods of that subscription are
   not allocated; the current allocation runs to its end.
 * :class:`CustomerLinked` -> remembers which account a provider customer is.
@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .._core import validation as v
 from .._core.requests import CommandCall, Operation
 from .._drive import drive, drive_async
+from ..control_models import PlanTierResult
 from ..errors import EntryNotFoundError, IdempotencyConflictError, ValidationError
 from ..models import AllocationResult, MutationResult, RevokeResult
 from ..pricing import Catalog
@@ -550,7 +551,9 @@ def _period(client: Any, event: PeriodPaid, catalog: Catalog) -> Steps:
         )
     tier, detail = None, ""
     if plan.tier is not None:
-        tier, detail = yield from _plan_tier(client, event.provider, period, account, plan.tier)
+        tier, detail = yield from _plan_tier(
+            client, event.provider, period, event.period_start, account, plan.tier
+        )
     return PaymentOutcome(
         outcome=Outcome.allocated,
         account=account,
@@ -565,26 +568,31 @@ def _period(client: Any, event: PeriodPaid, catalog: Catalog) -> Steps:
 
 
 def _plan_tier(
-    client: Any, provider: str, period: str, account: str, tier: str
+    client: Any, provider: str, period: str, start: datetime, account: str, tier: str
 ) -> Generator[Call, Any, tuple[str | None, str]]:
     """Put the account on its plan's tier, once per paid period (invoice).
 
-    The marker ``plantier:<provider>:<period>`` is written AFTER ``set_tier``: a crash
-    between the two leaves no marker, and the redelivery sets the same tier again (the
-    same hash values: nothing more changes). Once the marker is there, a redelivery does
-    not call ``set_tier`` at all, so a tier changed by an operator since then stays.
+    ``set_plan_tier`` writes the tier and the period's marker in one script, in the
+    account's slot (lua/plan_tier.lua): two deliveries of one invoice racing set it once,
+    a redelivery after an operator's change leaves that change, and an older invoice
+    delivered after a newer one (its period starts before the one that set the tier)
+    changes nothing. A period an earlier version marked with its directory key
+    ``plantier:<provider>:<period>`` (two steps) counts as applied.
     Returns (the tier set now or None, a detail for the answer)."""
     done = yield _get(client, "plantier", provider, period)
     if done is not None:
         return None, ""
     try:
-        yield Call("set_tier", account, tier)
+        result: PlanTierResult = yield Call(
+            "set_plan_tier", account, tier, period_id=period, period_start=start
+        )
     except ValidationError as exc:
         # The client's price table lacks the tier the catalog names (a table loaded from
         # another file): the credits are allocated; the tier waits for a redelivery.
         return None, f"tier {tier!r} not set: {exc.message}"
-    yield _set(client, "plantier", provider, period, tier)
-    return tier, ""
+    if result.outcome == "older":
+        return None, f"tier {tier!r} not set: a later period set the tier already"
+    return (tier, "") if result.outcome == "set" else (None, "")
 
 
 # -- drivers --------------------------------------------------------------------------------

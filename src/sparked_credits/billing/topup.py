@@ -20,7 +20,8 @@ before it acknowledged it. For each crossing of an account with top-up settings 
    redelivery, or the ``payment_intent.succeeded`` webhook).
 4. on a decline (or a card that needs its owner): records an alert of its own,
    ``kind="topup_failed"`` with the PaymentIntent's id as ``entry_id``, in the account's
-   outbox, where the alert workers deliver it like a low-balance alert.
+   outbox, where the alert workers deliver it like a low-balance alert: once per crossing,
+   checked and written in one script with the crossing's mark (topup_failed.lua).
 
 The alert is acknowledged for the consumer only after all of that.
 """
@@ -29,13 +30,15 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from datetime import datetime, timezone
+from importlib import resources
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._core import validation as v
 from .._core.keys import KeySpace
-from .._core.requests import CommandCall, Operation
+from .._core.requests import CommandCall, Operation, ScriptCall
+from .._core.scripts import Script
 from .._drive import drive, drive_async
 from ..control_models import Alert
 from ..pricing import Catalog
@@ -57,6 +60,12 @@ __all__ = [
 
 TOPUP_FAILED = "topup_failed"
 """The ``Alert.kind`` of a top-up payment that failed."""
+
+_FAILED_SCRIPT = Script(
+    name="topup_failed",
+    source=resources.files(__package__).joinpath("topup_failed.lua").read_text("utf-8"),
+)
+"""The failure alert's check and write (see :func:`_failed`)."""
 
 _STRIPE_ID = r"^[A-Za-z0-9][A-Za-z0-9_]{0,254}$"
 _PROVIDER = "stripe"
@@ -287,37 +296,15 @@ def _one(client: Any, catalog: Catalog, alert: Alert, cooloff: float) -> _Steps:
 
 
 def _failed(client: Any, alert: Alert, payment_id: str, reason: str) -> _Steps:
-    """The failure's own alert, in the account's outbox (MAXLEN like the script's), once
-    per crossing: a worker that crashed after writing it and before acknowledging the
-    crossing finds it among the outbox's latest entries (field ``alert``) and writes
-    nothing more."""
-    key = KeySpace(prefix=client.options.key_prefix).account(alert.account).alerts
-    latest = (yield _cmd("XREVRANGE", key, "+", "-", "COUNT", "100")) or []
-    for _entry_id, fields in latest:
-        if isinstance(fields, dict):
-            values = [_text(x) for pair in fields.items() for x in pair]
-        else:
-            values = [_text(x) for x in fields]
-        found = dict(zip(values[::2], values[1::2], strict=False))
-        if found.get("kind") == TOPUP_FAILED and found.get("alert") == alert.alert_id:
-            return
-    yield _cmd(
-        "XADD",
-        key,
-        "MAXLEN",
-        "~",
-        "1000",
-        "*",
-        "kind",
-        TOPUP_FAILED,
-        "balance",
-        str(alert.balance),
-        "threshold",
-        str(alert.threshold),
-        "entry",
-        payment_id,
-        "reason",
-        reason,
-        "alert",
-        alert.alert_id,
+    """The failure's own alert, in the account's outbox, once per crossing: one script
+    (billing/topup_failed.lua) checks the crossing's mark and writes the alert with it, in
+    the account's slot, so two workers racing on the same crossing, or a worker's
+    redelivery after a crash before its acknowledgement, record it once."""
+    keys = KeySpace(prefix=client.options.key_prefix).account(alert.account)
+    marks = f"{client.options.key_prefix}topupfail:{{{alert.account}}}"
+    call = ScriptCall(
+        _FAILED_SCRIPT,
+        (keys.alerts, marks),
+        (alert.alert_id, payment_id, reason, str(alert.balance), str(alert.threshold)),
     )
+    yield Call("run_request_step", op=Operation("topup", call, _raw))

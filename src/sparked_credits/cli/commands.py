@@ -21,6 +21,8 @@ from .._core.options import DEFAULT_GRANT_SOURCE
 from ..models import EntryType, LedgerEntry
 from . import archive as archive_commands
 from . import controls as controls_commands
+from . import members as member_commands
+from . import topup as topup_commands
 from .common import Failed, _client, _errors_exit_2, _print_json, err, out
 from .demo import DemoFailure, run_demo
 from .dev import dev
@@ -382,6 +384,8 @@ for _command in (
     controls_commands.transfer,
 ):
     cli.add_command(_command)
+cli.add_command(topup_commands.topup)  # automatic top-up (billing/topup.py)
+cli.add_command(member_commands.member_limit)  # per-member limits in an org account
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@
 -- A positive delta opens a lot (source 'adjust', never expiring; an overdraft owed is paid
 -- off from it first); a negative one draws in consumption order, past the lots only as an
 -- allowed overdraft.
+K_CTL_EXPIRY = KEYS[11]  -- an expired hold gives its spend window back (prelude.lua)
 local replay = idem_lookup()
 if replay then return replay end
 local delta = tonumber(ARGV[9])

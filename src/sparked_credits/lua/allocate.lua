@@ -1,5 +1,5 @@
 --: argv amount period_id expires_ms rollover_cap source priority reason metadata
---: keys once
+--: keys once controls
 --: reply allocation
 --: refusals overflow expires_past conflict replay_gone
 -- allocate: a period's credits (a subscription's month), once EVER per (account, period):
@@ -17,6 +17,7 @@
 -- ARGV[9] amount, ARGV[10] period id, ARGV[11] expiry (server ms), ARGV[13] source,
 -- ARGV[14] priority, ARGV[15] reason, ARGV[16] metadata.
 -- Reply {'allocated', replayed, grant id, rolled over, expired, balance, <mutation reply>}.
+K_CTL_EXPIRY = KEYS[12]  -- an expired hold gives its spend window back (prelude.lua)
 local K_ONCE = KEYS[11]
 local amount, period = tonumber(ARGV[9]), ARGV[10]
 local expires, cap = tonumber(ARGV[11]), tonumber(ARGV[12])

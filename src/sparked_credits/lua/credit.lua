@@ -1,9 +1,11 @@
 --: argv amount source reason metadata priority expires_ms
+--: keys controls
 --: reply mutation
 --: refusals overflow expires_past conflict replay_gone
 -- credit (grant, purchase, referral...): opens a lot. ARGV[9] amount, ARGV[10] source,
 -- ARGV[11] reason, ARGV[12] metadata JSON, ARGV[13] priority (0-100, lower spent first),
 -- ARGV[14] expiry (server ms; '' = never). The entry's '_sc.l' is the lot's opening record.
+K_CTL_EXPIRY = KEYS[11]  -- an expired hold gives its spend window back (prelude.lua)
 local replay = idem_lookup()
 if replay then return replay end
 local amount, source = tonumber(ARGV[9]), ARGV[10]

@@ -67,13 +67,15 @@ do
   end
 end
 -- @end fast
+K_CTL_EXPIRY = KEYS[11]  -- an expired hold gives its spend window back (prelude.lua)
 local replay = idem_lookup()
 if replay then return replay end
 if is_closed() then return {'closed'} end
 local amount = tonumber(ARGV[9])
 local bal, needs_init, raw = load_balance()
 if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
-local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount)
+local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount,
+                                       ARGV[12])
 if limited then return limited end
 -- No controls: mark it for the fast block (derived state, with the entry's other writes).
 if not controlled and not NOCTL_SEEN then

@@ -370,8 +370,90 @@ local function parse_hold(rec)
   return string.match(rec, '^(%a)|(%d+)|?(%d*)|?([^|]*)|?(.*)$')
 end
 
+-- The UTC calendar month of a server time in ms (days to civil date, H. Hinnant's).
+local function utc_month(ms)
+  local z = math.floor(ms / 86400000) + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y * 12 + m - 1
+end
+
+-- Per-member spend limits inside an organization's account (member_limit.lua): the member
+-- is the top-level "member" of an entry's metadata (for a give-back, of the entry whose
+-- window it returns to). In the controls hash: 'mlim' (some member limit is set),
+-- 'mdaily'/'mmonthly' (every member's limits), 'ml:<member>' ('<daily>|<monthly>': one
+-- member's own, '' parts for none) and 'mw:<member>' ('<day>|<spent>|<month>|<spent>').
+--
+-- The member window's refusal ({'spend_limit', 'member_daily' | 'member_monthly', limit,
+-- spent, window number, amount, member}), or nil and its writer (nil: nothing to write).
+-- spent > 0 counts (the member of `meta`, else of entry `ref`); spent < 0 gives back to
+-- entry `ref`'s window, if it is still the current one.
+local function member_window(k_ctl, spent, ref, meta)
+  -- Nested, so a script pays for this closure only when a member limit is set.
+  local function member_of(text)
+    if not text or text == '' then return nil end
+    if not cjson then  -- a Lua without cjson (some fakeredis builds): the SDK's own JSON
+      return string.match(text, '[{,]"member":"([^"\\]+)"')
+    end
+    local ok, t = pcall(cjson.decode, text)
+    if ok and type(t) == 'table' and type(t.member) == 'string' and t.member ~= '' then
+      return t.member
+    end
+    return nil
+  end
+  local member = nil
+  if spent > 0 then member = member_of(meta) end
+  if not member and ref ~= '' then
+    local found = redis.call('XRANGE', K_TXS, ref, ref)
+    if #found > 0 then member = member_of(entry_values(found[1][2])[9]) end
+  end
+  if not member then return nil, nil end
+  local got = redis.call('HMGET', k_ctl, 'mdaily', 'mmonthly', 'ml:' .. member, 'mw:' .. member)
+  local daily, monthly = tonumber(got[1] or ''), tonumber(got[2] or '')
+  if got[3] then
+    local d, m = string.match(got[3], '^(%d*)|(%d*)$')
+    daily, monthly = tonumber(d or ''), tonumber(m or '')
+  end
+  local day, month = math.floor(NOW / 86400000), utc_month(NOW)
+  local wd, wds, wm, wms = string.match(got[4] or '', '^(%d+)|(%d+)|(%d+)|(%d+)$')
+  local ds = (tonumber(wd or '') == day) and tonumber(wds) or 0
+  local ms = (tonumber(wm or '') == month) and tonumber(wms) or 0
+  if spent > 0 then
+    if not (daily or monthly) then return nil, nil end
+    if daily and ds + spent > daily then
+      return {'spend_limit', 'member_daily', fmt(daily), fmt(ds), fmt(day), fmt(spent), member}
+    end
+    if monthly and ms + spent > monthly then
+      return {'spend_limit', 'member_monthly', fmt(monthly), fmt(ms), fmt(month), fmt(spent),
+              member}
+    end
+    ds, ms = ds + spent, ms + spent
+  else
+    local t = tonumber(string.match(ref, '^(%d+)%-') or '')
+    local ds0, ms0 = ds, ms
+    if t and math.floor(t / 86400000) == day then ds = math.max(0, ds + spent) end
+    if t and utc_month(t) == month then ms = math.max(0, ms + spent) end
+    if ds == ds0 and ms == ms0 then return nil, nil end
+  end
+  return nil, function()
+    redis.call('HSET', k_ctl, 'mw:' .. member,
+               fmt(day) .. '|' .. fmt(ds) .. '|' .. fmt(month) .. '|' .. fmt(ms))
+  end
+end
+
+-- The account's controls hash, when the script has it (its body sets this first, from its
+-- KEYS): an expired hold then gives its reservation's spend window back, like a release.
+local K_CTL_EXPIRY = nil
+
 -- Return an open hold's credits with an 'expire' entry and close it.
--- Unit order: XADD, hold record, expiry zset, balance last.
+-- Unit order: XADD, hold record, expiry zset, spend windows, balance last.
 local function expire_hold(hid, amount, action, app)
   local bal = tonumber(redis.call('GET', K_BAL) or '0')
   local back, lapsed = lots_give_back(lots_of_entry(hid), amount, 0, lots_owed(bal))
@@ -381,6 +463,28 @@ local function expire_hold(hid, amount, action, app)
   lots_apply()
   redis.call('HSET', K_HOLDS, hid, 'E|' .. fmt(amount))
   redis.call('ZREM', K_HOLD_EXP, hid)
+  if K_CTL_EXPIRY then
+    -- The reservation's spend windows (its id is its time), where still the current ones
+    -- (the hash's 'd'/'m'), never below 0; and its member's (member_window).
+    local c = redis.call('HMGET', K_CTL_EXPIRY, 'd', 'ds', 'm', 'ms', 'mlim')
+    if c[5] then
+      local _, write = member_window(K_CTL_EXPIRY, -amount, hid, nil)
+      if write then write() end
+    end
+    local t = tonumber(string.match(hid, '^(%d+)%-') or '')
+    if t and (c[1] or c[3]) then
+      local day, month = math.floor(NOW / 86400000), utc_month(NOW)
+      local ds, ms = tonumber(c[2] or '0'), tonumber(c[4] or '0')
+      local moved = false
+      if tonumber(c[1] or '') == day and math.floor(t / 86400000) == day and ds > 0 then
+        ds, moved = math.max(0, ds - amount), true
+      end
+      if tonumber(c[3] or '') == month and utc_month(t) == month and ms > 0 then
+        ms, moved = math.max(0, ms - amount), true
+      end
+      if moved then redis.call('HSET', K_CTL_EXPIRY, 'ds', fmt(ds), 'ms', fmt(ms)) end
+    end
+  end
   redis.call('SET', K_BAL, fmt(after))
   lots_lapse_all(lapsed, after)
 end
@@ -487,7 +591,7 @@ local function once_lookup(k_once, field)
 end
 
 -- Account controls (spend windows per tier, low-balance alerts): one call per script,
--- `local refusal, write = controls(KEYS[i], KEYS[i + 1], spent, ref, before, after)`,
+-- `local refusal, write = controls(KEYS[i], KEYS[i + 1], spent, ref, before, after, meta)`,
 -- before its commit; `write(id)` goes in commit's derived slot (derived state, written
 -- after the entry and before the balance, like the rest of the unit).
 -- K_CTL (hash): 'daily', 'monthly', 'low' (limits and threshold; '' or absent: none),
@@ -495,20 +599,6 @@ end
 -- year * 12 + month - 1 and credits spent in it), 'fired' (an alert was recorded for the
 -- current crossing). K_ALERTS (stream): one entry per crossing, fields balance, threshold,
 -- entry (the ledger entry that crossed).
--- The UTC calendar month of a server time in ms (days to civil date, H. Hinnant's).
-local function utc_month(ms)
-  local z = math.floor(ms / 86400000) + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-                          - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m = mp < 10 and mp + 3 or mp - 9
-  local y = yoe + era * 400
-  if m <= 2 then y = y + 1 end
-  return y * 12 + m - 1
-end
 
 -- spent > 0: credits this entry spends (refused past a limit: {'spend_limit', window,
 -- limit, spent in window, window number, amount}); spent < 0: credits given back to the
@@ -516,10 +606,11 @@ end
 -- A low-balance alert is due when the balance goes from `before` to `after` below the
 -- threshold while armed (no alert yet for this crossing, or `before` at or above it).
 -- An account without the hash costs one HMGET and returns (nil, nil).
-local function controls(k_ctl, k_alerts, spent, ref, before, after)
-  local c = redis.call('HMGET', k_ctl, 'daily', 'monthly', 'low', 'd', 'ds', 'm', 'ms', 'fired')
+local function controls(k_ctl, k_alerts, spent, ref, before, after, meta)
+  local c = redis.call('HMGET', k_ctl, 'daily', 'monthly', 'low', 'd', 'ds', 'm', 'ms', 'fired',
+                       'mlim')
   local daily, monthly, low = tonumber(c[1] or ''), tonumber(c[2] or ''), tonumber(c[3] or '')
-  if not (daily or monthly or low or c[4] or c[6] or c[8]) then return nil, nil end
+  if not (daily or monthly or low or c[4] or c[6] or c[8] or c[9]) then return nil, nil end
   local day, month = math.floor(NOW / 86400000), utc_month(NOW)
   local ds = (tonumber(c[4] or '') == day) and tonumber(c[5] or '0') or 0
   local ms = (tonumber(c[6] or '') == month) and tonumber(c[7] or '0') or 0
@@ -537,6 +628,13 @@ local function controls(k_ctl, k_alerts, spent, ref, before, after)
     if t and math.floor(t / 86400000) == day then ds = math.max(0, ds + spent) end
     if t and utc_month(t) == month then ms = math.max(0, ms + spent) end
   end
+  -- A member's own window inside an organization's account (member_window, above).
+  local member_write = nil
+  if c[9] and spent ~= 0 then
+    local refusal
+    refusal, member_write = member_window(k_ctl, spent, ref or '', meta)
+    if refusal then return refusal, nil end
+  end
   local fire, rearm = false, false
   if low then
     if (not c[8] or before >= low) and after < low then fire = true
@@ -546,6 +644,7 @@ local function controls(k_ctl, k_alerts, spent, ref, before, after)
     if ds ~= ds0 or ms ~= ms0 then
       redis.call('HSET', k_ctl, 'd', fmt(day), 'ds', fmt(ds), 'm', fmt(month), 'ms', fmt(ms))
     end
+    if member_write then member_write() end
     if fire then
       redis.call('XADD', k_alerts, 'MAXLEN', '~', '1000', '*', 'balance', fmt(after),
                  'threshold', fmt(low), 'entry', id)

@@ -1,5 +1,5 @@
 --: argv amount payment_id source reason metadata priority expires_ms
---: keys once
+--: keys once controls
 --: reply mutation
 --: refusals overflow expires_past conflict replay_gone
 -- purchase: a credit lot keyed by the payment provider's payment id, once EVER: KEYS[11]
@@ -8,6 +8,7 @@
 -- clawback finds the lot by the same key (revoke.lua). ARGV[9] amount, ARGV[10] payment
 -- id, ARGV[11] source, ARGV[12] reason, ARGV[13] metadata, ARGV[14] priority, ARGV[15]
 -- expiry (server ms; '' = never). The entry is a 'credit' like credit.lua's.
+K_CTL_EXPIRY = KEYS[12]  -- an expired hold gives its spend window back (prelude.lua)
 local K_ONCE = KEYS[11]
 local FIELD = 'purchase:' .. ARGV[10]
 local prior = once_lookup(K_ONCE, FIELD)

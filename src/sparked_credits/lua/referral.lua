@@ -1,5 +1,5 @@
 --: argv role other amount expires_ms cap reason metadata
---: keys referrals
+--: keys referrals controls
 --: reply mutation
 --: refusals referred_already referral_capped expires_past overflow conflict replay_gone
 -- One side of a referral reward (transfers.py drives both): a lot of source 'referral'
@@ -12,6 +12,7 @@
 -- A repeat of either side replays its first entry. ARGV[9] role, ARGV[10] the other
 -- account, ARGV[11] amount, ARGV[12] expiry (server ms; '' = never), ARGV[13] cap,
 -- ARGV[14] reason, ARGV[15] metadata JSON.
+K_CTL_EXPIRY = KEYS[12]  -- an expired hold gives its spend window back (prelude.lua)
 local K_REF = KEYS[11]
 local role, other, amount = ARGV[9], ARGV[10], tonumber(ARGV[11])
 local mark = 'referred_by'

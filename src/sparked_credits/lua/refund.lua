@@ -9,6 +9,7 @@
 -- earlier partial refunds gave back); lots expired since lapse at once, each recorded.
 -- ARGV[9] entry id, ARGV[10] amount ('' = all that is left), ARGV[11] reason,
 -- ARGV[12] metadata.
+K_CTL_EXPIRY = KEYS[12]  -- an expired hold gives its spend window back (prelude.lua)
 local K_REFUNDS = KEYS[11]
 local replay = idem_lookup()
 if replay then return replay end

@@ -4,6 +4,7 @@
 --: refusals hold_not_found hold_expired hold_closed conflict replay_gone
 -- release: give an open hold's credits back in full (the work failed or was cancelled).
 -- ARGV[9] hold id, ARGV[10] reason, ARGV[11] metadata JSON.
+K_CTL_EXPIRY = KEYS[11]  -- an expired hold gives its spend window back (prelude.lua)
 local replay = idem_lookup()
 if replay then return replay end
 local hid = ARGV[9]

@@ -8,6 +8,7 @@
 -- (ms), ARGV[12] reason, ARGV[13] metadata JSON.
 -- Draws from the lots like a debit ('_sc.l'); settle, release and expiry give back to them.
 -- Reply: the reserve entry, then the hold record (so a replay reports the hold's state).
+K_CTL_EXPIRY = KEYS[11]  -- an expired hold gives its spend window back (prelude.lua)
 local replay = idem_lookup()
 if replay then
   if replay[1] == 'ok' then replay[#replay + 1] = redis.call('HGET', K_HOLDS, replay[3]) or '' end
@@ -18,7 +19,8 @@ local amount = tonumber(ARGV[9])
 local bal, needs_init, raw = load_balance()
 if bal < amount then return {'insufficient', fmt(bal), fmt(amount)} end
 -- A reservation counts against the spend windows now (release and settle give back).
-local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount)
+local limited, controlled = controls(KEYS[11], KEYS[12], amount, '', bal, bal - amount,
+                                       ARGV[13])
 if limited then return limited end
 apply_init_if_needed(needs_init, raw)
 local expires = NOW + tonumber(ARGV[11])

@@ -1,5 +1,5 @@
 --: argv grant_id amount reason metadata once
---: keys once
+--: keys once controls
 --: reply revoke
 --: refusals not_found conflict replay_gone
 -- revoke: take back up to ARGV[10] credits ('' = all the lot still owes: its amount less
@@ -13,6 +13,7 @@
 -- dispute that Stripe redelivers for days), also when nothing could be taken.
 -- Reply {'revoked', replayed, revoked, unrecoverable, balance, <mutation reply>} or, when
 -- nothing was left to take, {'revoked', replayed, '0', unrecoverable, balance} (no entry).
+K_CTL_EXPIRY = KEYS[12]  -- an expired hold gives its spend window back (prelude.lua)
 local K_ONCE = KEYS[11]
 local ONCE_FIELD = 'revoke:' .. IDEM_KEY
 local once = ARGV[13] == '1'

@@ -9,7 +9,10 @@
 -- only costs one general-path debit and a mark is never left beside live controls.
 local K_CTL = KEYS[11]
 redis.call('HDEL', K_META, 'noctl')
-if ARGV[13] == '1' then
+if ARGV[13] == '1' and redis.call('HEXISTS', K_CTL, 'mlim') == 1 then
+  -- Off its tier, its members' limits stay (member_limit.lua): only the tier's part goes.
+  redis.call('HDEL', K_CTL, 'tier', 'daily', 'monthly', 'low', 'd', 'ds', 'm', 'ms', 'fired')
+elseif ARGV[13] == '1' then
   redis.call('DEL', K_CTL)
 else
   redis.call('HSET', K_CTL, 'tier', ARGV[9], 'daily', ARGV[10], 'monthly', ARGV[11],

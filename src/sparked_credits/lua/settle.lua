@@ -7,6 +7,7 @@
 -- reserved amount only with allow_overage, and only when the balance covers the
 -- difference. ARGV[9] hold id, ARGV[10] actual, ARGV[11] allow overage, ARGV[12] reason,
 -- ARGV[13] metadata JSON.
+K_CTL_EXPIRY = KEYS[11]  -- an expired hold gives its spend window back (prelude.lua)
 local replay = idem_lookup()
 if replay then return replay end
 local hid = ARGV[9]
@@ -20,7 +21,8 @@ if delta < 0 then
   if bal + delta < 0 then return {'insufficient', fmt(bal), fmt(-delta)} end
 end
 -- The unused part gives the reserve's spend window back; an overage spends now.
-local limited, controlled = controls(KEYS[11], KEYS[12], -delta, hid, bal, bal + delta)
+local limited, controlled = controls(KEYS[11], KEYS[12], -delta, hid, bal, bal + delta,
+                                       ARGV[13])
 if limited then return limited end
 -- What is not kept goes back to the hold's lots, the last drawn first (the kept part is
 -- the head of its draws); an overage draws more in consumption order.
