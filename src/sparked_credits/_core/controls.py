@@ -24,6 +24,7 @@ from typing import Any
 
 from ..control_models import AccountControls, Alert
 from ..errors import ValidationError
+from ..models import LedgerEntry
 from . import validation as v
 from .decoding import entry_from_fields, text
 from .operations import Operations
@@ -303,6 +304,32 @@ def rebuild_mark(ops: Operations, account: str) -> Steps[bool]:
     return text(raw[1]) == "1"
 
 
+def this_months_entries(
+    ops: Operations, account: str, batch: int = 1000
+) -> Steps[tuple[int, str, list[LedgerEntry]]]:
+    """(server time in ms, the newest entry's id, the entries of the current UTC month up
+    to it, oldest first): what the windows' rebuilds count from. The id goes to the
+    rebuild's script, which writes only if the ledger has not moved on since."""
+    keys = ops.keys.account(account)
+    now: Sequence[Any] = yield _command("reconcile", "TIME")
+    now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
+    newest: Sequence[Any] = yield _command(
+        "reconcile", "XREVRANGE", keys.ledger, "+", "-", "COUNT", "1"
+    )
+    last = text(newest[0][0]) if newest else ""
+    entries: list[LedgerEntry] = []
+    start = str(_month_start_ms(now_ms))
+    while last:
+        page: Sequence[Any] = yield _command(
+            "reconcile", "XRANGE", keys.ledger, start, last, "COUNT", str(batch)
+        )
+        entries.extend(entry_from_fields(raw_id, fields) for raw_id, fields in page)
+        if len(page) < batch:
+            break
+        start = "(" + text(page[-1][0])
+    return now_ms, last, entries
+
+
 def rebuild_windows(ops: Operations, account: str, batch: int = 1000) -> Steps[bool]:
     """Count the current spend windows again from the ledger (the full repair runs this
     after fixing a torn script, which may have lost a count) and write them, never below
@@ -312,24 +339,8 @@ def rebuild_windows(ops: Operations, account: str, batch: int = 1000) -> Steps[b
     if not any(_int(x) is not None for x in limits):
         return False
     for _ in range(5):
-        now: Sequence[Any] = yield _command("reconcile", "TIME")
-        now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
-        newest: Sequence[Any] = yield _command(
-            "reconcile", "XREVRANGE", keys.ledger, "+", "-", "COUNT", "1"
-        )
-        last = text(newest[0][0]) if newest else ""
-        entries: list[tuple[str, str, int, str]] = []
-        start = str(_month_start_ms(now_ms))
-        while last:
-            page: Sequence[Any] = yield _command(
-                "reconcile", "XRANGE", keys.ledger, start, last, "COUNT", str(batch)
-            )
-            for raw_id, fields in page:
-                entry = entry_from_fields(raw_id, fields)
-                entries.append((entry.id, entry.type_name, entry.delta, entry.ref or ""))
-            if len(page) < batch:
-                break
-            start = "(" + text(page[-1][0])
+        now_ms, last, read = yield from this_months_entries(ops, account, batch)
+        entries = [(e.id, e.type_name, e.delta, e.ref or "") for e in read]
         day, month = now_ms // _DAY_MS, _utc_month(now_ms)
         ds, ms = count_windows(entries, day, month)
         outcome: Sequence[Any] = yield ops.maintenance(

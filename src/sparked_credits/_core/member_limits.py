@@ -18,8 +18,8 @@ from typing import Any
 
 from ..control_models import MemberControls
 from . import validation as v
-from .controls import _command, _int, _limit, _month_start_ms, _utc_month
-from .decoding import entry_from_fields, text
+from .controls import _command, _int, _limit, _utc_month, this_months_entries
+from .decoding import text
 from .operations import Operations
 from .steps import Steps
 
@@ -142,26 +142,12 @@ def rebuild_member_windows(ops: Operations, account: str, batch: int = 1000) -> 
     if mark is None:
         return False
     for _ in range(5):
-        now: Sequence[Any] = yield _command("reconcile", "TIME")
-        now_ms = int(text(now[0])) * 1000 + int(text(now[1])) // 1000
-        newest: Sequence[Any] = yield _command(
-            "reconcile", "XREVRANGE", keys.ledger, "+", "-", "COUNT", "1"
-        )
-        last = text(newest[0][0]) if newest else ""
+        now_ms, last, read = yield from this_months_entries(ops, account, batch)
         entries: list[MemberEntry] = []
-        start = str(_month_start_ms(now_ms))
-        while last:
-            page: Sequence[Any] = yield _command(
-                "reconcile", "XRANGE", keys.ledger, start, last, "COUNT", str(batch)
-            )
-            for raw_id, fields in page:
-                entry = entry_from_fields(raw_id, fields)
-                who = entry.metadata.get("member")
-                member = who if isinstance(who, str) and _clean(who) else ""
-                entries.append((entry.id, entry.type_name, entry.delta, entry.ref or "", member))
-            if len(page) < batch:
-                break
-            start = "(" + text(page[-1][0])
+        for entry in read:
+            who = entry.metadata.get("member")
+            member = who if isinstance(who, str) and _clean(who) else ""
+            entries.append((entry.id, entry.type_name, entry.delta, entry.ref or "", member))
         day, month = now_ms // _DAY_MS, _utc_month(now_ms)
         counted = count_member_windows(entries, day, month)
         records = "\n".join(f"{m}\t{d}\t{mo}" for m, (d, mo) in sorted(counted.items()))
