@@ -3,21 +3,17 @@ a real Redis; schemathesis over the new routes (no 5xx, no change on a refusal).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
 from starlette.testclient import TestClient
 
 import alert_worker
 from clerk_keys import ORIGIN, KeyPair
 from conftest import LINES, _flushed
 from credits_app import Settings, create_app
+from route_fuzz import fuzz_routes
 from sparked_credits import CreditsClient
 from test_fuzz_http import ledger_state
 
@@ -154,30 +150,10 @@ def test_low_balance_banner_and_alert_worker(http: TestClient, url: str) -> None
 def test_new_routes_no_5xx_and_no_change_on_refusal(http: TestClient, url: str) -> None:
     with CreditsClient(url) as credits:
         credits.initialize_user(ORG, 500)
-    api = schemathesis.openapi.from_asgi("/openapi.json", http.app)
-    operations = [
-        result.ok() for result in api.get_all_operations() if result.ok().path in NEW_ROUTES
-    ]
-    assert len(operations) == len(NEW_ROUTES)
-    for operation in operations:
-        _fuzz(operation, GenerationMode.POSITIVE, url)()
-        with contextlib.suppress(Unsatisfiable):
-            _fuzz(operation, GenerationMode.NEGATIVE, url)()
-
-
-def _fuzz(operation: Any, mode: Any, url: str) -> Any:
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    fuzz_routes(
+        http.app,
+        NEW_ROUTES,
+        headers=auth(ADMIN, "admin"),
+        state=lambda: ledger_state(url),
+        operations=len(NEW_ROUTES),
     )
-    def check(case: Any) -> None:
-        case.headers = {**(case.headers or {}), **auth(ADMIN, "admin")}
-        before = ledger_state(url)
-        response = case.call()
-        where = (case.method, case.path, case.body, response.text[:300])
-        assert response.status_code < 500, where
-        if 400 <= response.status_code < 500:
-            assert isinstance(response.json().get("error"), str), where
-            assert ledger_state(url) == before, where
-
-    return check

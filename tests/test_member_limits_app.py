@@ -4,23 +4,19 @@ member sees the limits; schemathesis over the new routes (no 5xx, no change on a
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-import schemathesis
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
 from starlette.testclient import TestClient
 
 from clerk_keys import ORIGIN, KeyPair
 from conftest import LINES, _flushed
 from credits_app import Settings, create_app
+from route_fuzz import fuzz_routes
 from sparked_credits import CreditsClient
 from sparked_credits.cli.commands import cli
 from test_fuzz_http import ledger_state
@@ -120,28 +116,6 @@ def test_the_operator_command(url: str) -> None:
 def test_new_routes_no_5xx_and_no_change_on_refusal(http: TestClient, url: str) -> None:
     with CreditsClient(url) as credits:
         credits.initialize_user(ORG, 1000)
-    api = schemathesis.openapi.from_asgi("/openapi.json", http.app)
-    operations = [r.ok() for r in api.get_all_operations() if r.ok().path == ROUTE]
-    assert len(operations) == 2
-    for operation in operations:
-        _fuzz(operation, GenerationMode.POSITIVE, url)()
-        with contextlib.suppress(Unsatisfiable):
-            _fuzz(operation, GenerationMode.NEGATIVE, url)()
-
-
-def _fuzz(operation: Any, mode: Any, url: str) -> Any:
-    @given(case=operation.as_strategy(generation_mode=mode))
-    @settings(
-        max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    fuzz_routes(
+        http.app, {ROUTE}, headers=auth(ADMIN, "admin"), state=lambda: state(url), operations=2
     )
-    def check(case: Any) -> None:
-        case.headers = {**(case.headers or {}), **auth(ADMIN, "admin")}
-        before = state(url)
-        response = case.call()
-        where = (case.method, case.path, case.body, response.text[:300])
-        assert response.status_code < 500, where
-        if 400 <= response.status_code < 500:
-            assert isinstance(response.json().get("error"), str), where
-            assert state(url) == before, where
-
-    return check
