@@ -81,7 +81,9 @@ def topup_routes(catalog: Catalog, *, org_balances: bool) -> APIRouter:
     ) -> dict[str, Any]:
         account = account_of(user, True)
         settings = TopUpSettings(**body.model_dump())
-        configure_topup(credits, catalog, account, settings)  # unknown pack: 422, nothing saved
+        # An unknown pack: 422; a customer not linked to this account (by a purchase or a
+        # subscription with it): 409. Either saves nothing.
+        configure_topup(credits, catalog, account, settings, require_linked_customer=True)
         return answer(credits, account)
 
     @router.delete("/api/credits/topup")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,11 @@ import pytest
 import stripe_events as se
 from conftest import ledger_sum
 from sparked_credits import CreditsClient, ValidationError
-from sparked_credits.billing import Outcome
+from sparked_credits.billing import Outcome, PaymentSucceeded, run_payment_event
 from sparked_credits.billing.stripe import handle_stripe_webhook, make_stripe_client
 from sparked_credits.billing.topup import (
     TOPUP_FAILED,
+    TopUpCustomerError,
     TopUpSettings,
     configure_topup,
     get_topup,
@@ -151,6 +153,55 @@ def test_bad_settings_are_refused_and_change_nothing(client: Any, catalog: Catal
     assert run_topups(client, MISSING_STRIPE, Catalog()) == []
     configure_topup(client, catalog, ACCT, None)
     assert get_topup(client, ACCT) is None
+
+
+def test_a_customer_is_one_accounts(client: Any, catalog: Catalog) -> None:
+    """A pack bought with a customer links it to the buyer (first link wins); top-up
+    settings naming another account's customer, or with ``require_linked_customer`` one
+    linked to nobody, are refused and save nothing."""
+    other = "user_someone_else"
+    for n, account in enumerate((ACCT, other)):
+        bought = run_payment_event(
+            client,
+            PaymentSucceeded(
+                provider="stripe",
+                payment_id=f"pi_link{n}",
+                account=account,
+                pack="starter",
+                amount=500,
+                currency="usd",
+                paid_at=datetime.now(timezone.utc),
+                customer_id="cus_A",
+            ),
+            catalog,
+        )
+        assert bought.outcome is Outcome.credited
+    mine = CARD.model_copy(update={"customer": "cus_A"})
+    configure_topup(client, catalog, ACCT, mine, require_linked_customer=True)
+    assert get_topup(client, ACCT) == mine
+    with pytest.raises(TopUpCustomerError) as theirs:
+        configure_topup(client, catalog, other, mine)
+    assert (theirs.value.reason, theirs.value.http_status) == ("other_account", 409)
+    unlinked = CARD.model_copy(update={"customer": "cus_nobody"})
+    with pytest.raises(TopUpCustomerError) as nobody:
+        configure_topup(client, catalog, other, unlinked, require_linked_customer=True)
+    assert nobody.value.to_dict()["reason"] == "not_linked"
+    assert get_topup(client, other) is None
+    configure_topup(client, catalog, other, unlinked)  # an operator's call: no link needed
+    assert get_topup(client, other) == unlinked
+
+
+def test_a_signed_checkout_with_a_customer_links_it(client: Any, catalog: Catalog) -> None:
+    """Stripe's word links a customer: a paid Checkout Session that saved the card (its
+    ``customer``) lets the buyer's settings name that customer."""
+    body = se.checkout(ACCT, "pi_linkcheckout", customer="cus_checkout")
+    paid = handle_stripe_webhook(client, body, se.sign(body), se.SECRET, catalog)
+    assert paid.outcome is Outcome.credited
+    mine = CARD.model_copy(update={"customer": "cus_checkout"})
+    configure_topup(client, catalog, ACCT, mine, require_linked_customer=True)
+    assert get_topup(client, ACCT) == mine
+    with pytest.raises(TopUpCustomerError):
+        configure_topup(client, catalog, "user_someone_else", mine)
 
 
 def test_a_burst_from_threads_starts_exactly_one_payment(

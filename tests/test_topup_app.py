@@ -22,6 +22,7 @@ from conftest import LINES, _flushed
 from credits_app import Settings, create_app
 from route_fuzz import fuzz_routes
 from sparked_credits import CreditsClient
+from sparked_credits.billing import CustomerLinked, run_payment_event
 from sparked_credits.billing.stripe import make_stripe_client
 from sparked_credits.cli.commands import cli
 from sparked_credits.pricing import load_price_table, set_price_table
@@ -93,7 +94,16 @@ def state(url: str) -> dict[bytes, Any]:
     return found
 
 
+def link(url: str, customer: str, account: str) -> None:
+    """What a subscription checkout (or a pack bought with the customer) tells the app."""
+    event = CustomerLinked(provider="stripe", customer_id=customer, account=account)
+    with CreditsClient(url) as credits:
+        run_payment_event(credits, event, load_price_table(None).catalog)
+
+
 def test_save_read_and_remove_settings(http: TestClient, url: str) -> None:
+    link(url, "cus_T1", USER)
+    link(url, "cus_theirs", "user_someone_else")
     empty = http.get(ROUTE, headers=auth(USER)).json()
     assert (empty["settings"], empty["account"]) == (None, USER)
     assert "starter" in empty["packs"]
@@ -108,6 +118,8 @@ def test_save_read_and_remove_settings(http: TestClient, url: str) -> None:
         {**CARD, "pack": "no_such_pack"},
         {**CARD, "customer": "not a customer"},
         {**CARD, "extra": 1},
+        {**CARD, "customer": "cus_theirs"},  # another account's customer: 409
+        {**CARD, "customer": "cus_unlinked"},  # nobody's yet: 409
         {"customer": "cus_T1"},
         [],
     ]
@@ -125,6 +137,7 @@ def test_save_read_and_remove_settings(http: TestClient, url: str) -> None:
 
 
 def test_org_settings_are_the_admins_to_change(http: TestClient, url: str) -> None:
+    link(url, "cus_T1", ORG)
     refused = http.put(ROUTE, json=CARD, headers=auth(MEMBER, "member", key="m-1"))
     assert refused.status_code == 403
     done = http.put(ROUTE, json=CARD, headers=auth(ADMIN, "admin", key="a-1"))
@@ -137,6 +150,7 @@ def test_org_settings_are_the_admins_to_change(http: TestClient, url: str) -> No
 def test_the_example_worker_tops_up_once(
     http: TestClient, url: str, price_file: Path, standin: StripeStandIn
 ) -> None:
+    link(url, "cus_T1", USER)
     assert http.put(ROUTE, json=CARD, headers=auth(USER, key="w-1")).status_code == 200
     catalog = load_price_table(price_file).catalog
     stripe_client = make_stripe_client(API_KEY, api_base=standin.url)

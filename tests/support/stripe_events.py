@@ -75,6 +75,7 @@ def checkout(
     currency: str = "usd",
     paid: bool = True,
     kind: str = "checkout.session.completed",
+    customer: str | None = None,
 ) -> bytes:
     return envelope(
         kind,
@@ -89,7 +90,7 @@ def checkout(
             "amount_total": amount,
             "currency": currency,
             "payment_intent": pi,
-            "customer": None,
+            "customer": customer,
             "created": int(time.time()),
             "url": None,
         },

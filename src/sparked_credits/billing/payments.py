@@ -94,6 +94,12 @@ class PaymentSucceeded(_Event):
     amount: int = Field(ge=0, description="Paid, in the currency's smallest unit.")
     currency: str
     paid_at: datetime
+    customer_id: str | None = Field(
+        default=None,
+        pattern=_ID,
+        description="The provider's customer who paid, if any: linked to the account (first "
+        "link wins), which is what lets automatic top-up use that customer's card.",
+    )
 
 
 class PaymentRefunded(_Event):
@@ -267,6 +273,14 @@ def _set(client: Any, kind: str, provider: str, ident: str, value: str) -> Call:
     return Call("run_request_step", op=op)
 
 
+def _link(client: Any, provider: str, customer: str, account: str) -> Call:
+    """Link a customer to the account that paid with it, unless it is linked already (a
+    customer is one account's: a link is never moved by a payment)."""
+    key = _directory_key(client, "customer", provider, customer)
+    op = Operation("billing_directory", CommandCall(("SET", key, account, "NX")), _text)
+    return Call("run_request_step", op=op)
+
+
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -337,6 +351,8 @@ def _purchase(client: Any, event: PaymentSucceeded, catalog: Catalog) -> Steps:
         )
     )
     yield _set(client, "payment", event.provider, event.payment_id, record)
+    if event.customer_id is not None:
+        yield _link(client, event.provider, event.customer_id, account)
     try:
         result: MutationResult = yield Call(
             "purchase",

@@ -187,6 +187,7 @@ class _Intent(_Loose):
     amount: int
     currency: str
     metadata: dict[str, str] | None = None
+    customer: str | dict[str, Any] | None = None
     created: _Unix
 
 
@@ -325,6 +326,7 @@ def _topup(intent: _Intent) -> PaymentEvent:
         amount=intent.amount,
         currency=intent.currency,
         paid_at=_time(intent.created),
+        customer_id=_id_of(intent.customer),
     )
 
 
@@ -353,6 +355,7 @@ def _checkout(kind: str, session: _Session) -> PaymentEvent:
         amount=session.amount_total,
         currency=session.currency,
         paid_at=_time(session.created),
+        customer_id=_id_of(session.customer),
     )
 
 

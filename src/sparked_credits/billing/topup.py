@@ -24,6 +24,14 @@ before it acknowledged it. For each crossing of an account with top-up settings 
    checked and written in one script with the crossing's mark (topup_failed.lua).
 
 The alert is acknowledged for the consumer only after all of that.
+
+Whose card: a top-up charges the saved card of the customer its settings name, so
+:func:`configure_topup` refuses a customer the billing directory links to another account
+(:class:`TopUpCustomerError`, HTTP 409). A customer is linked by Stripe's own word: a
+subscription checkout, or a pack bought with a customer (the purchase path links it, first
+link wins). ``require_linked_customer=True`` (what an app's settings route should pass, as
+the example app does) refuses a customer not linked to the account at all, so a user can
+never name someone else's customer and card.
 """
 
 from __future__ import annotations
@@ -41,12 +49,21 @@ from .._core.requests import CommandCall, Operation, ScriptCall
 from .._core.scripts import Script
 from .._drive import drive, drive_async
 from ..control_models import Alert
+from ..errors import CreditsError
 from ..pricing import Catalog
-from .payments import Call, Outcome, PaymentSucceeded, apply_payment_event, call_on
+from .payments import (
+    Call,
+    Outcome,
+    PaymentSucceeded,
+    _directory_key,
+    apply_payment_event,
+    call_on,
+)
 from .stripe import _stripe
 
 __all__ = [
     "TOPUP_FAILED",
+    "TopUpCustomerError",
     "TopUpOutcome",
     "TopUpSettings",
     "aconfigure_topup",
@@ -81,6 +98,30 @@ class TopUpSettings(BaseModel):
         pattern=_STRIPE_ID, description="Its saved payment method (pm_...), set up off-session."
     )
     pack: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$", description="A pack id.")
+
+
+class TopUpCustomerError(CreditsError):
+    """The top-up settings name a Stripe customer that is not this account's, and nothing
+    was saved (HTTP 409). ``reason`` is ``other_account`` (the billing directory links it
+    to another account) or ``not_linked`` (``require_linked_customer=True`` and nothing
+    links it to this one yet: buy a pack with the card saved first)."""
+
+    http_status = 409
+    code = "topup_customer_refused"
+
+    def __init__(self, account: str, customer: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.account = account
+        self.customer = customer
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **super().to_dict(),
+            "account": self.account,
+            "customer": self.customer,
+            "reason": self.reason,
+        }
 
 
 class TopUpOutcome(BaseModel):
@@ -129,35 +170,73 @@ def _text(raw: Any) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def _configure_op(
-    client: Any, catalog: Catalog, account: str, settings: TopUpSettings | None
-) -> Any:
-    account = v.account(account)
-    key = _key(client, "topup", account)
-    if settings is None:
-        return _cmd("DEL", key).op
-    catalog.pack(settings.pack)
-    return _cmd("SET", key, settings.model_dump_json()).op
-
-
 def _settings(raw: Any) -> TopUpSettings | None:
     text = _text(raw)
     return None if text is None else TopUpSettings.model_validate_json(text)
 
 
+def _configure(
+    client: Any,
+    catalog: Catalog,
+    account: str,
+    settings: TopUpSettings | None,
+    require_linked_customer: bool,
+) -> Generator[Call, Any, None]:
+    """Check, then save or remove the settings (the procedure both clients drive)."""
+    account = v.account(account)
+    key = _key(client, "topup", account)
+    if settings is None:
+        yield _cmd("DEL", key)
+        return
+    catalog.pack(settings.pack)
+    linked = _text(
+        (yield _cmd("GET", _directory_key(client, "customer", _PROVIDER, settings.customer)))
+    )
+    if linked is not None and linked != account:
+        raise TopUpCustomerError(
+            account,
+            settings.customer,
+            "other_account",
+            f"customer {settings.customer!r} belongs to another account: nothing saved",
+        )
+    if linked is None and require_linked_customer:
+        raise TopUpCustomerError(
+            account,
+            settings.customer,
+            "not_linked",
+            f"customer {settings.customer!r} is not linked to {account!r} (a purchase or "
+            "subscription with that customer links it): nothing saved",
+        )
+    yield _cmd("SET", key, settings.model_dump_json())
+
+
 def configure_topup(
-    client: Any, catalog: Catalog, account: str, settings: TopUpSettings | None
+    client: Any,
+    catalog: Catalog,
+    account: str,
+    settings: TopUpSettings | None,
+    *,
+    require_linked_customer: bool = False,
 ) -> None:
     """Save (or, with None, remove) ``account``'s top-up settings. An unknown pack raises
-    ValidationError and saves nothing."""
-    client.run_request_step(_configure_op(client, catalog, account, settings))
+    ValidationError, a customer of another account (or, with
+    ``require_linked_customer=True``, one not linked to this account)
+    :class:`TopUpCustomerError`; either saves nothing."""
+    drive(_configure(client, catalog, account, settings, require_linked_customer), call_on(client))
 
 
 async def aconfigure_topup(
-    client: Any, catalog: Catalog, account: str, settings: TopUpSettings | None
+    client: Any,
+    catalog: Catalog,
+    account: str,
+    settings: TopUpSettings | None,
+    *,
+    require_linked_customer: bool = False,
 ) -> None:
     """:func:`configure_topup` with an AsyncCreditsClient."""
-    await client.run_request_step(_configure_op(client, catalog, account, settings))
+    await drive_async(
+        _configure(client, catalog, account, settings, require_linked_customer), call_on(client)
+    )
 
 
 def get_topup(client: Any, account: str) -> TopUpSettings | None:
@@ -284,6 +363,7 @@ def _one(client: Any, catalog: Catalog, alert: Alert, cooloff: float) -> _Steps:
         amount=int(intent.amount),
         currency=str(intent.currency),
         paid_at=datetime.fromtimestamp(int(intent.created), tz=timezone.utc),
+        customer_id=settings.customer,
     )
     outcome = yield from apply_payment_event(client, event, catalog)
     return answer(
