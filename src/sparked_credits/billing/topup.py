@@ -56,6 +56,7 @@ from .payments import (
     Outcome,
     PaymentSucceeded,
     _directory_key,
+    _text,
     apply_payment_event,
     call_on,
 )
@@ -160,14 +161,8 @@ def _raw(reply: Any) -> Any:
 
 
 def _key(client: Any, kind: str, account: str) -> str:
-    prefix: str = client.options.key_prefix
-    return f"{prefix}{kind}:{_PROVIDER}:{account}"
-
-
-def _text(raw: Any) -> str | None:
-    if raw is None:
-        return None
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+    """``<prefix><kind>:stripe:<account>``: the billing directory's key shape."""
+    return _directory_key(client, kind, _PROVIDER, account)
 
 
 def _settings(raw: Any) -> TopUpSettings | None:
