@@ -10,11 +10,11 @@
 -- ttl, no lot past its expiry, no credits taken without lots), and a first lot that covers
 -- the amount and stays open, as the meta hash's fast view tells (prelude.lua). Redis runs
 -- a script's whole chunk on every call and each prelude `local function` is a closure
--- made anew each time; this block runs before most
--- of them, reads what decides the case, and when it is the common one writes what the
--- general path below writes, through the same helpers (append_counted, idem_put,
--- lots_summary_text, reply_entry, in the same order: the entry, its block sums, the
--- idempotency record, the lot and the lots summary, the balance last) and returns.
+-- made anew each time; this block runs before most of them, reads what decides the case,
+-- and when it is the common one writes what the general path below writes, through the
+-- same helpers (append_counted, idem_put, lots_summary_text, reply_entry, in the same
+-- order: the entry, its block sums with the fast view, the idempotency record, the lot
+-- and the lots summary, the balance last) and returns.
 -- Anything else falls through, having written nothing, to the general path.
 -- tests/test_debit_fast_path.py runs both on the same histories and compares every key.
 do
